@@ -1,0 +1,98 @@
+/*
+ * weir — the work-stealing runtime.
+ *
+ *   weir_config cfg;
+ *   weir_config_init(&cfg);
+ *   if (weir_config_from_env(&cfg) < 0) { fprintf(stderr, "%s\n", weir_last_error()); ... }
+ *   weir_runtime *rt;
+ *   int err = weir_runtime_create(&cfg, &rt);    // pair with weir_runtime_destroy()
+ *   ...  fib_run(rt, 35) / weir_submit(rt, &job) ...
+ *   weir_runtime_destroy(rt);
+ *
+ * Thread safety: create/destroy from one thread; everything else from any
+ * thread, including the workers themselves, unless said otherwise.
+ */
+#ifndef WEIR_RUNTIME_H
+#define WEIR_RUNTIME_H
+
+#include <stdio.h>
+
+#include "common.h"
+#include "config.h"
+#include "stats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct weir_runtime weir_runtime;
+typedef struct weir_worker weir_worker;
+
+/**
+ * Start a runtime: plan the placement, start and pin the workers, allocate
+ * their deques on their NUMA nodes.
+ * @param cfg  configuration, or NULL for defaults + environment
+ *             (weir_config_init() then weir_config_from_env()).
+ * @param out  receives the runtime.
+ * @return 0; -EINVAL for an invalid config or environment variable (message in
+ *         weir_last_error()); -ENOMEM when memory runs out; -EAGAIN when a worker
+ *         thread cannot be created; -ENODEV when the topology cannot be loaded.
+ *         On failure nothing is left running and *out is untouched.
+ */
+WEIR_API int weir_runtime_create(const weir_config *cfg, weir_runtime **out);
+
+/**
+ * Stop and join the workers and free the runtime. Detached jobs still queued
+ * are run before the workers stop (destroy drains). Prints the statistics
+ * table when the config asked for it (WEIR_STATS=1). Must not be called from a
+ * worker of `rt`. NULL is ignored.
+ */
+WEIR_API void weir_runtime_destroy(weir_runtime *rt);
+
+/** Number of workers. */
+WEIR_API unsigned weir_runtime_workers(const weir_runtime *rt);
+
+/** Where a worker was placed. */
+typedef struct weir_worker_info {
+    int pu;         /**< OS index of the PU it is pinned to, -1 if not pinned */
+    int numa_node;  /**< OS index of its NUMA node, -1 if unknown */
+    int l3;         /**< logical index of its L3 cache, -1 if unknown */
+    int pinned;     /**< 1 if the pin succeeded */
+} weir_worker_info;
+
+/** @return 0 or -EINVAL for a bad index. */
+WEIR_API int weir_runtime_worker_info(const weir_runtime *rt, unsigned worker,
+                                      weir_worker_info *info);
+
+/** Number of workers whose pin failed (reported, never fatal). */
+WEIR_API unsigned weir_runtime_failed_pins(const weir_runtime *rt);
+
+/**
+ * Copy the counters of worker `worker` into `out` (see stats.h for the
+ * definitions). @return 0 or -EINVAL for a bad index.
+ */
+WEIR_API int weir_runtime_stats(const weir_runtime *rt, unsigned worker, weir_worker_stats *out);
+
+/** Sum of all workers' counters. */
+WEIR_API void weir_runtime_stats_total(const weir_runtime *rt, weir_worker_stats *out);
+
+/** Reset every worker's counters to zero (for benchmarks; racy by nature: call
+ *  it while the runtime is idle). */
+WEIR_API void weir_runtime_stats_reset(weir_runtime *rt);
+
+/** Print the per-worker statistics table (the WEIR_STATS=1 output) to `f`. */
+WEIR_API void weir_runtime_print_stats(const weir_runtime *rt, FILE *f);
+
+/** The worker running the calling thread if it is a worker of `rt`, else NULL. */
+WEIR_API weir_worker *weir_runtime_self(const weir_runtime *rt);
+
+/** The runtime a worker belongs to. */
+WEIR_API weir_runtime *weir_worker_runtime(const weir_worker *w);
+
+/** Index of a worker in its runtime (0..workers-1). */
+WEIR_API unsigned weir_worker_index(const weir_worker *w);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEIR_RUNTIME_H */

@@ -1,0 +1,267 @@
+/*
+ * weir — fork-join tasks (spawn / sync) with arguments inline in deque frames.
+ *
+ *   WEIR_TASK_1(long, fib, int, n)
+ *   {
+ *       if (n < 2)
+ *           return n;
+ *       WEIR_SPAWN(fib, n - 1);
+ *       long b = WEIR_CALL(fib, n - 2);
+ *       long a = WEIR_SYNC(fib);
+ *       return a + b;
+ *   }
+ *   ...
+ *   long r = fib_run(rt, 35);        // from a thread outside the runtime
+ *
+ * WEIR_TASK_n(RT, NAME, T1, A1, ...) defines a task returning RT with n
+ * arguments; WEIR_VOID_TASK_n for tasks without result. Inside a task body
+ * two names are implicit: `weir_w` (the running worker) and `weir_sp` (the
+ * top of its frame stack); the macros WEIR_SPAWN / WEIR_SYNC / WEIR_CALL use
+ * them. Syncs pair with spawns in LIFO order, and a task must sync every frame
+ * it spawned before it returns. The task is `static`: define it in the file
+ * that uses it.
+ *
+ * NAME_run(rt, args...) runs a task to completion from outside the runtime
+ * (the calling thread blocks) or from a detached job's body (it runs inline).
+ * Called from inside a fork-join task it cannot know the frame stack: it
+ * returns a zeroed result and sets weir_last_error() (-EDEADLK); use WEIR_CALL.
+ *
+ * The frame path in brief (docs/design.md has the argument): a spawn writes
+ * the frame at the top of the worker's *private* part, where no thief looks,
+ * with plain stores only. A sync pops it back and calls the task inline unless
+ * the frame was *published*: the owner publishes half of its private frames,
+ * with one release read-modify-write, only when a thief or a parking worker
+ * asked. So the spawn/sync of a frame that was never published contains no
+ * atomic read-modify-write and no fence.
+ */
+#ifndef WEIR_TASK_H
+#define WEIR_TASK_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common.h"
+#include "runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Bytes of arguments (or result) a frame carries inline. */
+#define WEIR_FRAME_DATA 40
+
+typedef struct weir_frame weir_frame;
+typedef void (*weir__frame_fn)(weir_worker *w, weir_frame *sp, weir_frame *self);
+
+/* One deque slot, one cache line: thieves write `thief` of the frames they
+ * take, so frames must not share lines with each other. */
+struct weir_frame {
+    alignas(WEIR_CACHELINE) unsigned char data[WEIR_FRAME_DATA]; /* args in, result out */
+    weir__frame_fn run;       /* runs the task from the frame; set by spawn */
+    _Atomic uintptr_t thief;  /* 0, the thief's weir_worker*, or WEIR__DONE */
+    uintptr_t pub;            /* owner only: nonzero once published */
+};
+
+#define WEIR__DONE ((uintptr_t)1)
+
+/* The owner-side head of every weir_worker (the full struct is private).
+ * Fields the inline fast path touches, split in two cache lines: the first is
+ * written by the owner only; the second holds what thieves write. */
+struct weir__fj_head {
+    alignas(WEIR_CACHELINE) weir_frame *seg_begin; /* owner: first frame of the current segment */
+    weir_frame *seg_end;                           /* owner: one past its last frame */
+    _Atomic uint64_t spawns;                       /* owner-written counter (stats) */
+    /* Thieves' line: `ts` packs (top, split) frame indices, top in the low
+     * half; thieves CAS it, the owner publishes/withdraws with RMWs on it.
+     * `req` is set (relaxed) by a thief that found nothing public, or by a
+     * worker about to park; the owner reads it on every spawn. */
+    alignas(WEIR_CACHELINE) _Atomic uint64_t ts;
+    _Atomic uint32_t req;
+};
+
+/* Slow paths (runtime/fjdeque.c). */
+WEIR_API weir_frame *weir__fj_grow(weir_worker *w, weir_frame *sp);
+WEIR_API weir_frame *weir__fj_shrink(weir_worker *w, weir_frame *sp);
+WEIR_API void weir__fj_publish(weir_worker *w, weir_frame *sp);
+WEIR_API int weir__fj_sync_public(weir_worker *w, weir_frame *t);
+WEIR_API int weir__fj_run_root(weir_runtime *rt, weir_frame *root);
+
+static inline weir_frame *weir__fj_push(weir_worker *w, weir_frame *sp, weir__frame_fn run)
+{
+    struct weir__fj_head *h = (struct weir__fj_head *)(void *)w;
+    if (WEIR_UNLIKELY(sp == h->seg_end))
+        sp = weir__fj_grow(w, sp);
+    sp->run = run;
+    sp->pub = 0;
+    /* relaxed: the frame becomes visible to thieves only through the release
+     * RMW on `ts` in weir__fj_publish(), which orders this store. */
+    atomic_store_explicit(&sp->thief, 0, memory_order_relaxed);
+    return sp;
+}
+
+static inline weir_frame *weir__fj_pushed(weir_worker *w, weir_frame *t)
+{
+    struct weir__fj_head *h = (struct weir__fj_head *)(void *)w;
+    /* owner-only counter: a relaxed load and store, no RMW */
+    atomic_store_explicit(&h->spawns, atomic_load_explicit(&h->spawns, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    /* relaxed: a hint; a missed request only delays publication to the next
+     * spawn, and parked workers are woken by the publication itself. */
+    if (WEIR_UNLIKELY(atomic_load_explicit(&h->req, memory_order_relaxed)))
+        weir__fj_publish(w, t + 1);
+    return t + 1;
+}
+
+static inline weir_frame *weir__fj_pop(weir_worker *w, weir_frame *sp)
+{
+    struct weir__fj_head *h = (struct weir__fj_head *)(void *)w;
+    if (WEIR_UNLIKELY(sp == h->seg_begin))
+        sp = weir__fj_shrink(w, sp);
+    return sp - 1;
+}
+
+#define WEIR__X(...) __VA_ARGS__
+
+/* The common body of every WEIR_TASK_n: PD = parameter declarations (with a
+ * leading comma), FL = argument fields, ST = stores into the frame,
+ * FP = arguments read back from the frame (with a leading comma). */
+#define WEIR__TASK(RT, NAME, PD, FL, ST, FP)                                                       \
+    static RT NAME##_weir_impl(weir_worker *weir_w, weir_frame *weir_sp WEIR__X PD);              \
+    typedef union {                                                                                \
+        struct {                                                                                   \
+            char weir__unused;                                                                     \
+            WEIR__X FL                                                                             \
+        } args;                                                                                    \
+        RT res;                                                                                    \
+    } NAME##_weir_frame;                                                                           \
+    _Static_assert(sizeof(NAME##_weir_frame) <= WEIR_FRAME_DATA,                                   \
+                   "arguments of task " #NAME " do not fit in a frame");                           \
+    static void NAME##_weir_run(weir_worker *weir_w, weir_frame *weir_sp, weir_frame *weir_t)     \
+    {                                                                                              \
+        NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
+        RT weir_r = NAME##_weir_impl(weir_w, weir_sp WEIR__X FP);                                  \
+        f->res = weir_r;                                                                           \
+    }                                                                                              \
+    static inline __attribute__((unused)) weir_frame *NAME##_weir_spawn(                          \
+        weir_worker *weir_w, weir_frame *weir_sp WEIR__X PD)                                       \
+    {                                                                                              \
+        weir_frame *weir_t = weir__fj_push(weir_w, weir_sp, NAME##_weir_run);                      \
+        NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
+        (void)f;                                                                                   \
+        WEIR__X ST return weir__fj_pushed(weir_w, weir_t);                                         \
+    }                                                                                              \
+    static inline __attribute__((unused)) RT NAME##_weir_sync(weir_worker *weir_w,               \
+                                                              weir_frame **weir_spp)               \
+    {                                                                                              \
+        weir_frame *weir_t = weir__fj_pop(weir_w, *weir_spp);                                      \
+        NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
+        *weir_spp = weir_t;                                                                        \
+        if (WEIR_LIKELY(!weir_t->pub) || weir__fj_sync_public(weir_w, weir_t))                     \
+            return NAME##_weir_impl(weir_w, weir_t WEIR__X FP);                                    \
+        return f->res;                                                                             \
+    }                                                                                              \
+    static inline __attribute__((unused)) RT NAME##_run(weir_runtime *weir_rt WEIR__X PD)         \
+    {                                                                                              \
+        weir_frame weir_root;                                                                      \
+        memset(&weir_root, 0, sizeof weir_root);                                                   \
+        NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_root.data;                        \
+        (void)f;                                                                                   \
+        WEIR__X ST weir_root.run = NAME##_weir_run;                                                \
+        weir__fj_run_root(weir_rt, &weir_root);                                                    \
+        return f->res;                                                                             \
+    }                                                                                              \
+    static RT NAME##_weir_impl(weir_worker *weir_w, weir_frame *weir_sp WEIR__X PD)
+
+#define WEIR__VTASK(NAME, PD, FL, ST, FP)                                                          \
+    static void NAME##_weir_impl(weir_worker *weir_w, weir_frame *weir_sp WEIR__X PD);            \
+    typedef struct {                                                                               \
+        struct {                                                                                   \
+            char weir__unused;                                                                     \
+            WEIR__X FL                                                                             \
+        } args;                                                                                    \
+    } NAME##_weir_frame;                                                                           \
+    _Static_assert(sizeof(NAME##_weir_frame) <= WEIR_FRAME_DATA,                                   \
+                   "arguments of task " #NAME " do not fit in a frame");                           \
+    static void NAME##_weir_run(weir_worker *weir_w, weir_frame *weir_sp, weir_frame *weir_t)     \
+    {                                                                                              \
+        NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
+        (void)f;                                                                                   \
+        NAME##_weir_impl(weir_w, weir_sp WEIR__X FP);                                              \
+    }                                                                                              \
+    static inline __attribute__((unused)) weir_frame *NAME##_weir_spawn(                          \
+        weir_worker *weir_w, weir_frame *weir_sp WEIR__X PD)                                       \
+    {                                                                                              \
+        weir_frame *weir_t = weir__fj_push(weir_w, weir_sp, NAME##_weir_run);                      \
+        NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
+        (void)f;                                                                                   \
+        WEIR__X ST return weir__fj_pushed(weir_w, weir_t);                                         \
+    }                                                                                              \
+    static inline __attribute__((unused)) void NAME##_weir_sync(weir_worker *weir_w,             \
+                                                                weir_frame **weir_spp)             \
+    {                                                                                              \
+        weir_frame *weir_t = weir__fj_pop(weir_w, *weir_spp);                                      \
+        NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
+        (void)f;                                                                                   \
+        *weir_spp = weir_t;                                                                        \
+        if (WEIR_LIKELY(!weir_t->pub) || weir__fj_sync_public(weir_w, weir_t))                     \
+            NAME##_weir_impl(weir_w, weir_t WEIR__X FP);                                           \
+    }                                                                                              \
+    static inline __attribute__((unused)) void NAME##_run(weir_runtime *weir_rt WEIR__X PD)       \
+    {                                                                                              \
+        weir_frame weir_root;                                                                      \
+        memset(&weir_root, 0, sizeof weir_root);                                                   \
+        NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_root.data;                        \
+        (void)f;                                                                                   \
+        WEIR__X ST weir_root.run = NAME##_weir_run;                                                \
+        weir__fj_run_root(weir_rt, &weir_root);                                                    \
+    }                                                                                              \
+    static void NAME##_weir_impl(weir_worker *weir_w, weir_frame *weir_sp WEIR__X PD)
+
+/* clang-format off */
+#define WEIR_TASK_0(RT, NAME) \
+    WEIR__TASK(RT, NAME, (), (), (), ())
+#define WEIR_TASK_1(RT, NAME, T1, A1) \
+    WEIR__TASK(RT, NAME, (, T1 A1), (T1 A1;), (f->args.A1 = A1;), (, f->args.A1))
+#define WEIR_TASK_2(RT, NAME, T1, A1, T2, A2) \
+    WEIR__TASK(RT, NAME, (, T1 A1, T2 A2), (T1 A1; T2 A2;), \
+               (f->args.A1 = A1; f->args.A2 = A2;), (, f->args.A1, f->args.A2))
+#define WEIR_TASK_3(RT, NAME, T1, A1, T2, A2, T3, A3) \
+    WEIR__TASK(RT, NAME, (, T1 A1, T2 A2, T3 A3), (T1 A1; T2 A2; T3 A3;), \
+               (f->args.A1 = A1; f->args.A2 = A2; f->args.A3 = A3;), \
+               (, f->args.A1, f->args.A2, f->args.A3))
+#define WEIR_TASK_4(RT, NAME, T1, A1, T2, A2, T3, A3, T4, A4) \
+    WEIR__TASK(RT, NAME, (, T1 A1, T2 A2, T3 A3, T4 A4), (T1 A1; T2 A2; T3 A3; T4 A4;), \
+               (f->args.A1 = A1; f->args.A2 = A2; f->args.A3 = A3; f->args.A4 = A4;), \
+               (, f->args.A1, f->args.A2, f->args.A3, f->args.A4))
+#define WEIR_VOID_TASK_0(NAME) \
+    WEIR__VTASK(NAME, (), (), (), ())
+#define WEIR_VOID_TASK_1(NAME, T1, A1) \
+    WEIR__VTASK(NAME, (, T1 A1), (T1 A1;), (f->args.A1 = A1;), (, f->args.A1))
+#define WEIR_VOID_TASK_2(NAME, T1, A1, T2, A2) \
+    WEIR__VTASK(NAME, (, T1 A1, T2 A2), (T1 A1; T2 A2;), \
+                (f->args.A1 = A1; f->args.A2 = A2;), (, f->args.A1, f->args.A2))
+#define WEIR_VOID_TASK_3(NAME, T1, A1, T2, A2, T3, A3) \
+    WEIR__VTASK(NAME, (, T1 A1, T2 A2, T3 A3), (T1 A1; T2 A2; T3 A3;), \
+                (f->args.A1 = A1; f->args.A2 = A2; f->args.A3 = A3;), \
+                (, f->args.A1, f->args.A2, f->args.A3))
+#define WEIR_VOID_TASK_4(NAME, T1, A1, T2, A2, T3, A3, T4, A4) \
+    WEIR__VTASK(NAME, (, T1 A1, T2 A2, T3 A3, T4 A4), (T1 A1; T2 A2; T3 A3; T4 A4;), \
+                (f->args.A1 = A1; f->args.A2 = A2; f->args.A3 = A3; f->args.A4 = A4;), \
+                (, f->args.A1, f->args.A2, f->args.A3, f->args.A4))
+/* clang-format on */
+
+/** Push a frame for NAME(args...) that a thief may take; pair with WEIR_SYNC. */
+#define WEIR_SPAWN(NAME, ...) (weir_sp = NAME##_weir_spawn(weir_w, weir_sp, __VA_ARGS__))
+#define WEIR_SPAWN0(NAME)     (weir_sp = NAME##_weir_spawn(weir_w, weir_sp))
+/** Pop the most recent frame: run it inline, or wait for (and help) its thief. */
+#define WEIR_SYNC(NAME)       NAME##_weir_sync(weir_w, &weir_sp)
+/** Call NAME(args...) directly on this worker (no frame). */
+#define WEIR_CALL(NAME, ...)  NAME##_weir_impl(weir_w, weir_sp, __VA_ARGS__)
+#define WEIR_CALL0(NAME)      NAME##_weir_impl(weir_w, weir_sp)
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEIR_TASK_H */
