@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int weir__placeholder_config;
