@@ -1,2 +1,99 @@
-/* placeholder: being written */
-typedef int weir__placeholder_park;
+/*
+ * Parking: an eventcount over a futex, so that an idle runtime sleeps
+ * (~0 % CPU) and no wake-up is lost.
+ *
+ * Sleeper (weir__park):                 Notifier (weir__notify), after it made
+ *   1. waiters += 1        (seq_cst RMW)   work visible (a release store/RMW):
+ *   2. key = epoch         (seq_cst)        a. seq_cst fence
+ *   3. ask every worker to publish        b. if (waiters == 0) return
+ *   4. re-check all queues (seq_cst)       c. epoch += 1; futex_wake(epoch, 1)
+ *   5. if work: waiters -= 1, return
+ *   6. futex_wait(epoch, key)
+ *   7. waiters -= 1
+ *
+ * No lost wake-up: if the notifier reads waiters == 0 at (b), the sleeper's
+ * RMW at (1) is later in waiters' modification order than that read, so by the
+ * fence at (a) and the seq_cst RMW at (1) the sleeper's re-check at (4) sees
+ * the work. If it reads waiters > 0, it bumps epoch: either the sleeper read
+ * the key before the bump and futex_wait returns at once (value changed), or
+ * after it, and then (acquire) it also sees the work at (4).
+ */
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scheduler.h"
+
+int weir__futex_wait(_Atomic uint32_t *addr, uint32_t val, const struct timespec *rel)
+{
+    long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, rel, NULL, 0);
+    return r == 0 ? 0 : -errno;
+}
+
+void weir__futex_wake(_Atomic uint32_t *addr, int n)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+void weir__notify(weir_runtime *rt)
+{
+    /* seq_cst fence: orders the caller's publication before the load of
+     * waiters; pairs with the sleeper's seq_cst RMW on waiters (see top). */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&rt->waiters, memory_order_relaxed) == 0)
+        return;
+    /* release: a sleeper that reads the new epoch sees the work */
+    atomic_fetch_add_explicit(&rt->epoch, 1, memory_order_release);
+    weir__futex_wake(&rt->epoch, 1);
+    weir_worker *self = weir__self();
+    if (self && self->rt == rt)
+        WEIR__INC(self, wakeups, 1);
+}
+
+void weir__notify_all(weir_runtime *rt)
+{
+    atomic_fetch_add_explicit(&rt->epoch, 1, memory_order_seq_cst);
+    weir__futex_wake(&rt->epoch, INT_MAX);
+}
+
+bool weir__work_visible(weir_runtime *rt, weir_worker *self)
+{
+    return atomic_load_explicit(&rt->stopping, memory_order_seq_cst) ||
+           weir__work_pending(rt, self);
+}
+
+bool weir__work_pending(weir_runtime *rt, weir_worker *self)
+{
+    if (weir__inject_maybe_nonempty(rt))
+        return true;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        weir_worker *v = rt->workers[i];
+        if (weir__jd_maybe_nonempty(&v->jd))
+            return true;
+        if (v != self && weir__fj_maybe_public(v))
+            return true;
+    }
+    return false;
+}
+
+void weir__park(weir_worker *w)
+{
+    weir_runtime *rt = w->rt;
+    /* seq_cst RMW: pairs with the notifier's seq_cst fence (see top) */
+    atomic_fetch_add_explicit(&rt->waiters, 1, memory_order_seq_cst);
+    uint32_t key = atomic_load_explicit(&rt->epoch, memory_order_seq_cst);
+    /* Frames a busy worker keeps private are invisible to us: ask every
+     * worker to publish at its next spawn; its publication notifies us. */
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        weir_worker *v = rt->workers[i];
+        if (v != w)
+            weir__fj_request(v);
+    }
+    if (!weir__work_visible(rt, w)) {
+        WEIR__INC(w, parks, 1);
+        weir__futex_wait(&rt->epoch, key, NULL);
+    }
+    atomic_fetch_sub_explicit(&rt->waiters, 1, memory_order_relaxed);
+}

@@ -1,2 +1,100 @@
-/* placeholder: being written */
-typedef int weir__placeholder_stats;
+/* Per-worker statistics: snapshot, totals, reset and the WEIR_STATS table. */
+#include <inttypes.h>
+#include <string.h>
+
+#include "scheduler.h"
+
+static void snapshot(const weir_worker *w, weir_worker_stats *o)
+{
+#define LD(f) atomic_load_explicit(&((weir_worker *)w)->ctr.f, memory_order_relaxed)
+    o->tasks_run = LD(tasks_run);
+    o->spawns = atomic_load_explicit(&((weir_worker *)w)->fj.spawns, memory_order_relaxed);
+    o->jobs_submitted = LD(jobs_submitted);
+    o->steal_attempts = LD(steal_attempts);
+    o->steals = LD(steals);
+    o->tasks_stolen = LD(tasks_stolen);
+    o->steal_empty = LD(steal_empty);
+    o->steal_contended = LD(steal_contended);
+    o->leapfrogs = LD(leapfrogs);
+    o->publishes = LD(publishes);
+    o->parks = LD(parks);
+    o->wakeups = LD(wakeups);
+    o->injected = LD(injected);
+    o->busy_ns = LD(busy_ns);
+    o->idle_ns = LD(idle_ns);
+#undef LD
+}
+
+int weir_runtime_stats(const weir_runtime *rt, unsigned worker, weir_worker_stats *out)
+{
+    if (!rt || !out)
+        return weir__error(-EINVAL, "weir_runtime_stats: NULL argument");
+    if (worker >= rt->nworkers)
+        return weir__error(-EINVAL, "weir_runtime_stats: worker %u out of range (0..%u)", worker,
+                           rt->nworkers - 1);
+    snapshot(rt->workers[worker], out);
+    return 0;
+}
+
+void weir_runtime_stats_total(const weir_runtime *rt, weir_worker_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!rt)
+        return;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        weir_worker_stats s;
+        snapshot(rt->workers[i], &s);
+        uint64_t *d = (uint64_t *)out;
+        const uint64_t *x = (const uint64_t *)&s;
+        for (size_t k = 0; k < sizeof s / sizeof(uint64_t); k++)
+            d[k] += x[k];
+    }
+}
+
+void weir_runtime_stats_reset(weir_runtime *rt)
+{
+    if (!rt)
+        return;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        weir_worker *w = rt->workers[i];
+        _Atomic uint64_t *c = (_Atomic uint64_t *)&w->ctr;
+        for (size_t k = 0; k < sizeof w->ctr / sizeof(uint64_t); k++)
+            atomic_store_explicit(&c[k], 0, memory_order_relaxed);
+        atomic_store_explicit(&w->fj.spawns, 0, memory_order_relaxed);
+    }
+}
+
+void weir_runtime_print_stats(const weir_runtime *rt, FILE *f)
+{
+    if (!rt || !f)
+        return;
+    fprintf(f, "weir: %u workers\n", rt->nworkers);
+    fprintf(f, "%4s %4s %4s %12s %12s %10s %10s %10s %10s %9s %9s %8s %8s %8s %6s\n", "wkr", "pu",
+            "numa", "tasks_run", "spawns", "jobs", "steal_att", "steals", "stolen", "leapfrog",
+            "publish", "parks", "wakeups", "inject", "util%");
+    weir_worker_stats t;
+    memset(&t, 0, sizeof t);
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        weir_worker *w = rt->workers[i];
+        weir_worker_stats s;
+        snapshot(w, &s);
+        double busy = (double)s.busy_ns, idle = (double)s.idle_ns;
+        double util = busy + idle > 0 ? 100.0 * busy / (busy + idle) : 0.0;
+        fprintf(f,
+                "%4u %4d %4d %12" PRIu64 " %12" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64
+                " %10" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64 " %8" PRIu64 " %8" PRIu64
+                " %6.1f\n",
+                i, atomic_load_explicit(&w->pinned, memory_order_relaxed) ? w->pu : -1, w->numa_os, s.tasks_run, s.spawns, s.jobs_submitted,
+                s.steal_attempts, s.steals, s.tasks_stolen, s.leapfrogs, s.publishes, s.parks,
+                s.wakeups, s.injected, util);
+    }
+    weir_runtime_stats_total(rt, &t);
+    fprintf(f,
+            "%4s %4s %4s %12" PRIu64 " %12" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64
+            " %10" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64 " %8" PRIu64 " %8" PRIu64 "\n",
+            "all", "", "", t.tasks_run, t.spawns, t.jobs_submitted, t.steal_attempts, t.steals,
+            t.tasks_stolen, t.leapfrogs, t.publishes, t.parks, t.wakeups, t.injected);
+    fprintf(f, "weir: steal attempts %" PRIu64 " = %" PRIu64 " successful + %" PRIu64
+               " empty + %" PRIu64 " contended; failed pins %u\n",
+            t.steal_attempts, t.steals, t.steal_empty, t.steal_contended, rt->failed_pins);
+}

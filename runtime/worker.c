@@ -1,2 +1,155 @@
-/* placeholder: being written */
-typedef int weir__placeholder_worker;
+/*
+ * A worker: pin, then loop — own jobs, injected jobs, steal (nearest victims
+ * first, frames before jobs), spin for a while, park.
+ */
+#include <string.h>
+
+#include "scheduler.h"
+
+static _Thread_local weir_worker *tls_self;
+
+weir_worker *weir__self(void)
+{
+    return tls_self;
+}
+
+weir_worker *weir_runtime_self(const weir_runtime *rt)
+{
+    weir_worker *w = tls_self;
+    return (w && w->rt == rt) ? w : NULL;
+}
+
+weir_runtime *weir_worker_runtime(const weir_worker *w)
+{
+    return w->rt;
+}
+
+unsigned weir_worker_index(const weir_worker *w)
+{
+    return w->index;
+}
+
+void weir__run_job(weir_worker *w, weir_job *job)
+{
+    /* read before fn: fn may free or resubmit the job */
+    weir_job *next = job->then;
+    job->fn(w, job);
+    WEIR__INC(w, tasks_run, 1);
+    if (next)
+        (void)weir_job_release(w->rt, next);
+}
+
+/* Try victim v once: its public frames, then its jobs. */
+static bool try_victim(weir_worker *w, weir_worker *v, weir_frame *sp, bool frames_only)
+{
+    WEIR__INC(w, steal_attempts, 1);
+    int r = weir__fj_steal(w, v, sp);
+    if (r == WEIR__STEAL_OK) {
+        WEIR__INC(w, steals, 1);
+        WEIR__INC(w, tasks_stolen, 1);
+        return true;
+    }
+    if (!frames_only) {
+        weir_job *job;
+        int rj = weir__jd_steal(&v->jd, &job);
+        if (rj == WEIR__STEAL_OK) {
+            WEIR__INC(w, steals, 1);
+            WEIR__INC(w, tasks_stolen, 1);
+            /* more where that came from? let a sleeper help */
+            if (atomic_load_explicit(&w->rt->waiters, memory_order_relaxed))
+                weir__notify(w->rt);
+            weir__run_job(w, job);
+            return true;
+        }
+        if (rj == WEIR__STEAL_LOST)
+            r = WEIR__STEAL_LOST;
+    }
+    if (r == WEIR__STEAL_LOST)
+        WEIR__INC(w, steal_contended, 1);
+    else
+        WEIR__INC(w, steal_empty, 1);
+    return false;
+}
+
+bool weir__steal_round(weir_worker *w, weir_frame *sp, bool frames_only)
+{
+    weir_runtime *rt = w->rt;
+    unsigned lo = 0;
+    for (unsigned c = 0; c < 3; c++) {
+        unsigned hi = w->class_end[c];
+        unsigned n = hi - lo;
+        if (n) {
+            unsigned start = (unsigned)(weir__rand(&w->rng) % n);
+            for (unsigned k = 0; k < n; k++) {
+                weir_worker *v = rt->workers[w->victims[lo + (start + k) % n]];
+                if (try_victim(w, v, sp, frames_only))
+                    return true;
+            }
+        }
+        lo = hi;
+    }
+    return false;
+}
+
+/* One pass over every source of work. */
+static bool find_work(weir_worker *w)
+{
+    weir_job *job = weir__jd_take(&w->jd);
+    if (job) {
+        weir__run_job(w, job);
+        return true;
+    }
+    job = weir__inject_take(w->rt);
+    if (job) {
+        WEIR__INC(w, injected, 1);
+        weir__run_job(w, job);
+        return true;
+    }
+    return weir__steal_round(w, w->segs[0], false);
+}
+
+void *weir__worker_main(void *arg)
+{
+    weir_worker *w = arg;
+    weir_runtime *rt = w->rt;
+    tls_self = w;
+    if (w->pu >= 0)
+        atomic_store_explicit(&w->pinned, weir__pin_self(&rt->topo, w->pu) == 0,
+                              memory_order_relaxed);
+    /* acq_rel: the last worker to start releases create(), which then reads
+     * every `pinned` (the latch's release/acquire carries them) */
+    if (atomic_fetch_add_explicit(&rt->started, 1, memory_order_acq_rel) + 1 == rt->nworkers)
+        weir_latch_set(&rt->all_started);
+
+    uint64_t t_busy = weir__now_ns();
+    for (;;) {
+        if (find_work(w))
+            continue;
+        /* idle: spin through `spin` failed rounds, then park */
+        uint64_t t_idle = weir__now_ns();
+        WEIR__INC(w, busy_ns, t_idle - t_busy);
+        bool found = false;
+        for (unsigned s = 0; !found; s++) {
+            if (find_work(w)) {
+                found = true;
+                break;
+            }
+            if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
+                /* drain: stop only when a full pass found nothing */
+                if (!weir__work_pending(rt, NULL))
+                    goto out;
+            }
+            if (s >= rt->cfg.spin) {
+                weir__park(w);
+                s = 0;
+            } else {
+                weir__cpu_relax();
+            }
+        }
+        t_busy = weir__now_ns();
+        WEIR__INC(w, idle_ns, t_busy - t_idle);
+    }
+out:
+    tls_self = NULL;
+    return NULL;
+}

@@ -7,8 +7,11 @@
  * taken at one instant.
  *
  * Definitions (an *operation* is one attempt; a *task* is one unit of work):
- *   tasks_run        fork-join frames and detached jobs this worker executed,
- *                    whoever spawned them (frames synced inline count too)
+ *   tasks_run        tasks this worker started from its scheduler: detached
+ *                    jobs, stolen frames and fork-join roots. A frame its own
+ *                    worker syncs inline is not counted here (that would put
+ *                    a counter on the sync fast path): it is a spawn that
+ *                    nobody stole, spawns - (frames stolen from the worker).
  *   spawns           fork-join frames this worker pushed (WEIR_SPAWN)
  *   jobs_submitted   detached jobs pushed to this worker's job deque
  *   steal_attempts   steal operations on another worker (one victim, one try)

@@ -59,58 +59,72 @@ typedef void (*weir__frame_fn)(weir_worker *w, weir_frame *sp, weir_frame *self)
  * take, so frames must not share lines with each other. */
 struct weir_frame {
     alignas(WEIR_CACHELINE) unsigned char data[WEIR_FRAME_DATA]; /* args in, result out */
-    weir__frame_fn run;       /* runs the task from the frame; set by spawn */
-    _Atomic uintptr_t thief;  /* 0, the thief's weir_worker*, or WEIR__DONE */
-    uintptr_t pub;            /* owner only: nonzero once published */
+    /* The weir__frame_fn that runs the task from the frame, set by spawn;
+     * bit 0 (WEIR__PUB) is set by the owner when it publishes the frame. */
+    uintptr_t run;
+    /* 0, the thief's weir_worker*, or WEIR__DONE. Spawn does not write it:
+     * it is 0 in a fresh segment, only a thief sets it, and the owner resets
+     * it to 0 after it synced a stolen frame. */
+    _Atomic uintptr_t thief;
+    uintptr_t reserved;
 };
 
 #define WEIR__DONE ((uintptr_t)1)
+#define WEIR__PUB  ((uintptr_t)1)
 
-/* The owner-side head of every weir_worker (the full struct is private).
- * Fields the inline fast path touches, split in two cache lines: the first is
- * written by the owner only; the second holds what thieves write. */
+/* The owner-side head of every weir_worker (the full struct is private),
+ * with the fields the inline fast path touches. Two cache lines: the first
+ * is written by the owner only; the second holds what thieves write. */
 struct weir__fj_head {
     alignas(WEIR_CACHELINE) weir_frame *seg_begin; /* owner: first frame of the current segment */
     weir_frame *seg_end;                           /* owner: one past its last frame */
-    _Atomic uint64_t spawns;                       /* owner-written counter (stats) */
-    /* Thieves' line: `ts` packs (top, split) frame indices, top in the low
-     * half; thieves CAS it, the owner publishes/withdraws with RMWs on it.
-     * `req` is set (relaxed) by a thief that found nothing public, or by a
-     * worker about to park; the owner reads it on every spawn. */
+    _Atomic uint64_t spawns;                       /* owner-written counter, see WEIR_COUNT_SPAWNS */
+    /* `ts` packs the (top, split) frame indices, top in the low half:
+     * thieves CAS it, the owner publishes / withdraws with RMWs on it. */
     alignas(WEIR_CACHELINE) _Atomic uint64_t ts;
-    _Atomic uint32_t req;
+    /* `limit`: a spawn at sp >= limit takes the slow path. The owner keeps
+     * it at seg_end (so the check doubles as the segment bound); a thief that
+     * found nothing public, or a worker about to park, stores 0 to ask the
+     * owner to publish. One compare on the fast path serves both. */
+    _Atomic uintptr_t limit;
 };
 
 /* Slow paths (runtime/fjdeque.c). */
-WEIR_API weir_frame *weir__fj_grow(weir_worker *w, weir_frame *sp);
+WEIR_API weir_frame *weir__fj_spawn_slow(weir_worker *w, weir_frame *sp);
 WEIR_API weir_frame *weir__fj_shrink(weir_worker *w, weir_frame *sp);
-WEIR_API void weir__fj_publish(weir_worker *w, weir_frame *sp);
 WEIR_API int weir__fj_sync_public(weir_worker *w, weir_frame *t);
 WEIR_API int weir__fj_run_root(weir_runtime *rt, weir_frame *root);
+
+/* Define WEIR_COUNT_SPAWNS to 1 before including weir.h to count spawns in
+ * weir_worker_stats.spawns. Off by default: the counter is a load-add-store
+ * chained through memory across the recursion, which measured ~20 % of
+ * fib's time on this machine (docs/benchmarks.md). */
+#ifndef WEIR_COUNT_SPAWNS
+#define WEIR_COUNT_SPAWNS 0
+#endif
 
 static inline weir_frame *weir__fj_push(weir_worker *w, weir_frame *sp, weir__frame_fn run)
 {
     struct weir__fj_head *h = (struct weir__fj_head *)(void *)w;
-    if (WEIR_UNLIKELY(sp == h->seg_end))
-        sp = weir__fj_grow(w, sp);
-    sp->run = run;
-    sp->pub = 0;
-    /* relaxed: the frame becomes visible to thieves only through the release
-     * RMW on `ts` in weir__fj_publish(), which orders this store. */
-    atomic_store_explicit(&sp->thief, 0, memory_order_relaxed);
+    /* relaxed: `limit` is a hint (see above); the frame itself is published
+     * by the release RMW on `ts` in the slow path. */
+    if (WEIR_UNLIKELY((uintptr_t)sp >= atomic_load_explicit(&h->limit, memory_order_relaxed)))
+        sp = weir__fj_spawn_slow(w, sp);
+    /* A plain store: see the release RMW in weir__fj_spawn_slow(). */
+    sp->run = (uintptr_t)run;
     return sp;
 }
 
 static inline weir_frame *weir__fj_pushed(weir_worker *w, weir_frame *t)
 {
+#if WEIR_COUNT_SPAWNS
     struct weir__fj_head *h = (struct weir__fj_head *)(void *)w;
     /* owner-only counter: a relaxed load and store, no RMW */
     atomic_store_explicit(&h->spawns, atomic_load_explicit(&h->spawns, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    /* relaxed: a hint; a missed request only delays publication to the next
-     * spawn, and parked workers are woken by the publication itself. */
-    if (WEIR_UNLIKELY(atomic_load_explicit(&h->req, memory_order_relaxed)))
-        weir__fj_publish(w, t + 1);
+#else
+    (void)w;
+#endif
     return t + 1;
 }
 
@@ -158,7 +172,7 @@ static inline weir_frame *weir__fj_pop(weir_worker *w, weir_frame *sp)
         weir_frame *weir_t = weir__fj_pop(weir_w, *weir_spp);                                      \
         NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
         *weir_spp = weir_t;                                                                        \
-        if (WEIR_LIKELY(!weir_t->pub) || weir__fj_sync_public(weir_w, weir_t))                     \
+        if (WEIR_LIKELY(!(weir_t->run & WEIR__PUB)) || weir__fj_sync_public(weir_w, weir_t))                     \
             return NAME##_weir_impl(weir_w, weir_t WEIR__X FP);                                    \
         return f->res;                                                                             \
     }                                                                                              \
@@ -168,7 +182,7 @@ static inline weir_frame *weir__fj_pop(weir_worker *w, weir_frame *sp)
         memset(&weir_root, 0, sizeof weir_root);                                                   \
         NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_root.data;                        \
         (void)f;                                                                                   \
-        WEIR__X ST weir_root.run = NAME##_weir_run;                                                \
+        WEIR__X ST weir_root.run = (uintptr_t)NAME##_weir_run;                                                \
         weir__fj_run_root(weir_rt, &weir_root);                                                    \
         return f->res;                                                                             \
     }                                                                                              \
@@ -205,7 +219,7 @@ static inline weir_frame *weir__fj_pop(weir_worker *w, weir_frame *sp)
         NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
         (void)f;                                                                                   \
         *weir_spp = weir_t;                                                                        \
-        if (WEIR_LIKELY(!weir_t->pub) || weir__fj_sync_public(weir_w, weir_t))                     \
+        if (WEIR_LIKELY(!(weir_t->run & WEIR__PUB)) || weir__fj_sync_public(weir_w, weir_t))                     \
             NAME##_weir_impl(weir_w, weir_t WEIR__X FP);                                           \
     }                                                                                              \
     static inline __attribute__((unused)) void NAME##_run(weir_runtime *weir_rt WEIR__X PD)       \
@@ -214,7 +228,7 @@ static inline weir_frame *weir__fj_pop(weir_worker *w, weir_frame *sp)
         memset(&weir_root, 0, sizeof weir_root);                                                   \
         NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_root.data;                        \
         (void)f;                                                                                   \
-        WEIR__X ST weir_root.run = NAME##_weir_run;                                                \
+        WEIR__X ST weir_root.run = (uintptr_t)NAME##_weir_run;                                                \
         weir__fj_run_root(weir_rt, &weir_root);                                                    \
     }                                                                                              \
     static void NAME##_weir_impl(weir_worker *weir_w, weir_frame *weir_sp WEIR__X PD)

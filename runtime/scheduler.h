@@ -1,0 +1,190 @@
+/*
+ * weir runtime — the scheduler's private structures: workers, the runtime,
+ * the job deque and the parking eventcount. Never installed.
+ */
+#ifndef WEIR_RUNTIME_SCHEDULER_H
+#define WEIR_RUNTIME_SCHEDULER_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#ifndef _LGPL_SOURCE
+#define _LGPL_SOURCE /* liburcu's inline (static) implementation of cds_wfcq */
+#endif
+#include <pthread.h>
+#include <urcu/wfcqueue.h>
+
+/* ------------------------------------------------------------ job deque */
+
+/*
+ * A classic Chase–Lev deque of weir_job pointers (detached work), after
+ * Lê, Pop, Cohen, Zappa Nardelli, PPoPP 2013, with the two standalone
+ * seq_cst fences replaced by seq_cst accesses to `bottom` and `top` (same
+ * cost on x86, and a formulation ThreadSanitizer models). Growable; a
+ * retired array may still be read by a thief that loaded the old pointer,
+ * so retired arrays are kept on a list until the deque is destroyed (their
+ * total size is below the live array's, since arrays double).
+ *
+ * | operation        | caller      | may run concurrently with        |
+ * |------------------|-------------|----------------------------------|
+ * | weir__jd_init    | owner       | nothing                          |
+ * | weir__jd_push    | owner only  | weir__jd_steal                   |
+ * | weir__jd_take    | owner only  | weir__jd_steal                   |
+ * | weir__jd_steal   | any thread  | push, take, other steals         |
+ * | weir__jd_destroy | owner       | nothing                          |
+ */
+typedef struct weir__jarray {
+    int64_t cap; /* a power of two */
+    struct weir__jarray *retired_next;
+    _Atomic(weir_job *) slot[];
+} weir__jarray;
+
+typedef struct weir__jobdeque {
+    alignas(WEIR_CACHELINE) _Atomic int64_t top;    /* thieves CAS it */
+    alignas(WEIR_CACHELINE) _Atomic int64_t bottom; /* owner writes it */
+    _Atomic(weir__jarray *) array;
+    weir__jarray *retired; /* owner only */
+} weir__jobdeque;
+
+enum { WEIR__STEAL_OK = 0, WEIR__STEAL_EMPTY = 1, WEIR__STEAL_LOST = 2 };
+
+int weir__jd_init(weir__jobdeque *d, int64_t cap);
+void weir__jd_destroy(weir__jobdeque *d);
+/* @return 0 or -ENOMEM (the array could not grow; nothing was pushed). */
+int weir__jd_push(weir__jobdeque *d, weir_job *job);
+weir_job *weir__jd_take(weir__jobdeque *d);
+/* @return WEIR__STEAL_OK with *out set, WEIR__STEAL_EMPTY or WEIR__STEAL_LOST. */
+int weir__jd_steal(weir__jobdeque *d, weir_job **out);
+/* Approximate emptiness, for the pre-park re-check (seq_cst loads). */
+bool weir__jd_maybe_nonempty(weir__jobdeque *d);
+
+/* ------------------------------------------------------------ workers */
+
+#define WEIR__MAX_SEGS 32
+
+typedef struct weir__counters {
+    _Atomic uint64_t tasks_run, jobs_submitted, steal_attempts, steals, tasks_stolen, steal_empty,
+        steal_contended, leapfrogs, publishes, parks, wakeups, injected, busy_ns, idle_ns;
+} weir__counters;
+
+/* Owner-only increment: a relaxed load and store (never an RMW), so that the
+ * counters are cheap enough to stay on. Readers see a recent value. */
+#define WEIR__INC(w, field, n)                                                                     \
+    atomic_store_explicit(&(w)->ctr.field,                                                         \
+                          atomic_load_explicit(&(w)->ctr.field, memory_order_relaxed) + (n),        \
+                          memory_order_relaxed)
+
+struct weir_worker {
+    struct weir__fj_head fj; /* MUST stay first: include/weir/task.h casts to it */
+
+    /* Owner-private fork-join state (slow paths only). */
+    alignas(WEIR_CACHELINE) uint32_t split; /* owner's copy of the split half of fj.ts */
+    unsigned cur_seg;                       /* the segment fj.seg_begin/seg_end describe */
+    unsigned seg_shift;                     /* log2(cfg.deque_initial) */
+    unsigned fj_depth;                      /* > 0 while fork-join code runs here */
+    /* segs[k] holds frames [c0*(2^k-1), c0*(2^(k+1)-1)), c0 = 1 << seg_shift.
+     * Written by the owner before any frame in it is published; read by
+     * thieves only after a successful CAS on fj.ts (acquire), so plain. */
+    weir_frame *segs[WEIR__MAX_SEGS];
+
+    weir__jobdeque jd;
+
+    /* Identity and placement (immutable after create). */
+    weir_runtime *rt;
+    unsigned index;
+    int pu, numa_os, numa, l3;
+    _Atomic int pinned; /* written by the worker at start-up */
+    pthread_t thread;
+    const unsigned *victims; /* plan.victims + index * (n-1) */
+    const unsigned *class_end;
+    uint64_t rng;
+
+    /* Statistics: written by this worker only. */
+    alignas(WEIR_CACHELINE) weir__counters ctr;
+};
+
+struct weir_runtime {
+    unsigned nworkers;
+    weir_worker **workers;
+    weir__topo topo;
+    weir__plan plan;
+    weir_config cfg;
+    unsigned failed_pins;
+
+    /* Parking: an eventcount. `epoch` is the futex word; `waiters` counts
+     * workers between prepare-wait and the end of their sleep. Separate
+     * lines: every notify reads `waiters`, every wake-up bumps `epoch`. */
+    alignas(WEIR_CACHELINE) _Atomic uint32_t epoch;
+    alignas(WEIR_CACHELINE) _Atomic uint32_t waiters;
+
+    /* Injection queue for submissions from threads that are not workers. */
+    alignas(WEIR_CACHELINE) struct cds_wfcq_head ihead;
+    alignas(WEIR_CACHELINE) struct cds_wfcq_tail itail;
+
+    alignas(WEIR_CACHELINE) _Atomic int stopping;
+    _Atomic unsigned started; /* workers that have pinned themselves */
+    weir_latch all_started;
+    uint64_t created_ns;
+};
+
+/* fjdeque.c */
+int weir__fj_init(weir_worker *w, unsigned initial);
+void weir__fj_destroy(weir_worker *w);
+/* One steal attempt on v's frames; runs the frame on `self` with frame stack
+ * top `sp`. @return WEIR__STEAL_OK / _EMPTY / _LOST. */
+int weir__fj_steal(weir_worker *self, weir_worker *v, weir_frame *sp);
+bool weir__fj_maybe_public(weir_worker *v);
+/* Ask v to publish frames at its next spawn (thieves, parking workers). */
+void weir__fj_request(weir_worker *v);
+/* Run a fork-join root from a thread that is not a worker: inject, block. */
+int weir__fj_run_root_remote(weir_runtime *rt, weir_frame *root);
+
+/* worker.c */
+void *weir__worker_main(void *arg);
+weir_worker *weir__self(void);
+void weir__run_job(weir_worker *w, weir_job *job);
+/* One round over the victims, nearest first; frames then jobs.
+ * `sp` is the frame stack top to run a stolen frame with. */
+bool weir__steal_round(weir_worker *w, weir_frame *sp, bool frames_only);
+
+/* park.c */
+void weir__notify(weir_runtime *rt);
+void weir__notify_all(weir_runtime *rt);
+/* Sleep until notified (or work appears). Returns at once if work is visible. */
+void weir__park(weir_worker *w);
+bool weir__work_visible(weir_runtime *rt, weir_worker *self);
+/* Work in any queue or public part (ignores `stopping`). */
+bool weir__work_pending(weir_runtime *rt, weir_worker *self);
+int weir__futex_wait(_Atomic uint32_t *addr, uint32_t val, const struct timespec *rel);
+void weir__futex_wake(_Atomic uint32_t *addr, int n);
+
+/* job.c */
+void weir__inject(weir_runtime *rt, weir_job *job);
+weir_job *weir__inject_take(weir_runtime *rt);
+bool weir__inject_maybe_nonempty(weir_runtime *rt);
+
+static inline void weir__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline uint64_t weir__rand(uint64_t *s)
+{
+    /* xorshift64*: owner-private victim selection */
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+#endif /* WEIR_RUNTIME_SCHEDULER_H */
