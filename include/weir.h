@@ -11,5 +11,6 @@
 #include "weir/runtime.h"
 #include "weir/job.h"
 #include "weir/task.h"
+#include "weir/terms.h"
 
 #endif /* WEIR_H */

@@ -75,7 +75,8 @@ int weir_config_validate(const weir_config *cfg)
     if (cfg == NULL)
         return weir__error(-EINVAL, "config: NULL pointer");
     if (cfg->workers > WEIR_MAX_WORKERS)
-        return weir__error(-EINVAL, "config.workers: invalid value %u (expected 0..%u, 0 = one per core)",
+        return weir__error(-EINVAL,
+                           "config.workers: invalid value %u (expected 0..%u, 0 = one per core)",
                            cfg->workers, (unsigned)WEIR_MAX_WORKERS);
     /* The enum may hold any int the caller stored; compare as int so that a
      * negative value is caught too. */
@@ -327,9 +328,9 @@ int weir_parse_affinity(const char *text, weir_affinity *out)
             return 0;
         }
     }
-    return weir__error(-EINVAL, "affinity: invalid value '" WEIR__QUOTE
-                       "' (expected none, compact or scatter)",
-                       text);
+    return weir__error(
+        -EINVAL, "affinity: invalid value '" WEIR__QUOTE "' (expected none, compact or scatter)",
+        text);
 }
 
 /* ---------------------------------------------------------------- environment */
@@ -357,8 +358,8 @@ static int weir__env_uint(const char *name, unsigned long max, const char *expec
     if (have == 0)
         return 0;
     if (have < 0 || !weir__parse_uint(buf, max, &v))
-        return weir__error(-EINVAL, "%s: invalid value '" WEIR__QUOTE "' (expected %s)", name,
-                           raw, expect);
+        return weir__error(-EINVAL, "%s: invalid value '" WEIR__QUOTE "' (expected %s)", name, raw,
+                           expect);
     *dst = (unsigned)v;
     return 0;
 }
@@ -397,7 +398,8 @@ int weir_config_from_env(weir_config *cfg)
     int have = weir__env("WEIR_AFFINITY", buf, sizeof buf, &raw);
     if (have != 0) {
         if (have < 0 || weir_parse_affinity(buf, &tmp.affinity) < 0)
-            return weir__error(-EINVAL, "WEIR_AFFINITY: invalid value '" WEIR__QUOTE
+            return weir__error(-EINVAL,
+                               "WEIR_AFFINITY: invalid value '" WEIR__QUOTE
                                "' (expected none, compact or scatter)",
                                raw);
         have_affinity = true;
@@ -422,10 +424,11 @@ int weir_config_from_env(weir_config *cfg)
             if (!have_affinity) {
                 tmp.affinity = WEIR_AFFINITY_EXPLICIT;
             } else if (tmp.affinity != WEIR_AFFINITY_NONE) {
-                return weir__error(-EINVAL, "WEIR_AFFINITY: value '" WEIR__QUOTE
+                return weir__error(-EINVAL,
+                                   "WEIR_AFFINITY: value '" WEIR__QUOTE
                                    "' conflicts with WEIR_PLACES (a place list means explicit "
                                    "pinning; unset one of them)",
-                                   getenv("WEIR_AFFINITY"));
+                                   raw);
             }
         }
     }

@@ -78,7 +78,8 @@ typedef struct weir__plan {
     unsigned *class_end;
 } weir__plan;
 
-/* Build the plan. cfg->workers == 0 means one per core. With affinity NONE
+/* Build the plan (call weir_config_validate() first: only affinity, workers
+ * and nplaces are re-checked here). cfg->workers == 0 means one per core. With affinity NONE
  * workers are not pinned (pu = -1) but still get a NUMA node / L3 as if placed
  * compactly, for victim ordering. EXPLICIT uses cfg->places (OS indices) and
  * fails with -EINVAL if a listed PU is not in the topology.
@@ -87,12 +88,14 @@ int weir__plan_build(const weir__topo *t, const weir_config *cfg, weir__plan *ou
 void weir__plan_free(weir__plan *p);
 
 /* Pin the calling thread to PU `pu_os`. @return 0 or a negative errno
- * (never fatal for the caller: it counts a failed pin). */
+ * (-ENOTSUP on a synthetic topology; never fatal: the caller counts a failed
+ * pin). */
 int weir__pin_self(const weir__topo *t, int pu_os);
 
-/* Allocate `size` zeroed bytes bound to NUMA node `numa_os` when possible
- * (hwloc membind), else plain zeroed memory (first touch by the caller).
- * Pair with weir__numa_free(t, p, size). */
+/* Allocate `size` zeroed, 64-byte aligned bytes bound to NUMA node `numa_os`
+ * when the machine has several nodes (hwloc area membind), else plain memory.
+ * Always through weir__aligned_alloc, so the failure hook covers it.
+ * Pair with weir__numa_free(t, p, size) (size is informational). */
 void *weir__numa_alloc(const weir__topo *t, size_t size, int numa_os);
 void weir__numa_free(const weir__topo *t, void *p, size_t size);
 

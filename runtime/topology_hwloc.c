@@ -85,6 +85,13 @@ int weir__topo_load(const weir_config *cfg, weir__topo *out)
     int next_core = 0;
     for (unsigned i = 0; i < npu; i++) {
         hwloc_obj_t obj = hwloc_get_obj_by_type(topo, HWLOC_OBJ_PU, i);
+        if (obj == NULL) {
+            /* Cannot happen for i < the count hwloc gave, but a NULL here
+             * must not become a crash inside the runtime's create(). */
+            weir__free(pus);
+            hwloc_topology_destroy(topo);
+            return weir__error(-ENODEV, "topology: hwloc lost PU %u of %u", i, npu);
+        }
         weir__pu *p = &pus[i];
         p->os = (int)obj->os_index;
 

@@ -46,7 +46,7 @@ WEIR_API const char *weir_strerror(int err);
 
 /**
  * The message of the last failed weir call on this thread, e.g.
- * "WEIR_WORKERS: invalid value 'abc' (expected an integer 1..4096)".
+ * "WEIR_WORKERS: invalid value 'abc' (expected an integer 0..4096)".
  * Empty string when no call has failed yet. The pointer stays valid until
  * the next failing weir call on the same thread.
  */

@@ -15,6 +15,15 @@
  *   WEIR_STATS     0 | 1 — print a per-worker table when the runtime is destroyed
  *   WEIR_NUMA      0 | 1 — NUMA-aware placement of worker memory
  *   WEIR_SPIN      failed steal rounds before a worker parks (0..1000000)
+ *
+ * Values are trimmed of surrounding white space; an unset or empty variable
+ * changes nothing. Booleans accept 0/1, true/false, yes/no, on/off (any case).
+ * WEIR_PLACES alone selects WEIR_AFFINITY_EXPLICIT; with WEIR_AFFINITY=none the
+ * list is kept but workers stay unpinned (as OMP_PROC_BIND=false); with
+ * compact or scatter it is an error naming both variables. A place list too
+ * long for the config is -EINVAL here (weir_parse_places itself says -E2BIG).
+ * weir_config_validate() checks `places` only under EXPLICIT (duplicates and
+ * indices above 2^20 are errors) and rejects an empty synthetic_topology "".
  */
 #ifndef WEIR_CONFIG_H
 #define WEIR_CONFIG_H

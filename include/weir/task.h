@@ -183,7 +183,8 @@ static inline weir_frame *weir__fj_pop(weir_worker *w, weir_frame *sp)
         NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_root.data;                        \
         (void)f;                                                                                   \
         WEIR__X ST weir_root.run = (uintptr_t)NAME##_weir_run;                                                \
-        weir__fj_run_root(weir_rt, &weir_root);                                                    \
+        if (weir__fj_run_root(weir_rt, &weir_root) != 0)                                           \
+            memset(f, 0, sizeof *f); /* refused: a zeroed result, error in weir_last_error() */  \
         return f->res;                                                                             \
     }                                                                                              \
     static RT NAME##_weir_impl(weir_worker *weir_w, weir_frame *weir_sp WEIR__X PD)

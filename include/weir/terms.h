@@ -1,0 +1,522 @@
+/*
+ * weir — terms: LogicSponge-style stream pipelines compiled into batched
+ * task chains on the work-stealing runtime.
+ *
+ * A pipeline is a tree of *terms*. Leaves are sources (produce records),
+ * function terms (consume one record, emit 0..n), sinks (consume), merge and
+ * zip (several inputs) and stop; inner nodes are sequential composition
+ * (weir_seq: b consumes every output stream of a) and parallel composition
+ * (weir_par: every input is broadcast to every branch; the outputs are the
+ * union of the branches' named output streams). Every stream carries
+ * fixed-size records; the producing term declares the size, and a consumer
+ * that expects another size is a compile error naming both terms.
+ *
+ * The seed's fan-out, `source * (multiply(i+1) * dump) x N`:
+ *
+ *   typedef struct { int64_t id, value; } item;
+ *   static int multiply(void *m, const void *in, weir_emit *e) {
+ *       item r = *(const item *)in;
+ *       r.value *= (int64_t)(intptr_t)m;
+ *       return weir_emit_record(e, &r);
+ *   }
+ *   ...
+ *   weir_collector out;
+ *   weir_collector_init(&out, sizeof(item));              // one shared, locked list
+ *   weir_term *br[N];
+ *   for (int i = 0; i < N; i++) {
+ *       char name[32];
+ *       snprintf(name, sizeof name, "mul%d", i + 1);
+ *       br[i] = weir_seq2(weir_function(name, sizeof(item), sizeof(item), multiply,
+ *                                       (void *)(intptr_t)(i + 1)),
+ *                         weir_collect(NULL, &out));
+ *   }
+ *   weir_term *t = weir_seq2(weir_array_source("src", items, n, sizeof(item)),
+ *                            weir_par(N, br));
+ *   weir_pipeline *p;
+ *   int err = weir_pipeline_create(rt, t, NULL, &p);      // compiles; owns t on success
+ *   if (err == 0) err = weir_pipeline_run(p);             // start + join
+ *   weir_pipeline_destroy(p);
+ *
+ * Ownership. Constructors return a new term owned by the caller. Composites
+ * (seq, par) take ownership of their children in every case, even when they
+ * fail. A term can be a child of one composite only. weir_pipeline_create()
+ * takes ownership of the tree when it succeeds; otherwise the caller keeps
+ * it and frees it with weir_term_destroy(). Composites never copy user state:
+ * the `state` pointer given to a constructor is passed to its callbacks as is
+ * and freed (if a free function was attached) when the term is destroyed.
+ *
+ * Errors. Constructors only fail on bad arguments or memory (they return
+ * NULL; weir_terms_last_error() says why). Passing NULL to a composite is not
+ * an error there: the composite remembers the hole, and
+ * weir_pipeline_create() reports it. Every structural check (sizes, names,
+ * inputs, a term used twice, empty composites) happens in
+ * weir_pipeline_create(), which returns a negative errno and keeps a message
+ * naming the terms involved (weir_terms_last_error()).
+ *
+ * Callbacks. At most one callback of a given term runs at a time (in every
+ * execution mode), so a term's state needs no lock. Callbacks return 0 or a
+ * negative errno; an error stops the pipeline, and weir_pipeline_join()
+ * returns it (weir_pipeline_error() names the term). Callbacks must not
+ * block (a blocking source is the exception: it runs on its own thread).
+ *
+ * Thread safety:
+ * | operation                          | who may call              | concurrently with           |
+ * |------------------------------------|---------------------------|-----------------------------|
+ * | constructors, composites, destroy  | the tree's owner          | other trees                 |
+ * | weir_pipeline_create / destroy     | one thread                | nothing on that pipeline    |
+ * | weir_pipeline_start / join / run   | any thread but a worker   | stop, cancel, stats         |
+ * | weir_pipeline_stop / cancel        | any thread, callbacks too | everything but destroy      |
+ * | weir_pipeline_*_stats, print_stats | any thread                | everything but destroy      |
+ * | weir_emit_*                        | the callback given `e`    | -                           |
+ */
+#ifndef WEIR_TERMS_H
+#define WEIR_TERMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common.h"
+#include "runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define WEIR_TERMS_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define WEIR_TERMS_PRINTF(f, a)
+#endif
+
+typedef struct weir_term weir_term;
+typedef struct weir_pipeline weir_pipeline;
+typedef struct weir_emit weir_emit;
+
+/* ------------------------------------------------------------------ emit */
+
+/**
+ * Where a callback sends its output records. Opaque but for one hook that
+ * lets weir_emit_record() be an inline indirect call; do not touch it.
+ */
+struct weir_emit {
+    int (*weir__push)(weir_emit *e, const void *rec);
+};
+
+/**
+ * Emit one record (copied; `rec` may be on the caller's stack). In a
+ * function term this pushes the record through the rest of the stage at
+ * once. In a blocking source it blocks while the output stream is full.
+ * @return 0; a negative errno returned by a downstream callback of the same
+ *         stage (return it from your callback); -ECANCELED once the pipeline
+ *         is stopping or cancelled (blocking sources only: the record was not
+ *         emitted, return from the callback).
+ */
+static inline int weir_emit_record(weir_emit *e, const void *rec)
+{
+    return e->weir__push(e, rec);
+}
+
+/** Emit `n` consecutive records. Same returns as weir_emit_record(); in a
+ *  blocking source the batch is published to consumers once. */
+WEIR_API int weir_emit_records(weir_emit *e, const void *recs, size_t n);
+
+/** True once the pipeline is stopping or cancelled: a blocking source should
+ *  return from its callback. */
+WEIR_API bool weir_emit_stopping(const weir_emit *e);
+
+/**
+ * Record a detailed message for an error the callback is about to return,
+ * e.g. `return weir_emit_fail(e, -errno, "cannot open '%s'", path);`.
+ * weir_pipeline_error() then reads "term 'lines': cannot open 'x': No such
+ * file or directory". @return `err`.
+ */
+WEIR_API int weir_emit_fail(weir_emit *e, int err, const char *fmt, ...) WEIR_TERMS_PRINTF(3, 4);
+
+/* ------------------------------------------------------------- callbacks */
+
+/** Pull source: write up to `max` records to `out`, return how many (0..max)
+ *  or a negative errno. Set `*end` when no record will follow (the records
+ *  returned with it are still delivered). Returning 0 without `*end` yields
+ *  and is called again later: do not poll this way, use a blocking source. */
+typedef int (*weir_pull_fn)(void *state, void *out, size_t max, bool *end);
+/** Blocking source: runs once on a dedicated thread; emits through `e`
+ *  (blocking while the stream is full) and returns 0 at the end of its data or
+ *  a negative errno. -ECANCELED after a stop or cancel is not an error. */
+typedef int (*weir_blocking_fn)(void *state, weir_emit *e);
+/** Function term: consume `in`, emit 0..n records through `e`. */
+typedef int (*weir_function_fn)(void *state, const void *in, weir_emit *e);
+/** Map term: exactly one output record per input, written to `out`. */
+typedef void (*weir_map_fn)(void *state, const void *in, void *out);
+/** Filter predicate: keep `in` when it returns true. */
+typedef bool (*weir_pred_fn)(void *state, const void *in);
+/** Sink: consume one record. */
+typedef int (*weir_sink_fn)(void *state, const void *in);
+/** Batch sink: consume `n` consecutive records. */
+typedef int (*weir_batch_sink_fn)(void *state, const void *recs, size_t n);
+/** Zip: one record from each of the `n` inputs, in input order. */
+typedef int (*weir_zip_fn)(void *state, const void *const *in, size_t n, weir_emit *e);
+/** Called once after a term's last input (before its end of stream goes
+ *  downstream), e.g. to emit totals. `e` is NULL for sinks. */
+typedef int (*weir_finish_fn)(void *state, weir_emit *e);
+/** Frees a term's state when the term is destroyed. */
+typedef void (*weir_free_fn)(void *state);
+
+/* ---------------------------------------------------------- constructors */
+
+/*
+ * Every constructor copies `name` (NULL gives a unique "<kind>#<n>"). The
+ * name is the key of the term's output stream and appears in errors and
+ * statistics. Sizes are in bytes, > 0. Each returns NULL on a bad argument
+ * (-EINVAL) or when memory runs out (-ENOMEM); weir_terms_last_error() says
+ * which.
+ */
+
+/** A pull source of `out_size`-byte records, run as batched tasks. */
+WEIR_API weir_term *weir_source(const char *name, size_t out_size, weir_pull_fn fn, void *state);
+
+/** A blocking source (files, sockets): `fn` runs once on its own thread. */
+WEIR_API weir_term *weir_blocking_source(const char *name, size_t out_size, weir_blocking_fn fn,
+                                         void *state);
+
+/** A function term: 0..n output records per input (map, filter, flat-map). */
+WEIR_API weir_term *weir_function(const char *name, size_t in_size, size_t out_size,
+                                  weir_function_fn fn, void *state);
+
+/** A 1:1 map; cheaper than weir_function() (no emit call per record). */
+WEIR_API weir_term *weir_map(const char *name, size_t in_size, size_t out_size, weir_map_fn fn,
+                             void *state);
+
+/** Keep the records for which `pred` returns true (LogicSponge's DataItemFilter). */
+WEIR_API weir_term *weir_filter(const char *name, size_t size, weir_pred_fn pred, void *state);
+
+/** A sink called once per record (LogicSponge's Dump). */
+WEIR_API weir_term *weir_sink(const char *name, size_t in_size, weir_sink_fn fn, void *state);
+
+/** A sink called with runs of consecutive records (up to the batch size). */
+WEIR_API weir_term *weir_batch_sink(const char *name, size_t in_size, weir_batch_sink_fn fn,
+                                    void *state);
+
+/** Merge (LogicSponge's Linearizer): the records of all inputs in arrival
+ *  order (FIFO per input), all inputs of one size; ends when all inputs end. */
+WEIR_API weir_term *weir_merge(const char *name);
+
+/**
+ * Zip: each call takes one record from every input, in input order; ends
+ * when any input ends (records left on longer inputs are dropped).
+ * With `fn` NULL the output is the concatenation of the input records
+ * (LogicSponge's MergeToSingleStream) and `out_size` must be 0 (it is the
+ * sum of the input sizes).
+ */
+WEIR_API weir_term *weir_zip(const char *name, size_t out_size, weir_zip_fn fn, void *state);
+
+/** Stop: swallows its inputs, has no output (`x * stop` hides x's output). */
+WEIR_API weir_term *weir_stop(void);
+
+/** Attach a finish callback (see weir_finish_fn) to a source-less term:
+ *  function, map, filter, sink, batch sink, merge or zip. @return t (NULL
+ *  stays NULL; a wrong kind destroys t and returns NULL). */
+WEIR_API weir_term *weir_term_on_finish(weir_term *t, weir_finish_fn fn);
+
+/** Attach a function that frees the term's state at destroy. @return t. */
+WEIR_API weir_term *weir_term_on_free(weir_term *t, weir_free_fn fn);
+
+/** The term's name (its output stream key). */
+WEIR_API const char *weir_term_name(const weir_term *t);
+
+/** Free a term tree that no pipeline owns, calling the state free functions.
+ *  NULL is ignored. A term that is a child of a composite must not be
+ *  destroyed on its own (destroy the root). */
+WEIR_API void weir_term_destroy(weir_term *t);
+
+/* ----------------------------------------------------------- composition */
+
+/**
+ * Sequential composition t[0] * t[1] * ... : each term consumes every output
+ * stream of the previous one; the composite's outputs are the last term's.
+ * Takes ownership of the `n` terms. Returns NULL only when memory runs out
+ * (the terms are then destroyed).
+ */
+WEIR_API weir_term *weir_seq(size_t n, weir_term *const terms[]);
+
+/**
+ * Parallel composition t[0] | t[1] | ... : every input stream is broadcast to
+ * every branch; the outputs are the union of the branches' output streams, in
+ * branch order. Two outputs with the same name are a compile error. Takes
+ * ownership of the `n` terms; NULL only when memory runs out.
+ */
+WEIR_API weir_term *weir_par(size_t n, weir_term *const terms[]);
+
+static inline weir_term *weir_seq2(weir_term *a, weir_term *b)
+{
+    weir_term *t[2] = {a, b};
+    return weir_seq(2, t);
+}
+
+static inline weir_term *weir_par2(weir_term *a, weir_term *b)
+{
+    weir_term *t[2] = {a, b};
+    return weir_par(2, t);
+}
+
+/** WEIR_SEQ(a, b, c) and WEIR_PAR(a, b, c): any number of terms (>= 1). */
+#define WEIR_SEQ(...)                                                                              \
+    weir_seq(sizeof((weir_term *[]){__VA_ARGS__}) / sizeof(weir_term *), (weir_term *[]){__VA_ARGS__})
+#define WEIR_PAR(...)                                                                              \
+    weir_par(sizeof((weir_term *[]){__VA_ARGS__}) / sizeof(weir_term *), (weir_term *[]){__VA_ARGS__})
+
+/* -------------------------------------------------------------- built-ins */
+
+/** Source of `count` records of `size` bytes read from `base` (not copied:
+ *  it must outlive the pipeline). */
+WEIR_API weir_term *weir_array_source(const char *name, const void *base, size_t count, size_t size);
+
+/** Source of int64_t records start, start+step, ... while < end (> end for a
+ *  negative step). `step` != 0. */
+WEIR_API weir_term *weir_range_source(const char *name, int64_t start, int64_t end, int64_t step);
+
+/** Endless source of int64_t records start, start+1, ... (ends at stop). */
+WEIR_API weir_term *weir_counter_source(const char *name, int64_t start);
+
+/** The text capacity of a weir_line record. */
+#define WEIR_LINE_TEXT 240
+
+/** A record of weir_file_lines(): one line without its newline. Lines longer
+ *  than WEIR_LINE_TEXT bytes are cut and flagged `truncated`. `text` is
+ *  NUL-terminated when len < WEIR_LINE_TEXT. */
+typedef struct weir_line {
+    uint64_t number;          /**< 1-based line number */
+    uint32_t len;             /**< bytes in text */
+    uint32_t truncated;       /**< 1 if the line was longer */
+    char text[WEIR_LINE_TEXT];
+} weir_line;
+
+/** Blocking source of the lines of a file ("-" = standard input), as
+ *  weir_line records. The file is opened when the pipeline starts; failing
+ *  to open it is the pipeline's error. */
+WEIR_API weir_term *weir_file_lines(const char *name, const char *path);
+
+/** Pass-through of `size`-byte records (LogicSponge's Id). */
+WEIR_API weir_term *weir_id(const char *name, size_t size);
+
+/** Writes one line to `f` for each record: `format(f, rec, arg)` or, with
+ *  `format` NULL, the term name and the record in hex; passes the record on
+ *  (LogicSponge's Print). Lines from one term are not interleaved. */
+typedef void (*weir_format_fn)(FILE *f, const void *rec, void *arg);
+WEIR_API weir_term *weir_print(const char *name, size_t size, FILE *f, weir_format_fn format,
+                               void *arg);
+
+/** Prepends a 0-based uint64_t index: output records are
+ *  `{ uint64_t index; <input bytes> }`, size 8 + in_size (LogicSponge's
+ *  AddIndex). */
+WEIR_API weir_term *weir_add_index(const char *name, size_t in_size);
+
+/**
+ * A caller-owned, thread-safe growable array of records that collect sinks
+ * append to (the seed's shared list under one lock). Pair
+ * weir_collector_init() with weir_collector_deinit().
+ */
+typedef struct weir_collector {
+    void *data;       /**< `count` records of `size` bytes, in append order */
+    size_t count;
+    size_t size;
+    size_t cap;
+    void *weir__lock; /**< private */
+} weir_collector;
+
+/** @return 0, -EINVAL (size 0), -ENOMEM. */
+WEIR_API int weir_collector_init(weir_collector *c, size_t size);
+WEIR_API void weir_collector_deinit(weir_collector *c);
+/** Forget the records (keeps the memory). */
+WEIR_API void weir_collector_clear(weir_collector *c);
+
+/** Sink appending every record to `c` (records of c->size bytes). */
+WEIR_API weir_term *weir_collect(const char *name, weir_collector *c);
+
+/** Running statistics over double records (Welford's algorithm). */
+typedef struct weir_running {
+    uint64_t n;       /**< records seen */
+    double value;     /**< the last input */
+    double sum;
+    double mean;
+    double std;       /**< sample standard deviation (0 while n < 2) */
+} weir_running;
+
+/** double -> weir_running, one output per input. */
+WEIR_API weir_term *weir_running_stats(const char *name);
+/** double -> double: the running sum, mean, sample standard deviation. */
+WEIR_API weir_term *weir_sum(const char *name);
+WEIR_API weir_term *weir_mean(const char *name);
+WEIR_API weir_term *weir_std(const char *name);
+
+/* --------------------------------------------------------------- pipeline */
+
+/** How a compiled pipeline runs. */
+typedef enum weir_exec_mode {
+    /** Every term is a batched task on the runtime's workers; linear runs of
+     *  1-in/1-out terms (pull sources included) are fused into one task.
+     *  Blocking sources get a dedicated thread. */
+    WEIR_EXEC_POOL = 0,
+    /** One OS thread per term, unfused, blocking bounded queues: the model the
+     *  seed measured, as a baseline. The runtime may be NULL. */
+    WEIR_EXEC_THREADS,
+    /** Sources on dedicated threads; everything else as in POOL. */
+    WEIR_EXEC_HYBRID,
+} weir_exec_mode;
+
+/** Called (on the worker that noticed) when a stage waited longer than the
+ *  starvation threshold between being made runnable and running. */
+typedef void (*weir_starvation_fn)(void *arg, const char *term, uint64_t waited_ns);
+
+/**
+ * Pipeline configuration, caller-owned. Fill with weir_pipeline_config_init(),
+ * then change fields. Read (not kept) by weir_pipeline_create().
+ */
+typedef struct weir_pipeline_config {
+    /** Records per activation (B). Default 256. */
+    unsigned batch;
+    /** Records per stream; rounded up to a power of two. Default 1024. */
+    unsigned capacity;
+    weir_exec_mode mode;
+    /** Measure the time of every activation (two clock reads each): the
+     *  per-term `ns` statistics and starvation detection need it. Default on. */
+    bool timing;
+    /** Time each callback separately (two clock reads per record and term),
+     *  so fused terms get their own `ns`. Default off. */
+    bool profile;
+    /** Starvation threshold in ns (0 = off). Default 100 ms. */
+    uint64_t starvation_ns;
+    weir_starvation_fn on_starvation; /**< optional */
+    void *starvation_arg;
+    /** Print the term and stream tables to stderr at destroy. Default: the
+     *  WEIR_STATS environment variable ("1"). */
+    bool print_stats;
+    /** Stack size of the threads the pipeline starts (0 = 256 KiB). */
+    size_t thread_stack;
+} weir_pipeline_config;
+
+/** Defaults, plus WEIR_STATS and WEIR_EXEC (pool | threads | hybrid) from the
+ *  environment (an invalid WEIR_EXEC is reported by weir_pipeline_create()). */
+WEIR_API void weir_pipeline_config_init(weir_pipeline_config *cfg);
+
+/** Parse "pool" / "threads" / "hybrid". @return 0 or -EINVAL. */
+WEIR_API int weir_parse_exec_mode(const char *text, weir_exec_mode *out);
+WEIR_API const char *weir_exec_mode_name(weir_exec_mode m);
+
+/**
+ * Compile `root` into a pipeline on `rt` (which may be NULL in THREADS mode).
+ * Several pipelines may share a runtime.
+ * @param cfg NULL for weir_pipeline_config_init() defaults.
+ * @return 0 (the pipeline owns `root`); on failure the caller keeps `root`:
+ *   -EINVAL  NULL argument, bad config field, a NULL child, an empty
+ *            composite, a term with the wrong number of inputs (a source or
+ *            zip-less term fed several streams, a function with none),
+ *            a record size mismatch (the message names producer and consumer),
+ *            two parallel outputs with the same name (names both branches),
+ *            a term used twice in the tree;
+ *   -EBUSY   `root` is a child of a composite or owned by another pipeline;
+ *   -ENOMEM.
+ */
+WEIR_API int weir_pipeline_create(weir_runtime *rt, weir_term *root,
+                                  const weir_pipeline_config *cfg, weir_pipeline **out);
+
+/**
+ * Start running. @return 0; -EINVAL (NULL); -EALREADY (started before);
+ * -EAGAIN (a thread could not be created: the pipeline is cancelled, join
+ * returns the error); -ESHUTDOWN (the runtime is being destroyed).
+ */
+WEIR_API int weir_pipeline_start(weir_pipeline *p);
+
+/**
+ * Wait until every stage has finished.
+ * @return 0 when every source ended and every record reached its sinks (a
+ *   weir_pipeline_stop() included); the first callback error (see
+ *   weir_pipeline_error()); -ECANCELED after weir_pipeline_cancel();
+ *   -EINVAL (NULL or not started); -EDEADLK when called from a worker of the
+ *   pipeline's runtime or from a callback. Joining again returns the same.
+ */
+WEIR_API int weir_pipeline_join(weir_pipeline *p);
+
+/** Join with a timeout. @return as join, or -ETIMEDOUT. */
+WEIR_API int weir_pipeline_join_for(weir_pipeline *p, uint64_t timeout_ns);
+
+/** start + join. */
+WEIR_API int weir_pipeline_run(weir_pipeline *p);
+
+/**
+ * Graceful stop: sources stop producing (a pull source is not called again; a
+ * blocking source's emit returns -ECANCELED), and every record already
+ * produced reaches the sinks exactly once. Returns at once; join waits.
+ * @return 0; -EINVAL (NULL or not started). Stopping twice is fine.
+ */
+WEIR_API int weir_pipeline_stop(weir_pipeline *p);
+
+/**
+ * Cancel: drop records in flight; every stage finishes at its next
+ * activation. Returns at once; join returns -ECANCELED (or an earlier
+ * error). @return 0; -EINVAL (NULL or not started).
+ */
+WEIR_API int weir_pipeline_cancel(weir_pipeline *p);
+
+/** Free a pipeline and its term tree. A running pipeline is cancelled and
+ *  joined first. Prints the statistics when configured. NULL is ignored. */
+WEIR_API void weir_pipeline_destroy(weir_pipeline *p);
+
+/** "term 'parse': callback returned -5 (Input/output error)" after a failure,
+ *  "" otherwise. Valid until destroy. */
+WEIR_API const char *weir_pipeline_error(const weir_pipeline *p);
+
+/** The message of the last failed term-layer call of this thread
+ *  (constructors, weir_pipeline_create, ...); "" if none. */
+WEIR_API const char *weir_terms_last_error(void);
+
+/* ------------------------------------------------------------- monitoring */
+
+typedef struct weir_term_stats {
+    const char *name;       /**< valid until destroy */
+    const char *kind;       /**< "source", "function", "map", "sink", ... */
+    unsigned stage;         /**< fused terms share a stage */
+    uint64_t records_in;
+    uint64_t records_out;
+    uint64_t activations;   /**< activations of the term's stage */
+    uint64_t ns;            /**< time in the stage's activations (shared by fused
+                                 terms); with cfg.profile, in this term's callbacks */
+    uint64_t starvations;   /**< waits above the threshold */
+    uint64_t max_wait_ns;   /**< longest runnable-to-running wait seen */
+} weir_term_stats;
+
+typedef struct weir_stream_stats {
+    const char *name;       /**< the producing term */
+    unsigned consumers;
+    uint64_t capacity;
+    uint64_t records;       /**< records published so far */
+    uint64_t depth;         /**< records not yet consumed by the slowest consumer */
+    uint64_t max_depth;     /**< highest depth seen by the producer */
+} weir_stream_stats;
+
+typedef struct weir_pipeline_stats {
+    unsigned terms, stages, streams;
+    unsigned threads;       /**< OS threads the pipeline started */
+    uint64_t starvations;   /**< sum over the stages */
+    uint64_t activations;   /**< sum over the stages */
+} weir_pipeline_stats;
+
+/** Number of primitive terms (composites excluded), in tree order. */
+WEIR_API unsigned weir_pipeline_term_count(const weir_pipeline *p);
+/** @return 0 or -EINVAL (bad index). */
+WEIR_API int weir_pipeline_term_stats(const weir_pipeline *p, unsigned i, weir_term_stats *out);
+/** Index of the first term called `name`, or -ENOENT. */
+WEIR_API int weir_pipeline_find_term(const weir_pipeline *p, const char *name);
+WEIR_API unsigned weir_pipeline_stream_count(const weir_pipeline *p);
+/** @return 0 or -EINVAL (bad index). */
+WEIR_API int weir_pipeline_stream_stats(const weir_pipeline *p, unsigned i, weir_stream_stats *out);
+WEIR_API void weir_pipeline_stats_get(const weir_pipeline *p, weir_pipeline_stats *out);
+/** The WEIR_STATS=1 output: terms, streams, and the runtime's per-worker
+ *  utilisation (busy / (busy + idle), runtime-wide). */
+WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEIR_TERMS_H */
