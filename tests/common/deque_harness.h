@@ -38,6 +38,11 @@ static weir_worker *harness_worker(weir_runtime *rt, unsigned index, unsigned in
     w->index = index;
     w->numa_os = -1;
     w->rng = 88172645463325252ULL + index;
+    /* no victims: a stand-alone owner waiting on a stolen frame only
+     * leapfrogs on its thief */
+    static const unsigned no_victims[3] = {0, 0, 0};
+    w->class_end = no_victims;
+    w->victims = NULL;
     if (weir__fj_init(w, initial) || weir__jd_init(&w->jd, initial < 2 ? 2 : initial)) {
         weir__free(w);
         return NULL;

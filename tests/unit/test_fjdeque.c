@@ -2,6 +2,9 @@
  * every frame runs exactly once, across growth from capacity 2. */
 #include <criterion/criterion.h>
 
+#include <sched.h>
+#include <unistd.h>
+
 #include "../common/deque_harness.h"
 
 static const long sizes[] = {1, 2, 3, 5, 8, 13, 100, 1000, 4096, 10000, 100000};
@@ -25,12 +28,30 @@ Test(fjdeque, two_thieves_every_frame_exactly_once) { run(2, 0); }
 Test(fjdeque, four_thieves_every_frame_exactly_once) { run(4, 0); }
 Test(fjdeque, interleaved_pops_with_three_thieves_exactly_once) { run(3, 3); }
 
-Test(fjdeque, thieves_get_work_when_they_ask)
+Test(fjdeque, a_request_makes_the_owner_publish_and_the_thief_steal)
 {
     harness h;
-    cr_assert_eq(harness_init(&h, 1, TOTAL, 2), 0);
-    fj_run(&h, sizes, NSIZES, 0);
-    /* the publication protocol must hand frames to a thief that keeps asking */
-    cr_assert_gt(h.by_thieves, 0);
+    cr_assert_eq(harness_init(&h, 1, 64, 2), 0);
+    weir_worker *weir_w = h.owner;
+    weir_frame *weir_sp = weir_w->segs[0];
+    for (long i = 0; i < 8; i++)
+        WEIR_SPAWN(claim_frame, i);
+    pthread_t th; /* started after the spawns: nobody asked yet */
+    pthread_create(&th, NULL, fj_thief, h.thieves[0]);
+    /* private frames are invisible: the thief can only ask (limit = 0) */
+    while (atomic_load(&weir_w->fj.limit) != 0)
+        sched_yield();
+    cr_assert_eq(h.by_thieves, 0);
+    WEIR_SPAWN(claim_frame, 8); /* serves the request: publishes 5 of 9 */
+    cr_assert_gt(atomic_load(&weir_w->ctr.publishes), 0);
+    for (int ms = 0; ms < 10000 && atomic_load(&h.by_thieves) == 0; ms++)
+        usleep(1000);
+    cr_assert_gt(atomic_load(&h.by_thieves), 0, "the thief never got a published frame");
+    for (int i = 0; i < 9; i++)
+        WEIR_SYNC(claim_frame);
+    atomic_store(&h.stop, 1);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 9; i++)
+        cr_assert_eq(h.claimed[i], 1, "frame %d ran %d times", i, h.claimed[i]);
     harness_fini(&h);
 }
