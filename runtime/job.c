@@ -8,6 +8,19 @@
 
 #include "scheduler.h"
 
+/* liburcu 0.13's uatomic operations are inline assembly and volatile
+ * accesses, which ThreadSanitizer cannot see: tell it that enqueuing a job
+ * happens-before dequeuing it (the queue's own barriers guarantee it). */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define TSAN_RELEASE(p) __tsan_release(p)
+#define TSAN_ACQUIRE(p) __tsan_acquire(p)
+#else
+#define TSAN_RELEASE(p) ((void)(p))
+#define TSAN_ACQUIRE(p) ((void)(p))
+#endif
+
 _Static_assert(sizeof(struct cds_wfcq_node) == sizeof(void *),
                "weir_job.weir__next must be able to hold a cds_wfcq_node");
 
@@ -34,6 +47,7 @@ void weir_job_init(weir_job *job, weir_job_fn fn, void *arg, int32_t deps)
 void weir__inject(weir_runtime *rt, weir_job *job)
 {
     cds_wfcq_node_init(node_of(job));
+    TSAN_RELEASE(job);
     /* cds_wfcq_enqueue is wait-free and a full barrier (uatomic_xchg), so the
      * job's contents are visible to the worker that dequeues it. */
     cds_wfcq_enqueue(&rt->ihead, &rt->itail, node_of(job));
@@ -51,7 +65,10 @@ weir_job *weir__inject_take(weir_runtime *rt)
     /* the blocking variant serialises dequeuers with liburcu's internal
      * mutex; only workers with nothing local get here */
     struct cds_wfcq_node *n = cds_wfcq_dequeue_blocking(&rt->ihead, &rt->itail);
-    return n ? job_of(n) : NULL;
+    if (!n)
+        return NULL;
+    TSAN_ACQUIRE(job_of(n));
+    return job_of(n);
 }
 
 void weir_worker_submit(weir_worker *w, weir_job *job)
