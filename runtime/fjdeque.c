@@ -258,6 +258,7 @@ int weir__fj_steal(weir_worker *self, weir_worker *v, weir_frame *sp)
     weir_frame *t = frame_at(v, top);
     /* relaxed: only a hint for the owner's leapfrogging */
     atomic_store_explicit(&t->thief, (uintptr_t)self, memory_order_relaxed);
+    weir__found_work(self);
     self->fj_depth++;
     ((weir__frame_fn)(t->run & ~WEIR__PUB))(self, sp, t);
     self->fj_depth--;

@@ -58,17 +58,38 @@ bool weir__inject_maybe_nonempty(weir_runtime *rt)
     return !cds_wfcq_empty(&rt->ihead, &rt->itail);
 }
 
-weir_job *weir__inject_take(weir_runtime *rt)
+weir_job *weir__inject_take(weir_runtime *rt, weir_worker *w)
 {
     if (cds_wfcq_empty(&rt->ihead, &rt->itail))
         return NULL;
-    /* the blocking variant serialises dequeuers with liburcu's internal
-     * mutex; only workers with nothing local get here */
-    struct cds_wfcq_node *n = cds_wfcq_dequeue_blocking(&rt->ihead, &rt->itail);
-    if (!n)
+    /* Take the whole queue in one splice (one lock round trip per batch, not
+     * per job), keep the first job to run, and push the rest onto our own
+     * deque where the other workers can steal them. */
+    struct __cds_wfcq_head h;
+    struct cds_wfcq_tail t;
+    __cds_wfcq_init(&h, &t);
+    /* the dequeue lock serialises workers taking from the queue; enqueuers
+     * are wait-free and never take it */
+    cds_wfcq_dequeue_lock(&rt->ihead, &rt->itail);
+    enum cds_wfcq_ret r = __cds_wfcq_splice_blocking(&h, &t, &rt->ihead, &rt->itail);
+    cds_wfcq_dequeue_unlock(&rt->ihead, &rt->itail);
+    if (r == CDS_WFCQ_RET_SRC_EMPTY)
         return NULL;
-    TSAN_ACQUIRE(job_of(n));
-    return job_of(n);
+    weir_job *first = NULL;
+    struct cds_wfcq_node *n;
+    /* `h` is ours alone: the lock-free dequeue needs no mutual exclusion */
+    while ((n = __cds_wfcq_dequeue_blocking(&h, &t)) != NULL) {
+        weir_job *job = job_of(n);
+        TSAN_ACQUIRE(job);
+        WEIR__INC(w, injected, 1);
+        if (!first)
+            first = job;
+        else if (weir__jd_push(&w->jd, job) != 0)
+            weir__inject(rt, job); /* our deque cannot grow: back to the queue */
+    }
+    if (first && weir__jd_maybe_nonempty(&w->jd))
+        weir__notify(rt);
+    return first;
 }
 
 void weir_worker_submit(weir_worker *w, weir_job *job)

@@ -44,6 +44,11 @@ void weir__notify(weir_runtime *rt)
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&rt->waiters, memory_order_relaxed) == 0)
         return;
+    /* A spinning worker will find the work: it decrements `spinning` with a
+     * seq_cst RMW before its last re-check (weir__park), so if we read it as
+     * still spinning, that re-check follows our fence and sees the work. */
+    if (atomic_load_explicit(&rt->spinning, memory_order_relaxed) != 0)
+        return;
     /* release: a sleeper that reads the new epoch sees the work */
     atomic_fetch_add_explicit(&rt->epoch, 1, memory_order_release);
     weir__futex_wake(&rt->epoch, 1);
@@ -78,9 +83,28 @@ bool weir__work_pending(weir_runtime *rt, weir_worker *self)
     return false;
 }
 
+void weir__spin_enter(weir_worker *w)
+{
+    w->spinning = true;
+    atomic_fetch_add_explicit(&w->rt->spinning, 1, memory_order_relaxed);
+}
+
+void weir__spin_exit(weir_worker *w)
+{
+    w->spinning = false;
+    /* seq_cst: see weir__notify(). The last spinner to find work wakes a
+     * sleeper to take over the search (more work may be arriving). */
+    if (atomic_fetch_sub_explicit(&w->rt->spinning, 1, memory_order_seq_cst) == 1)
+        weir__notify(w->rt);
+}
+
 void weir__park(weir_worker *w)
 {
     weir_runtime *rt = w->rt;
+    if (w->spinning) {
+        w->spinning = false;
+        atomic_fetch_sub_explicit(&rt->spinning, 1, memory_order_seq_cst);
+    }
     /* seq_cst RMW: pairs with the notifier's seq_cst fence (see top) */
     atomic_fetch_add_explicit(&rt->waiters, 1, memory_order_seq_cst);
     uint32_t key = atomic_load_explicit(&rt->epoch, memory_order_seq_cst);
@@ -96,4 +120,5 @@ void weir__park(weir_worker *w)
         weir__futex_wait(&rt->epoch, key, NULL);
     }
     atomic_fetch_sub_explicit(&rt->waiters, 1, memory_order_relaxed);
+    weir__spin_enter(w); /* awake again: back to searching */
 }

@@ -69,6 +69,9 @@ bool weir__jd_maybe_nonempty(weir__jobdeque *d);
 typedef struct weir__counters {
     _Atomic uint64_t tasks_run, jobs_submitted, steal_attempts, steals, tasks_stolen, steal_empty,
         steal_contended, leapfrogs, publishes, parks, wakeups, injected, busy_ns, idle_ns;
+    /* the open span: since when the worker is busy (idle == 0) or idle, so a
+     * reader can add it to busy_ns / idle_ns */
+    _Atomic uint64_t since_ns, idle;
 } weir__counters;
 
 /* Owner-only increment: a relaxed load and store (never an RMW), so that the
@@ -86,6 +89,7 @@ struct weir_worker {
     unsigned cur_seg;                       /* the segment fj.seg_begin/seg_end describe */
     unsigned seg_shift;                     /* log2(cfg.deque_initial) */
     unsigned fj_depth;                      /* > 0 while fork-join code runs here */
+    bool spinning;                          /* counted in rt->spinning */
     /* segs[k] holds frames [c0*(2^k-1), c0*(2^(k+1)-1)), c0 = 1 << seg_shift.
      * Written by the owner before any frame in it is published; read by
      * thieves only after a successful CAS on fj.ts (acquire), so plain. */
@@ -120,6 +124,9 @@ struct weir_runtime {
      * lines: every notify reads `waiters`, every wake-up bumps `epoch`. */
     alignas(WEIR_CACHELINE) _Atomic uint32_t epoch;
     alignas(WEIR_CACHELINE) _Atomic uint32_t waiters;
+    /* workers in the idle loop looking for work (not parked): while one
+     * spins, a notifier need not wake a sleeper (see park.c) */
+    _Atomic uint32_t spinning;
 
     /* Injection queue for submissions from threads that are not workers. */
     alignas(WEIR_CACHELINE) struct cds_wfcq_head ihead;
@@ -154,6 +161,10 @@ bool weir__steal_round(weir_worker *w, weir_frame *sp, bool frames_only);
 /* park.c */
 void weir__notify(weir_runtime *rt);
 void weir__notify_all(weir_runtime *rt);
+/* Idle-loop bookkeeping: enter counts the worker as spinning; found_work is
+ * called right before running work the worker found (it stops counting, and
+ * wakes a successor if it was the last spinner and others sleep). */
+void weir__spin_enter(weir_worker *w);
 /* Sleep until notified (or work appears). Returns at once if work is visible. */
 void weir__park(weir_worker *w);
 bool weir__work_visible(weir_runtime *rt, weir_worker *self);
@@ -164,8 +175,17 @@ void weir__futex_wake(_Atomic uint32_t *addr, int n);
 
 /* job.c */
 void weir__inject(weir_runtime *rt, weir_job *job);
-weir_job *weir__inject_take(weir_runtime *rt);
+/* Take every injected job: the first is returned, the others go to w's deque. */
+weir_job *weir__inject_take(weir_runtime *rt, weir_worker *w);
 bool weir__inject_maybe_nonempty(weir_runtime *rt);
+
+void weir__spin_exit(weir_worker *w);
+
+static inline void weir__found_work(weir_worker *w)
+{
+    if (w->spinning)
+        weir__spin_exit(w);
+}
 
 static inline void weir__cpu_relax(void)
 {

@@ -22,6 +22,14 @@ static void snapshot(const weir_worker *w, weir_worker_stats *o)
     o->injected = LD(injected);
     o->busy_ns = LD(busy_ns);
     o->idle_ns = LD(idle_ns);
+    /* add the open span (approximate: the fields are read one by one) */
+    uint64_t since = LD(since_ns), now = weir__now_ns();
+    if (since && now > since && w->thread) {
+        if (LD(idle))
+            o->idle_ns += now - since;
+        else
+            o->busy_ns += now - since;
+    }
 #undef LD
 }
 
@@ -58,8 +66,11 @@ void weir_runtime_stats_reset(weir_runtime *rt)
     for (unsigned i = 0; i < rt->nworkers; i++) {
         weir_worker *w = rt->workers[i];
         _Atomic uint64_t *c = (_Atomic uint64_t *)&w->ctr;
-        for (size_t k = 0; k < sizeof w->ctr / sizeof(uint64_t); k++)
+        /* every counter up to (not including) the open-span fields */
+        for (size_t k = 0; k < offsetof(weir__counters, since_ns) / sizeof(uint64_t); k++)
             atomic_store_explicit(&c[k], 0, memory_order_relaxed);
+        /* restart the open span now, so utilisation covers the new period */
+        atomic_store_explicit(&w->ctr.since_ns, weir__now_ns(), memory_order_relaxed);
         atomic_store_explicit(&w->fj.spawns, 0, memory_order_relaxed);
     }
 }

@@ -55,9 +55,7 @@ static bool try_victim(weir_worker *w, weir_worker *v, weir_frame *sp, bool fram
         if (rj == WEIR__STEAL_OK) {
             WEIR__INC(w, steals, 1);
             WEIR__INC(w, tasks_stolen, 1);
-            /* more where that came from? let a sleeper help */
-            if (atomic_load_explicit(&w->rt->waiters, memory_order_relaxed))
-                weir__notify(w->rt);
+            weir__found_work(w);
             weir__run_job(w, job);
             return true;
         }
@@ -96,12 +94,13 @@ static bool find_work(weir_worker *w)
 {
     weir_job *job = weir__jd_take(&w->jd);
     if (job) {
+        weir__found_work(w);
         weir__run_job(w, job);
         return true;
     }
-    job = weir__inject_take(w->rt);
+    job = weir__inject_take(w->rt, w);
     if (job) {
-        WEIR__INC(w, injected, 1);
+        weir__found_work(w);
         weir__run_job(w, job);
         return true;
     }
@@ -122,13 +121,17 @@ void *weir__worker_main(void *arg)
         weir_latch_set(&rt->all_started);
 
     uint64_t t_busy = weir__now_ns();
+    atomic_store_explicit(&w->ctr.since_ns, t_busy, memory_order_relaxed);
     for (;;) {
         if (find_work(w))
             continue;
         /* idle: spin through `spin` failed rounds, then park */
         uint64_t t_idle = weir__now_ns();
         WEIR__INC(w, busy_ns, t_idle - t_busy);
+        atomic_store_explicit(&w->ctr.since_ns, t_idle, memory_order_relaxed);
+        atomic_store_explicit(&w->ctr.idle, 1, memory_order_relaxed);
         bool found = false;
+        weir__spin_enter(w);
         for (unsigned s = 0; !found; s++) {
             if (find_work(w)) {
                 found = true;
@@ -136,8 +139,10 @@ void *weir__worker_main(void *arg)
             }
             if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
                 /* drain: stop only when a full pass found nothing */
-                if (!weir__work_pending(rt, NULL))
+                if (!weir__work_pending(rt, NULL)) {
+                    weir__found_work(w); /* leave the spinning count */
                     goto out;
+                }
             }
             if (s >= rt->cfg.spin) {
                 weir__park(w);
@@ -148,6 +153,8 @@ void *weir__worker_main(void *arg)
         }
         t_busy = weir__now_ns();
         WEIR__INC(w, idle_ns, t_busy - t_idle);
+        atomic_store_explicit(&w->ctr.since_ns, t_busy, memory_order_relaxed);
+        atomic_store_explicit(&w->ctr.idle, 0, memory_order_relaxed);
     }
 out:
     tls_self = NULL;
