@@ -385,6 +385,10 @@ typedef struct weir_pipeline_config {
     /** Time each callback separately (two clock reads per record and term),
      *  so fused terms get their own `ns`. Default off. */
     bool profile;
+    /** A pool job keeps running activations of its stage while they make
+     *  progress, for up to this many ns, before it yields to the scheduler
+     *  (0 = yield after every activation). Default 50 us. */
+    uint64_t slice_ns;
     /** Starvation threshold in ns (0 = off). Default 100 ms. */
     uint64_t starvation_ns;
     weir_starvation_fn on_starvation; /**< optional */

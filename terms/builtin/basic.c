@@ -1,0 +1,87 @@
+/*
+ * weir terms — built-in pass-through terms: print, add-index.
+ * (id is a filter without predicate, in term.c.)
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../internal.h"
+
+typedef struct weir__print {
+    FILE *f;
+    weir_format_fn format;
+    void *arg;
+    size_t size;
+    const char *name; /* the term's (it outlives the state's use) */
+} weir__print;
+
+static int weir__print_fn(void *state, const void *in, weir_emit *e)
+{
+    weir__print *p = state;
+    /* Lock the stream for the whole line so that lines printed by terms
+     * running on different workers do not interleave. */
+    flockfile(p->f);
+    if (p->format) {
+        p->format(p->f, in, p->arg);
+    } else {
+        fprintf(p->f, "%s:", p->name);
+        const unsigned char *b = in;
+        for (size_t i = 0; i < p->size; i++)
+            fprintf(p->f, " %02x", b[i]);
+    }
+    fputc('\n', p->f);
+    funlockfile(p->f);
+    return weir_emit_record(e, in);
+}
+
+WEIR_API weir_term *weir_print(const char *name, size_t size, FILE *f, weir_format_fn format, void *arg)
+{
+    weir__print *p = calloc(1, sizeof *p);
+    if (!p) {
+        weir__terms_error(-ENOMEM, "print: out of memory");
+        return NULL;
+    }
+    p->f = f ? f : stdout;
+    p->format = format;
+    p->arg = arg;
+    p->size = size;
+    weir_term *t = weir_function(name, size, size, weir__print_fn, p);
+    if (!t) {
+        free(p);
+        return NULL;
+    }
+    weir__term_set_kind(t, name, "print");
+    p->name = t->name;
+    return weir_term_on_free(t, free);
+}
+
+typedef struct weir__index {
+    uint64_t next;
+    size_t in_size;
+} weir__index;
+
+static void weir__index_fn(void *state, const void *in, void *out)
+{
+    weir__index *x = state;
+    memcpy(out, &x->next, sizeof x->next);
+    memcpy((char *)out + sizeof x->next, in, x->in_size);
+    x->next++;
+}
+
+WEIR_API weir_term *weir_add_index(const char *name, size_t in_size)
+{
+    weir__index *x = calloc(1, sizeof *x);
+    if (!x) {
+        weir__terms_error(-ENOMEM, "add index: out of memory");
+        return NULL;
+    }
+    x->in_size = in_size;
+    weir_term *t = weir_map(name, in_size, sizeof(uint64_t) + in_size, weir__index_fn, x);
+    if (!t) {
+        free(x);
+        return NULL;
+    }
+    weir__term_set_kind(t, name, "add index");
+    return weir_term_on_free(t, free);
+}

@@ -1,0 +1,93 @@
+/*
+ * weir terms — composition: seq, par, merge, zip, stop.
+ *
+ * Composites only record structure. They never copy user state, and they
+ * never fail on structure: a NULL child, a child that already belongs to
+ * another composite, or an empty composite is remembered and reported by
+ * weir_pipeline_create() with the names involved. That keeps every check in
+ * one place and lets nested constructor calls be written without tests.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static weir_term *weir__composite(weir__kind kind, size_t n, weir_term *const terms[])
+{
+    weir_term *t = weir__term_new(kind, weir__kind_name(kind), NULL);
+    if (t && n) {
+        t->children = calloc(n, sizeof *t->children);
+        t->child_owned = calloc(n, 1);
+        if (!t->children || !t->child_owned) {
+            free(t->children);
+            free(t->child_owned);
+            free(t->name);
+            free(t);
+            t = NULL;
+        }
+    }
+    if (!t) {
+        /* Ownership passes in every case: free the children we would have
+         * owned, so that a failed composition leaks nothing. */
+        for (size_t i = 0; terms && i < n; i++)
+            if (terms[i] && terms[i]->owner == WEIR__FREE)
+                weir_term_destroy(terms[i]);
+        weir__terms_error(-ENOMEM, "%s: out of memory", weir__kind_name(kind));
+        return NULL;
+    }
+    t->nchildren = n;
+    for (size_t i = 0; i < n; i++) {
+        weir_term *c = terms ? terms[i] : NULL;
+        t->children[i] = c;
+        if (c && c->owner == WEIR__FREE) {
+            c->owner = WEIR__IN_COMPOSITE;
+            t->child_owned[i] = 1;
+        }
+    }
+    return t;
+}
+
+WEIR_API weir_term *weir_seq(size_t n, weir_term *const terms[])
+{
+    return weir__composite(WEIR__K_SEQ, n, terms);
+}
+
+WEIR_API weir_term *weir_par(size_t n, weir_term *const terms[])
+{
+    return weir__composite(WEIR__K_PAR, n, terms);
+}
+
+WEIR_API weir_term *weir_merge(const char *name)
+{
+    /* Input and output sizes are decided at compile time: all inputs must
+     * agree, and the output has their size. */
+    return weir__term_new(WEIR__K_MERGE, "merge", name);
+}
+
+WEIR_API weir_term *weir_zip(const char *name, size_t out_size, weir_zip_fn fn, void *state)
+{
+    if (!fn && out_size != 0) {
+        weir__terms_error(-EINVAL,
+                          "zip '%s': without a callback the output is the concatenation of the "
+                          "inputs, so out_size must be 0 (got %zu)",
+                          name ? name : "(unnamed)", out_size);
+        return NULL;
+    }
+    if (fn && out_size == 0) {
+        weir__terms_error(-EINVAL, "zip '%s': out_size must be > 0 with a callback",
+                          name ? name : "(unnamed)");
+        return NULL;
+    }
+    weir_term *t = weir__term_new(WEIR__K_ZIP, "zip", name);
+    if (t) {
+        t->out_size = out_size;
+        t->fn.zip = fn;
+        t->state = state;
+    }
+    return t;
+}
+
+WEIR_API weir_term *weir_stop(void)
+{
+    return weir__term_new(WEIR__K_STOP, "stop", NULL);
+}

@@ -1,0 +1,116 @@
+/*
+ * weir terms — pool execution: the activation state machine.
+ *
+ * Each stage embeds one weir_job. Its `state` word guarantees at most one
+ * activation at a time and no lost wake-up:
+ *
+ *   notify:  old = fetch_or(state, NOTIFIED)
+ *            old == IDLE  -> this notifier made it runnable: submit the job
+ *            otherwise    -> it is queued, running, or DONE: nothing to do
+ *   run:     exchange(state, RUNNING)          (clears NOTIFIED: we look now)
+ *            activation (at most B records)
+ *            PROGRESS -> run again until the time slice is used up, then
+ *                        resubmit; state stays RUNNING (nobody else submits)
+ *            WAIT     -> CAS(RUNNING -> IDLE); if it fails a notification
+ *                        arrived after we looked: resubmit
+ *            FINISHED -> DONE was set inside the activation; never touch
+ *                        the stage again
+ *
+ * Every change a notifier makes (records published, a tail advanced, a flag
+ * set) happens before its fetch_or; the activation's exchange or its failed
+ * CAS reads that fetch_or's value (or a later one in the modification order
+ * of `state`), so it sees the change. A stage with nothing to do is IDLE and
+ * costs nothing: 10 000 idle branches are 10 000 words in memory.
+ *
+ * Memory orders: fetch_or acq_rel (release: the notifier's writes to the
+ * activation; acquire: the previous activation's writes, which the CAS to
+ * IDLE released, to the job it submits); exchange acquire (pairs with that
+ * fetch_or); CAS acq_rel (release: this activation's private writes to the
+ * next one; acquire on failure: what the late notifier wrote).
+ */
+#include "internal.h"
+
+static void weir__submit(weir__stage *s, weir_worker *w);
+
+static void weir__stage_job(weir_worker *w, weir_job *job)
+{
+    weir__stage *s = job->arg;
+    /* acquire: pairs with the acq_rel fetch_or of the notify that submitted
+     * us (or with our own resubmit, which is in program order). */
+    atomic_exchange_explicit(&s->state, WEIR__ST_RUNNING, memory_order_acquire);
+    weir__run r;
+    /* Run activations back to back while they make progress, up to the
+     * time slice: a resubmit is a deque push that wakes an idle worker to
+     * steal the stage, which then bounces between cores for no gain when it
+     * is the only work. Each activation still publishes its batch and
+     * notifies its consumers, which other workers can steal meanwhile. */
+    const uint64_t slice = s->p->cfg.slice_ns;
+    const bool timing = s->p->cfg.timing;
+    uint64_t t0 = slice ? weir__terms_now_ns() : 0;
+    for (;;) {
+        r = weir__stage_run(s, w);
+        if (r != WEIR__PROGRESS || !slice)
+            break;
+        /* With timing on, the activation has just read the clock. */
+        uint64_t now = timing ? s->last_now : weir__terms_now_ns();
+        if (now - t0 >= slice)
+            break;
+    }
+    if (r == WEIR__FINISHED)
+        return;
+    if (r == WEIR__WAIT) {
+        uint32_t exp = WEIR__ST_RUNNING;
+        /* acq_rel: release our writes to whoever submits us next (its
+         * fetch_or acquires them); acquire on failure: see above. */
+        if (atomic_compare_exchange_strong_explicit(&s->state, &exp, WEIR__ST_IDLE, memory_order_acq_rel,
+                                                    memory_order_acquire))
+            return;
+    }
+    if (timing)
+        atomic_store_explicit(&s->queued_at, weir__terms_now_ns(), memory_order_relaxed);
+    weir__submit(s, w);
+}
+
+static void weir__submit(weir__stage *s, weir_worker *w)
+{
+    if (w) {
+        /* Stages are only ever submitted to their pipeline's runtime, so a
+         * worker passed down from a job body belongs to it. */
+        weir_worker_submit(w, &s->job);
+        return;
+    }
+    int r = weir_submit(s->p->rt, &s->job);
+    if (r < 0) {
+        /* The runtime is shutting down under a running pipeline (a misuse):
+         * record it, and run the activation here so the stage still ends
+         * (it sees the cancel and finishes) and join cannot hang. */
+        weir__pipeline_fail(s->p, s->nodes[0].term, r, "cannot schedule the stage (runtime shut down?)",
+                            NULL);
+        weir__stage_job(NULL, &s->job);
+    }
+}
+
+void weir__exec_pool_init(weir__stage *s)
+{
+    weir_job_init(&s->job, weir__stage_job, s, 0);
+    atomic_init(&s->state, WEIR__ST_IDLE);
+}
+
+void weir__stage_notify(weir__stage *s, weir_worker *w)
+{
+    if (s->thread) {
+        weir__thread *th = s->thread;
+        pthread_mutex_lock(&th->mu);
+        th->flag = true;
+        pthread_cond_signal(&th->cv);
+        pthread_mutex_unlock(&th->mu);
+        return;
+    }
+    /* acq_rel: see the header comment of this file. */
+    uint32_t old = atomic_fetch_or_explicit(&s->state, WEIR__ST_NOTIFIED, memory_order_acq_rel);
+    if (old != WEIR__ST_IDLE)
+        return;
+    if (s->p->cfg.timing)
+        atomic_store_explicit(&s->queued_at, weir__terms_now_ns(), memory_order_relaxed);
+    weir__submit(s, w);
+}

@@ -1,0 +1,71 @@
+/*
+ * weir terms — thread execution: the THREADS mode (one OS thread per term,
+ * nothing fused: the model the seed measured), the sources of the HYBRID
+ * mode, and blocking sources in every mode.
+ *
+ * A thread runs the same activation as the pool (stage.c) in a loop; where
+ * a pool stage would go IDLE, the thread sleeps on its condition variable
+ * until notified. The notification flag is set under the mutex, so a notify
+ * between the activation's last look and the wait is not lost: the wait sees
+ * the flag and the loop runs again.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static void *weir__stage_thread(void *arg)
+{
+    weir__stage *s = arg;
+    if (s->head == WEIR__H_BLOCKING) {
+        weir__stage_run_blocking(s);
+        return NULL;
+    }
+    for (;;) {
+        weir__run r = weir__stage_run(s, NULL);
+        if (r == WEIR__FINISHED)
+            return NULL;
+        if (r == WEIR__WAIT) {
+            weir__thread *th = s->thread;
+            pthread_mutex_lock(&th->mu);
+            while (!th->flag)
+                pthread_cond_wait(&th->cv, &th->mu);
+            th->flag = false;
+            pthread_mutex_unlock(&th->mu);
+        }
+    }
+}
+
+int weir__exec_thread_start(weir__stage *s)
+{
+    weir__thread *th = s->thread;
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0)
+        return -EAGAIN;
+    size_t stack = s->p->cfg.thread_stack ? s->p->cfg.thread_stack : 256 * 1024;
+    pthread_attr_setstacksize(&attr, stack);
+    int r = pthread_create(&th->tid, &attr, weir__stage_thread, s);
+    pthread_attr_destroy(&attr);
+    if (r != 0)
+        return -r;
+    th->started = true;
+    return 0;
+}
+
+void weir__exec_thread_join(weir__stage *s)
+{
+    if (s->thread && s->thread->started) {
+        pthread_join(s->thread->tid, NULL);
+        s->thread->started = false;
+    }
+}
+
+void weir__exec_thread_free(weir__stage *s)
+{
+    if (!s->thread)
+        return;
+    pthread_mutex_destroy(&s->thread->mu);
+    pthread_cond_destroy(&s->thread->cv);
+    free(s->thread);
+    s->thread = NULL;
+}

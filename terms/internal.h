@@ -1,0 +1,352 @@
+/*
+ * weir terms — private declarations shared by the files of terms/.
+ * Never installed. The term layer uses the runtime only through include/.
+ *
+ * Vocabulary:
+ *   term    what the user builds (weir_term): primitives and composites.
+ *   stage   what runs: a head (a source, a stream input, a merge or a zip)
+ *           followed by a fused chain of 1-in/1-out terms, writing at most
+ *           one output stream. One activation of a stage at a time.
+ *   stream  a bounded ring of fixed-size records, one producer stage, any
+ *           number of consumer cursors (weir__stream, stream.c).
+ *   node    one primitive term inside a stage's chain (node 0 is the head).
+ */
+#ifndef WEIR_TERMS_INTERNAL_H
+#define WEIR_TERMS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "weir.h"
+
+#define WEIR__CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* ------------------------------------------------------------------ errors */
+
+/* Format a message into this thread's term-layer error buffer (read by
+ * weir_terms_last_error()) and return `err`, so callers can write
+ * `return weir__terms_error(-EINVAL, ...)`. */
+int weir__terms_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Thread-safe text of a (negative) errno. */
+const char *weir__errtext(int err, char *buf, size_t n);
+
+uint64_t weir__terms_now_ns(void);
+
+/* ------------------------------------------------------------------- terms */
+
+typedef enum weir__kind {
+    WEIR__K_PULL = 0,
+    WEIR__K_BLOCKING,
+    WEIR__K_FUNCTION,
+    WEIR__K_MAP,
+    WEIR__K_FILTER,     /* pred NULL: pass everything (id) */
+    WEIR__K_SINK,
+    WEIR__K_BATCH_SINK,
+    WEIR__K_MERGE,
+    WEIR__K_ZIP,
+    WEIR__K_STOP,
+    WEIR__K_SEQ,
+    WEIR__K_PAR,
+} weir__kind;
+
+/* Who owns a term. */
+enum { WEIR__FREE = 0, WEIR__IN_COMPOSITE = 1, WEIR__IN_PIPELINE = 2 };
+
+typedef union weir__fn {
+    weir_pull_fn pull;
+    weir_blocking_fn blocking;
+    weir_function_fn function;
+    weir_map_fn map;
+    weir_pred_fn pred;
+    weir_sink_fn sink;
+    weir_batch_sink_fn batch_sink;
+    weir_zip_fn zip;
+} weir__fn;
+
+struct weir__stage;
+struct weir__stream;
+
+struct weir_term {
+    weir__kind kind;
+    const char *kind_name;    /* "function", "id", "print", ... for stats */
+    char *name;
+    size_t in_size;           /* 0 = any (merge, zip, stop) */
+    size_t out_size;          /* 0 = no output (sinks, stop) or decided at compile */
+    void *state;
+    weir__fn fn;
+    weir_finish_fn finish;
+    weir_free_fn free_state;
+    int owner;                /* WEIR__FREE / IN_COMPOSITE / IN_PIPELINE */
+
+    /* composites */
+    size_t nchildren;
+    weir_term **children;
+    unsigned char *child_owned; /* 0: NULL or a reused child we must not free */
+
+    /* compile results (primitives), valid while a pipeline owns the tree */
+    unsigned index;           /* position in the pipeline's term table */
+    unsigned ninputs;
+    weir_term **inputs;       /* producers, in input order */
+    unsigned nconsumers;
+    unsigned consumers_cap;
+    weir_term **consumers;    /* consumer terms (stage heads after fusion) */
+    unsigned *consumer_slot;  /* which input of the consumer this is */
+    struct weir__stage *stage;
+    unsigned node;            /* index in stage->nodes */
+    struct weir__stream *out; /* the stream this term writes, if it ends a stage */
+};
+
+/* Allocate a primitive or composite with a copied (or generated) name. */
+weir_term *weir__term_new(weir__kind kind, const char *kind_name, const char *name);
+/* Built-ins made from a generic constructor: set the kind shown in
+ * statistics and, when the user gave no name, a "<kind>#<n>" name. */
+void weir__term_set_kind(weir_term *t, const char *given_name, const char *kind_name);
+/* Free one term's compile results (not the tree). */
+void weir__term_reset_compile(weir_term *t);
+const char *weir__kind_name(weir__kind k);
+
+/* ----------------------------------------------------------------- streams */
+
+#define WEIR__DETACHED UINT64_MAX
+#define WEIR__NOBODY   UINT32_MAX
+
+/* A consumer's position: records [0, tail) are consumed. Written by its
+ * consumer, read by the producer's space scan, so each sits on its own line. */
+typedef struct weir__cursor {
+    alignas(WEIR_CACHELINE) _Atomic uint64_t tail;
+    char pad[WEIR_CACHELINE - sizeof(uint64_t)];
+} weir__cursor;
+
+/*
+ * Bounded broadcast ring. Positions are 64-bit counters that never wrap;
+ * slot(i) = buf + (i & mask) * size. Records [min tail, head) are live.
+ *
+ * | operation              | who               | concurrently with             |
+ * |------------------------|-------------------|-------------------------------|
+ * | weir__stream_write etc | the producer only | consumers' read/advance       |
+ * | weir__stream_publish   | the producer only | consumers' read/advance       |
+ * | weir__stream_end       | the producer, once| consumers                     |
+ * | weir__stream_avail/at  | consumer i only   | producer, other consumers     |
+ * | weir__stream_advance   | consumer i only   | producer, other consumers     |
+ * | weir__stream_detach    | consumer i, once  | producer, other consumers     |
+ * | weir__stream_depth     | any thread        | everything (approximate)      |
+ */
+typedef struct weir__stream {
+    /* Published by the producer, read by every consumer. */
+    alignas(WEIR_CACHELINE) _Atomic uint64_t head;
+    _Atomic uint32_t ended;
+    /* Cursor index the blocked producer waits for (WEIR__NOBODY = none).
+     * Written by the producer when it blocks, cleared by that consumer. */
+    alignas(WEIR_CACHELINE) _Atomic uint32_t waiting_on;
+
+    /* Producer-private (the one producer stage's activations). */
+    alignas(WEIR_CACHELINE) uint64_t p_head;  /* written, maybe unpublished */
+    uint64_t p_free;                          /* known free slots */
+    uint32_t p_scan;                          /* resume point of the blocked scan */
+    _Atomic uint64_t max_depth;               /* producer-written, relaxed */
+
+    /* Read-only after compile. */
+    alignas(WEIR_CACHELINE) char *buf;
+    size_t size;          /* record size */
+    uint64_t cap;         /* power of two */
+    uint64_t mask;
+    unsigned ncons;
+    weir__cursor *cursors;            /* [ncons] */
+    struct weir__stage **consumers;   /* [ncons] stage of each cursor */
+    struct weir__stage *producer;
+    const char *name;                 /* the producing term's */
+} weir__stream;
+
+int weir__stream_init(weir__stream *s, const char *name, size_t size, uint64_t cap, unsigned ncons);
+void weir__stream_deinit(weir__stream *s);
+
+static inline void *weir__stream_slot(const weir__stream *s, uint64_t pos)
+{
+    return s->buf + (size_t)(pos & s->mask) * s->size;
+}
+
+/* Producer: make sure at least one slot is free. Returns true when there is
+ * space; false when the producer must wait: then a consumer whose advance
+ * may free space has been asked (waiting_on) to notify the producer stage. */
+bool weir__stream_space(weir__stream *s, uint32_t want);
+/* Producer: publish p_head to the consumers. Returns true if there was
+ * anything new (the caller then notifies the consumers). */
+bool weir__stream_publish(weir__stream *s);
+/* Producer: publish and mark the end; the caller notifies the consumers. */
+void weir__stream_end(weir__stream *s);
+/* Consumer i: records available from `tail` and whether the stream ended
+ * with nothing after `tail`. */
+uint64_t weir__stream_avail(weir__stream *s, uint64_t tail, bool *at_end);
+/* Consumer i: records before `tail` are consumed. Notifies the producer when
+ * it is waiting for this cursor. */
+void weir__stream_advance(weir__stream *s, unsigned i, uint64_t tail, weir_worker *w);
+/* Consumer i is gone: the producer no longer waits for it. */
+void weir__stream_detach(weir__stream *s, unsigned i, weir_worker *w);
+/* Records not yet consumed by the slowest attached consumer. */
+uint64_t weir__stream_depth(const weir__stream *s);
+
+/* ------------------------------------------------------------------ stages */
+
+typedef enum weir__head {
+    WEIR__H_PULL,
+    WEIR__H_BLOCKING,
+    WEIR__H_INPUT,   /* node 0 consumes a stream */
+    WEIR__H_MERGE,
+    WEIR__H_ZIP,
+} weir__head;
+
+/* One term inside a stage. `emit` first: weir_emit* -> node. */
+typedef struct weir__node {
+    weir_emit emit;
+    struct weir__stage *stage;
+    unsigned idx;
+    weir__kind kind;
+    void *state;
+    weir__fn fn;
+    weir_term *term;
+    void *tmp;            /* map / zip output record; batch sink buffer */
+    size_t nbuf;          /* records in a batch sink's buffer */
+    /* Cumulative counters: written only by the stage's activations (which are
+     * ordered by the activation state machine), published to the atomics
+     * below at the end of each activation for readers on other threads. */
+    uint64_t in, out, ns;
+    _Atomic uint64_t st_in, st_out, st_ns;
+} weir__node;
+
+/* One input of a merge / zip / input stage. */
+typedef struct weir__input {
+    weir__stream *stream;
+    unsigned cursor;
+    uint64_t tail;        /* local copy of our cursor */
+    bool ended;
+} weir__input;
+
+/* Stage notification states (weir__stage.state). */
+enum {
+    WEIR__ST_IDLE = 0,       /* not queued, not running: a notify submits it */
+    WEIR__ST_RUNNING = 1,    /* queued (after a self-resubmit) or running */
+    WEIR__ST_NOTIFIED = 2,   /* something changed since the activation looked */
+    WEIR__ST_DONE = 4,       /* finished for good: notifications are ignored */
+};
+
+/* What one activation found. */
+typedef enum weir__run {
+    WEIR__PROGRESS,       /* did a full batch, more may be ready: run again */
+    WEIR__WAIT,           /* no input or no output space: wait for a notify */
+    WEIR__FINISHED,       /* the stage is DONE (do not touch it again) */
+} weir__run;
+
+typedef struct weir__thread {
+    pthread_t tid;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool flag;            /* a notification arrived (under mu) */
+} weir__thread;
+
+typedef struct weir__stage {
+    weir_job job;
+    /* The notification state: written by every notifier (producers,
+     * consumers, stop/cancel), so it gets its own line. */
+    alignas(WEIR_CACHELINE) _Atomic uint32_t state;
+    _Atomic uint64_t queued_at;   /* when it was made runnable (timing) */
+
+    /* Activation-private (one activation at a time). */
+    alignas(WEIR_CACHELINE) weir_pipeline *p;
+    unsigned id;
+    weir__head head;
+    unsigned nnodes;
+    weir__node *nodes;
+    unsigned ninputs;
+    weir__input *inputs;
+    unsigned rr;                  /* merge: next input to look at */
+    const void **zip_in;          /* zip: argument array */
+    weir__stream *out;            /* NULL: sink at the end, or nobody reads */
+    void *buf;                    /* pull source batch buffer */
+    char *spill;                  /* outputs that did not fit in `out` */
+    size_t spill_n, spill_head, spill_cap;
+    bool input_done;              /* the head will produce nothing more */
+    int err;                      /* first error in this activation */
+    unsigned err_node;
+    char *err_msg;                /* detail from weir_emit_fail() */
+    uint64_t prof_nested;
+    /* Batch path: nodes [vec_from, nnodes) are maps and filters, possibly
+     * ending in a sink; they run a batch at a time (stage.c). */
+    bool vec;
+    unsigned vec_from;
+    size_t vec_size;              /* largest map output record */
+    weir__thread *thread;         /* non-NULL: runs on its own OS thread */
+    uint64_t last_now;            /* clock at the end of the last activation (timing) */
+    uint64_t activations, ns, starvations, max_wait;
+    _Atomic uint64_t st_activations, st_ns, st_starvations, st_max_wait;
+} weir__stage;
+
+/* ---------------------------------------------------------------- pipeline */
+
+enum { WEIR__P_CREATED = 0, WEIR__P_STARTING = 1, WEIR__P_STARTED = 2 };
+
+struct weir_pipeline {
+    weir_runtime *rt;
+    weir_pipeline_config cfg;
+    weir_term *root;
+    unsigned nterms;
+    weir_term **terms;            /* primitives in tree order */
+    unsigned nstages;
+    weir__stage **stages;
+    unsigned nstreams;
+    weir__stream **streams;
+    unsigned nthreads;
+
+    _Atomic int phase;            /* WEIR__P_* */
+    _Atomic bool stopping;
+    _Atomic bool cancelled;
+    _Atomic int live;             /* stages not finished */
+    weir_latch done;
+    bool joined;
+
+    pthread_mutex_t errmu;
+    _Atomic int err;              /* first error (0 = none) */
+    char errmsg[512];
+    _Atomic uint64_t starvations;
+};
+
+/* compile.c: term tree -> stages and streams. Fills p->terms, p->stages,
+ * p->streams. On failure frees what it built and returns the error (message
+ * set with weir__terms_error). */
+int weir__compile(weir_pipeline *p);
+void weir__compile_free(weir_pipeline *p);
+
+/* stage.c: one activation (shared by every execution mode). */
+weir__run weir__stage_run(weir__stage *s, weir_worker *w);
+/* Thread body of a blocking source. */
+void weir__stage_run_blocking(weir__stage *s);
+/* Finish a stage that can never run (start failed): ends its output. */
+void weir__stage_abandon(weir__stage *s);
+
+/* exec.c / exec_threads.c: scheduling of stages. */
+void weir__stage_notify(weir__stage *s, weir_worker *w);
+void weir__exec_pool_init(weir__stage *s);
+int weir__exec_thread_start(weir__stage *s);
+void weir__exec_thread_join(weir__stage *s);
+void weir__exec_thread_free(weir__stage *s);
+
+/* pipeline.c */
+/* Record a failure of term `t` (first error wins) and cancel the pipeline.
+ * `detail` NULL: "callback returned -5 (...)". */
+void weir__pipeline_fail(weir_pipeline *p, weir_term *t, int err, const char *detail, weir_worker *w);
+/* Notify every stage (cancel, stop of sources). */
+void weir__pipeline_notify_all(weir_pipeline *p, bool sources_only, weir_worker *w);
+/* A stage finished: the last one sets the latch. Must be the stage's last
+ * access to pipeline memory. */
+void weir__pipeline_stage_done(weir_pipeline *p);
+
+/* The stage whose callbacks the current thread is running (NULL outside
+ * activations), to refuse a join from inside a pipeline. */
+extern _Thread_local weir__stage *weir__current_stage;
+
+#endif /* WEIR_TERMS_INTERNAL_H */

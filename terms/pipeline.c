@@ -1,0 +1,368 @@
+/*
+ * weir terms — pipeline lifecycle: create (compile), start, join, stop,
+ * cancel, destroy, and the first-error record.
+ *
+ * Termination: `live` counts the stages that have not finished. A stage
+ * finishes once (weir__end in stage.c) and its last access to the pipeline
+ * is the decrement; the stage that brings it to zero sets the latch join
+ * waits on. Every notification a stage sends targets a stage of the same
+ * pipeline while the sender is still live, so the latch cannot be set (and
+ * the pipeline freed) under a notifier's feet.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+void weir__term_free_tree(weir_term *t);
+
+WEIR_API int weir_parse_exec_mode(const char *text, weir_exec_mode *out)
+{
+    if (!text || !out)
+        return -EINVAL;
+    if (strcmp(text, "pool") == 0)
+        *out = WEIR_EXEC_POOL;
+    else if (strcmp(text, "threads") == 0)
+        *out = WEIR_EXEC_THREADS;
+    else if (strcmp(text, "hybrid") == 0)
+        *out = WEIR_EXEC_HYBRID;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+WEIR_API const char *weir_exec_mode_name(weir_exec_mode m)
+{
+    switch (m) {
+    case WEIR_EXEC_POOL: return "pool";
+    case WEIR_EXEC_THREADS: return "threads";
+    case WEIR_EXEC_HYBRID: return "hybrid";
+    }
+    return "?";
+}
+
+#define WEIR__MODE_INVALID ((weir_exec_mode)-1)
+
+WEIR_API void weir_pipeline_config_init(weir_pipeline_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->batch = 256;
+    cfg->capacity = 1024;
+    cfg->mode = WEIR_EXEC_POOL;
+    cfg->timing = true;
+    cfg->profile = false;
+    cfg->starvation_ns = 100u * 1000 * 1000;
+    cfg->slice_ns = 50u * 1000;
+    const char *st = getenv("WEIR_STATS");
+    cfg->print_stats = st && strcmp(st, "1") == 0;
+    const char *ex = getenv("WEIR_EXEC");
+    if (ex && *ex && weir_parse_exec_mode(ex, &cfg->mode) < 0)
+        cfg->mode = WEIR__MODE_INVALID; /* reported by create, which can fail */
+}
+
+static int weir__check_config(const weir_pipeline_config *c, const weir_runtime *rt)
+{
+    if (c->batch == 0 || c->batch > (1u << 20))
+        return weir__terms_error(-EINVAL, "pipeline config: batch: invalid value %u (expected 1..%u)",
+                                 c->batch, 1u << 20);
+    if (c->capacity == 0 || c->capacity > (1u << 30))
+        return weir__terms_error(-EINVAL,
+                                 "pipeline config: capacity: invalid value %u (expected 1..%u)",
+                                 c->capacity, 1u << 30);
+    if (c->mode != WEIR_EXEC_POOL && c->mode != WEIR_EXEC_THREADS && c->mode != WEIR_EXEC_HYBRID) {
+        const char *ex = getenv("WEIR_EXEC");
+        if (c->mode == WEIR__MODE_INVALID && ex)
+            return weir__terms_error(-EINVAL,
+                                     "WEIR_EXEC: invalid value '%s' (expected pool, threads or hybrid)",
+                                     ex);
+        return weir__terms_error(-EINVAL, "pipeline config: mode: invalid value %d", (int)c->mode);
+    }
+    if (!rt && c->mode != WEIR_EXEC_THREADS)
+        return weir__terms_error(-EINVAL, "weir_pipeline_create: runtime is NULL (only the %s mode "
+                                 "runs without one; this pipeline's mode is %s)",
+                                 "threads", weir_exec_mode_name(c->mode));
+    return 0;
+}
+
+WEIR_API int weir_pipeline_create(weir_runtime *rt, weir_term *root, const weir_pipeline_config *cfg,
+                                  weir_pipeline **out)
+{
+    if (!out)
+        return weir__terms_error(-EINVAL, "weir_pipeline_create: out is NULL");
+    if (!root) {
+        /* Usually a constructor failed further up: keep its message. */
+        char prev[400];
+        snprintf(prev, sizeof prev, "%s", weir_terms_last_error());
+        return weir__terms_error(-EINVAL, "weir_pipeline_create: term is NULL%s%s%s",
+                                 prev[0] ? " (the last term-layer error was: " : "", prev,
+                                 prev[0] ? ")" : "");
+    }
+    if (root->owner != WEIR__FREE)
+        return weir__terms_error(-EBUSY, "weir_pipeline_create: term '%s' already belongs to %s",
+                                 root->name,
+                                 root->owner == WEIR__IN_PIPELINE ? "a pipeline" : "a composite");
+    weir_pipeline_config c;
+    if (cfg)
+        c = *cfg;
+    else
+        weir_pipeline_config_init(&c);
+    int r = weir__check_config(&c, rt);
+    if (r < 0)
+        return r;
+
+    weir_pipeline *p = calloc(1, sizeof *p);
+    if (!p)
+        return weir__terms_error(-ENOMEM, "weir_pipeline_create: out of memory");
+    p->rt = rt;
+    p->cfg = c;
+    p->root = root;
+    atomic_init(&p->phase, WEIR__P_CREATED);
+    atomic_init(&p->stopping, false);
+    atomic_init(&p->cancelled, false);
+    atomic_init(&p->live, 0);
+    atomic_init(&p->err, 0);
+    atomic_init(&p->starvations, 0);
+    pthread_mutex_init(&p->errmu, NULL);
+    weir_latch_init(&p->done);
+    r = weir__compile(p);
+    if (r < 0) {
+        pthread_mutex_destroy(&p->errmu);
+        free(p);
+        return r;
+    }
+    root->owner = WEIR__IN_PIPELINE;
+    *out = p;
+    return 0;
+}
+
+void weir__pipeline_stage_done(weir_pipeline *p)
+{
+    /* acq_rel: each stage releases its writes (sink outputs, statistics);
+     * the last one acquires them all (the decrements form a release
+     * sequence) before it sets the latch, which releases them to join. */
+    if (atomic_fetch_sub_explicit(&p->live, 1, memory_order_acq_rel) == 1)
+        weir_latch_set(&p->done);
+}
+
+void weir__pipeline_notify_all(weir_pipeline *p, bool sources_only, weir_worker *w)
+{
+    for (unsigned k = 0; k < p->nstages; k++) {
+        weir__stage *s = p->stages[k];
+        if (sources_only && s->head != WEIR__H_PULL && s->head != WEIR__H_BLOCKING)
+            continue;
+        weir__stage_notify(s, w);
+    }
+}
+
+/* Record the first error; later ones are dropped. Returns true if this call
+ * recorded it. */
+static bool weir__set_error(weir_pipeline *p, int err, const char *msg)
+{
+    bool first = false;
+    pthread_mutex_lock(&p->errmu);
+    /* relaxed under the mutex: the mutex orders writers; readers use the
+     * acquire load below, which pairs with the release store here. */
+    if (atomic_load_explicit(&p->err, memory_order_relaxed) == 0) {
+        snprintf(p->errmsg, sizeof p->errmsg, "%s", msg);
+        /* release: pairs with the acquire in weir_pipeline_error(), so the
+         * message is complete when err is seen non-zero. */
+        atomic_store_explicit(&p->err, err, memory_order_release);
+        first = true;
+    }
+    pthread_mutex_unlock(&p->errmu);
+    return first;
+}
+
+static void weir__cancel_all(weir_pipeline *p, weir_worker *w)
+{
+    /* relaxed: the notifications below order it before the activations
+     * that must see it (acq_rel fetch_or / mutex). */
+    if (!atomic_exchange_explicit(&p->cancelled, true, memory_order_relaxed))
+        weir__pipeline_notify_all(p, false, w);
+}
+
+void weir__pipeline_fail(weir_pipeline *p, weir_term *t, int err, const char *detail, weir_worker *w)
+{
+    char msg[512], eb[128];
+    if (detail)
+        snprintf(msg, sizeof msg, "term '%s': %s", t->name, detail);
+    else
+        snprintf(msg, sizeof msg, "term '%s': callback returned %d (%s)", t->name, err,
+                 weir__errtext(err, eb, sizeof eb));
+    weir__set_error(p, err, msg);
+    weir__cancel_all(p, w);
+}
+
+static int weir__need_started(const weir_pipeline *p, const char *what)
+{
+    if (!p)
+        return weir__terms_error(-EINVAL, "%s: pipeline is NULL", what);
+    /* acquire: pairs with the release store of STARTED in
+     * weir_pipeline_start(): `live` is set before anyone acts. */
+    if (atomic_load_explicit(&((weir_pipeline *)p)->phase, memory_order_acquire) != WEIR__P_STARTED)
+        return weir__terms_error(-EINVAL, "%s: the pipeline was not started", what);
+    return 0;
+}
+
+WEIR_API int weir_pipeline_start(weir_pipeline *p)
+{
+    if (!p)
+        return weir__terms_error(-EINVAL, "weir_pipeline_start: pipeline is NULL");
+    int exp = WEIR__P_CREATED;
+    /* relaxed: only decides which caller starts; STARTED below publishes. */
+    if (!atomic_compare_exchange_strong_explicit(&p->phase, &exp, WEIR__P_STARTING,
+                                                 memory_order_relaxed, memory_order_relaxed))
+        return weir__terms_error(-EALREADY, "weir_pipeline_start: the pipeline was started before");
+    /* `live` must be set before any stage can run and finish: stop, cancel
+     * and join refuse to act until they see STARTED. */
+    atomic_store_explicit(&p->live, (int)p->nstages, memory_order_relaxed);
+    /* release: pairs with the acquire loads of phase in stop/cancel/join. */
+    atomic_store_explicit(&p->phase, WEIR__P_STARTED, memory_order_release);
+    if (p->nstages == 0) {
+        weir_latch_set(&p->done);
+        return 0;
+    }
+    int err = 0;
+    unsigned k;
+    for (k = 0; k < p->nstages; k++) {
+        weir__stage *s = p->stages[k];
+        if (!s->thread)
+            continue;
+        err = weir__exec_thread_start(s);
+        if (err < 0)
+            break;
+    }
+    if (err < 0) {
+        /* Stages whose thread never started can never run: end them here
+         * (they are not running, so this thread may), after cancelling so
+         * the ones that did start finish too. */
+        char eb[128], msg[256];
+        snprintf(msg, sizeof msg, "cannot start a thread for stage %u ('%s'): %s", k,
+                 p->stages[k]->nodes[0].term->name, weir__errtext(err, eb, sizeof eb));
+        weir__set_error(p, err, msg);
+        weir__cancel_all(p, NULL);
+        for (; k < p->nstages; k++)
+            if (p->stages[k]->thread)
+                weir__stage_abandon(p->stages[k]);
+        /* Pool stages that are IDLE still need one activation to see the
+         * cancel: the notify above submitted them. */
+        weir__terms_error(err, "%s", msg);
+        return err;
+    }
+    for (k = 0; k < p->nstages; k++) {
+        weir__stage *s = p->stages[k];
+        if (!s->thread && s->head == WEIR__H_PULL)
+            weir__stage_notify(s, NULL);
+    }
+    return 0;
+}
+
+static void weir__join_threads(weir_pipeline *p)
+{
+    pthread_mutex_lock(&p->errmu);
+    if (!p->joined) {
+        for (unsigned k = 0; k < p->nstages; k++)
+            weir__exec_thread_join(p->stages[k]);
+        p->joined = true;
+    }
+    pthread_mutex_unlock(&p->errmu);
+}
+
+static int weir__join_check(weir_pipeline *p, const char *what)
+{
+    int r = weir__need_started(p, what);
+    if (r < 0)
+        return r;
+    if (weir__current_stage || (p->rt && weir_runtime_self(p->rt)))
+        return weir__terms_error(-EDEADLK,
+                                 "%s: called from a worker or a term callback; it would block the "
+                                 "thread that has to run the pipeline",
+                                 what);
+    return 0;
+}
+
+WEIR_API int weir_pipeline_join(weir_pipeline *p)
+{
+    int r = weir__join_check(p, "weir_pipeline_join");
+    if (r < 0)
+        return r;
+    weir_latch_wait(&p->done);
+    weir__join_threads(p);
+    /* acquire: pairs with the release in weir__set_error(). */
+    return atomic_load_explicit(&p->err, memory_order_acquire);
+}
+
+WEIR_API int weir_pipeline_join_for(weir_pipeline *p, uint64_t timeout_ns)
+{
+    int r = weir__join_check(p, "weir_pipeline_join_for");
+    if (r < 0)
+        return r;
+    if (!weir_latch_wait_for(&p->done, timeout_ns))
+        return -ETIMEDOUT;
+    weir__join_threads(p);
+    /* acquire: pairs with the release in weir__set_error(). */
+    return atomic_load_explicit(&p->err, memory_order_acquire);
+}
+
+WEIR_API int weir_pipeline_run(weir_pipeline *p)
+{
+    int r = weir_pipeline_start(p);
+    if (r < 0 && r != -EAGAIN)
+        return r;
+    return weir_pipeline_join(p);
+}
+
+WEIR_API int weir_pipeline_stop(weir_pipeline *p)
+{
+    int r = weir__need_started(p, "weir_pipeline_stop");
+    if (r < 0)
+        return r;
+    /* relaxed: the notifications below carry it to the sources. */
+    if (!atomic_exchange_explicit(&p->stopping, true, memory_order_relaxed))
+        weir__pipeline_notify_all(p, true, NULL);
+    return 0;
+}
+
+WEIR_API int weir_pipeline_cancel(weir_pipeline *p)
+{
+    int r = weir__need_started(p, "weir_pipeline_cancel");
+    if (r < 0)
+        return r;
+    weir__set_error(p, -ECANCELED, "cancelled by weir_pipeline_cancel()");
+    weir__cancel_all(p, NULL);
+    return 0;
+}
+
+WEIR_API const char *weir_pipeline_error(const weir_pipeline *p)
+{
+    if (!p)
+        return "";
+    /* acquire: pairs with the release in weir__set_error(). */
+    if (atomic_load_explicit(&((weir_pipeline *)p)->err, memory_order_acquire) == 0)
+        return "";
+    return p->errmsg;
+}
+
+void weir__pipeline_print(const weir_pipeline *p, FILE *f);
+
+WEIR_API void weir_pipeline_destroy(weir_pipeline *p)
+{
+    if (!p)
+        return;
+    /* acquire: pairs with the release store of STARTED in start(). */
+    if (atomic_load_explicit(&p->phase, memory_order_acquire) == WEIR__P_STARTED) {
+        if (!weir_latch_is_set(&p->done))
+            weir_pipeline_cancel(p);
+        weir_latch_wait(&p->done);
+        weir__join_threads(p);
+    }
+    if (p->cfg.print_stats)
+        weir_pipeline_print_stats(p, stderr);
+    weir__compile_free(p);
+    weir__term_free_tree(p->root);
+    pthread_mutex_destroy(&p->errmu);
+    free(p);
+}

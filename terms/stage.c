@@ -1,0 +1,999 @@
+/*
+ * weir terms — one activation of a stage, the same in every execution mode.
+ *
+ * An activation takes at most B records from the stage's head (a pull
+ * source, a stream input, a merge or a zip) and pushes each one through the
+ * fused chain depth-first: a function term's emit calls straight into the
+ * next term, so there is no buffer between fused terms. The last term's
+ * records go to the output stream, or to a small spill buffer when a single
+ * input produced more records than the stream had room for (flat-map); the
+ * stage takes no new input until the spill has drained. At the end the new
+ * records are published and the consumers notified once per activation.
+ *
+ * weir__stage_run() returns what the scheduler should do next (exec.c for
+ * the pool, exec_threads.c for threads): run again, wait for a
+ * notification, or nothing (finished).
+ *
+ * Only one activation of a stage runs at a time (the scheduler guarantees
+ * it), so everything below the `state` line of weir__stage is accessed
+ * without atomics, except the st_* counters that other threads read.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+_Thread_local weir__stage *weir__current_stage;
+
+/* What a head step found, before the common epilogue decides. */
+enum { STEP_PROGRESS, STEP_WAIT, STEP_ENDED, STEP_ERROR };
+
+static inline bool weir__cancelled(const weir_pipeline *p)
+{
+    /* relaxed: cancel notifies every stage afterwards, and the notification
+     * (an acq_rel RMW or a mutex) orders it before the activation it causes. */
+    return atomic_load_explicit(&((weir_pipeline *)p)->cancelled, memory_order_relaxed);
+}
+
+static inline bool weir__stopping(const weir_pipeline *p)
+{
+    /* relaxed: as for cancelled. */
+    return atomic_load_explicit(&((weir_pipeline *)p)->stopping, memory_order_relaxed);
+}
+
+static inline void weir__note_err(weir__stage *s, unsigned node, int err)
+{
+    if (s->err == 0) {
+        s->err = err;
+        s->err_node = node;
+    }
+}
+
+static inline uint32_t weir__want(const weir__stage *s)
+{
+    /* Hysteresis: a blocked producer waits until it can write a useful
+     * amount, not one record, so it is not re-activated per consumer step. */
+    uint64_t cap = s->out->cap;
+    uint64_t want = s->p->cfg.batch;
+    if (want > cap / 2)
+        want = cap / 2;
+    return want ? (uint32_t)want : 1;
+}
+
+/* ---------------------------------------------------------------- output */
+
+static int weir__spill_push(weir__stage *s, const void *rec)
+{
+    size_t size = s->out->size;
+    if (s->spill_n == s->spill_cap) {
+        size_t cap = s->spill_cap ? s->spill_cap * 2 : 64;
+        char *n = realloc(s->spill, cap * size);
+        if (!n)
+            return -ENOMEM;
+        s->spill = n;
+        s->spill_cap = cap;
+    }
+    memcpy(s->spill + s->spill_n * size, rec, size);
+    s->spill_n++;
+    return 0;
+}
+
+static inline bool weir__out_ready(weir__stage *s)
+{
+    return s->spill_n == 0 && (s->out->p_free > 0 || weir__stream_space(s->out, weir__want(s)));
+}
+
+static int weir__out_write(weir__stage *s, const void *rec)
+{
+    weir__stream *o = s->out;
+    if (!o)
+        return 0;
+    if (WEIR_LIKELY(s->spill_n == 0) && (o->p_free > 0 || weir__stream_space(o, weir__want(s)))) {
+        memcpy(weir__stream_slot(o, o->p_head), rec, o->size);
+        o->p_head++;
+        o->p_free--;
+        return 0;
+    }
+    int r = weir__spill_push(s, rec);
+    if (r < 0) {
+        weir__note_err(s, s->nnodes - 1, r);
+        if (!s->err_msg)
+            s->err_msg = strdup("out of memory in the spill buffer");
+    }
+    return r;
+}
+
+/* Move spilled records into the ring. @return true when the spill is empty. */
+static bool weir__spill_drain(weir__stage *s)
+{
+    weir__stream *o = s->out;
+    while (s->spill_head < s->spill_n) {
+        if (o->p_free == 0 && !weir__stream_space(o, weir__want(s)))
+            return false;
+        uint64_t room = o->cap - (o->p_head & o->mask); /* contiguous */
+        uint64_t k = s->spill_n - s->spill_head;
+        if (k > o->p_free)
+            k = o->p_free;
+        if (k > room)
+            k = room;
+        memcpy(weir__stream_slot(o, o->p_head), s->spill + s->spill_head * o->size,
+               (size_t)k * o->size);
+        o->p_head += k;
+        o->p_free -= k;
+        s->spill_head += (size_t)k;
+    }
+    s->spill_head = s->spill_n = 0;
+    return true;
+}
+
+/* ----------------------------------------------------------------- chain */
+
+static int weir__flush_batch(weir__stage *s, weir__node *n);
+
+/* Exclusive per-callback timing for cfg.profile: time spent in deeper
+ * callbacks of the same stage is subtracted from the caller's. */
+#define WEIR__PROFILED(s, n, call)                                                                 \
+    do {                                                                                           \
+        uint64_t saved_ = (s)->prof_nested;                                                        \
+        (s)->prof_nested = 0;                                                                      \
+        uint64_t t0_ = weir__terms_now_ns();                                                       \
+        call;                                                                                      \
+        uint64_t el_ = weir__terms_now_ns() - t0_;                                                 \
+        (n)->ns += el_ - (s)->prof_nested;                                                         \
+        (s)->prof_nested = saved_ + el_;                                                           \
+    } while (0)
+
+/* Push one record into node i and everything after it. */
+static int weir__push(weir__stage *s, unsigned i, const void *rec)
+{
+    const bool prof = s->p->cfg.profile;
+    for (; i < s->nnodes; i++) {
+        weir__node *n = &s->nodes[i];
+        int r;
+        /* No per-record counting here: a node's input count is the previous
+         * node's output count, and a map's output count is its input count
+         * (weir__derive_counts), so a chain of maps counts nothing per record. */
+        switch (n->kind) {
+        case WEIR__K_FUNCTION:
+            if (WEIR_UNLIKELY(prof))
+                WEIR__PROFILED(s, n, r = n->fn.function(n->state, rec, &n->emit));
+            else
+                r = n->fn.function(n->state, rec, &n->emit);
+            if (WEIR_UNLIKELY(r < 0))
+                weir__note_err(s, i, r);
+            return r;
+        case WEIR__K_MAP:
+            if (WEIR_UNLIKELY(prof))
+                WEIR__PROFILED(s, n, n->fn.map(n->state, rec, n->tmp));
+            else
+                n->fn.map(n->state, rec, n->tmp);
+            rec = n->tmp;
+            break;
+        case WEIR__K_FILTER:
+            if (n->fn.pred) {
+                bool keep;
+                if (WEIR_UNLIKELY(prof))
+                    WEIR__PROFILED(s, n, keep = n->fn.pred(n->state, rec));
+                else
+                    keep = n->fn.pred(n->state, rec);
+                if (!keep)
+                    return 0;
+            }
+            n->out++;
+            break;
+        case WEIR__K_SINK:
+            if (WEIR_UNLIKELY(prof))
+                WEIR__PROFILED(s, n, r = n->fn.sink(n->state, rec));
+            else
+                r = n->fn.sink(n->state, rec);
+            if (WEIR_UNLIKELY(r < 0))
+                weir__note_err(s, i, r);
+            return r;
+        case WEIR__K_BATCH_SINK:
+            memcpy((char *)n->tmp + n->nbuf * n->term->in_size, rec, n->term->in_size);
+            if (++n->nbuf == s->p->cfg.batch)
+                return weir__flush_batch(s, n);
+            return 0;
+        default:
+            /* Heads other than stream inputs never receive records here. */
+            return 0;
+        }
+    }
+    return weir__out_write(s, rec);
+}
+
+static int weir__flush_batch(weir__stage *s, weir__node *n)
+{
+    if (n->nbuf == 0)
+        return 0;
+    size_t k = n->nbuf;
+    n->nbuf = 0;
+    int r;
+    if (WEIR_UNLIKELY(s->p->cfg.profile))
+        WEIR__PROFILED(s, n, r = n->fn.batch_sink(n->state, n->tmp, k));
+    else
+        r = n->fn.batch_sink(n->state, n->tmp, k);
+    if (r < 0)
+        weir__note_err(s, n->idx, r);
+    return r;
+}
+
+/* The emit of a node inside a stage: count, then push into the next node. */
+static int weir__node_emit(weir_emit *e, const void *rec)
+{
+    weir__node *n = (weir__node *)(void *)e;
+    weir__stage *s = n->stage;
+    if (WEIR_UNLIKELY(s->err))
+        return s->err;
+    n->out++;
+    return weir__push(s, n->idx + 1, rec);
+}
+
+/* ------------------------------------------------------------ batch path */
+
+/*
+ * A run of maps and filters is applied a batch at a time: map 1 over the
+ * whole batch, then map 2, ... (a filter compacts the pointer array), then
+ * the sink or the output gets the survivors in order. This costs one
+ * indirect call per record and term, as a hand-written loop would, instead
+ * of a dispatch per record and term. Maps and filters cannot fail and see
+ * only their own state, so the order of calls across terms is not
+ * observable; function terms (which emit) and multi-term side effects keep
+ * the depth-first per-record path.
+ *
+ * The intermediate records live in per-thread scratch buffers (two, used
+ * in turn, so a map never overwrites its own input), not per stage: memory
+ * does not grow with the number of stages (a 10 000-branch fan-out).
+ */
+typedef struct weir__scratch {
+    const void **ptrs;
+    size_t nptrs;
+    char *buf[2];
+    size_t cap;
+} weir__scratch;
+
+static pthread_key_t weir__scratch_key;
+static pthread_once_t weir__scratch_once = PTHREAD_ONCE_INIT;
+
+static void weir__scratch_free(void *p)
+{
+    weir__scratch *sc = p;
+    free((void *)sc->ptrs);
+    free(sc->buf[0]);
+    free(sc->buf[1]);
+    free(sc);
+}
+
+static void weir__scratch_init(void)
+{
+    /* The destructor frees a thread's scratch when the thread exits. */
+    pthread_key_create(&weir__scratch_key, weir__scratch_free);
+}
+
+static weir__scratch *weir__scratch_get(size_t n, size_t size)
+{
+    pthread_once(&weir__scratch_once, weir__scratch_init);
+    weir__scratch *sc = pthread_getspecific(weir__scratch_key);
+    if (!sc) {
+        sc = calloc(1, sizeof *sc);
+        if (!sc || pthread_setspecific(weir__scratch_key, sc) != 0) {
+            free(sc);
+            return NULL;
+        }
+    }
+    if (sc->nptrs < n) {
+        const void **np = realloc((void *)sc->ptrs, n * sizeof *np);
+        if (!np)
+            return NULL;
+        sc->ptrs = np;
+        sc->nptrs = n;
+    }
+    if (sc->cap < n * size) {
+        for (int i = 0; i < 2; i++) {
+            char *nb = realloc(sc->buf[i], n * size);
+            if (!nb)
+                return NULL;
+            sc->buf[i] = nb;
+        }
+        sc->cap = n * size;
+    }
+    return sc;
+}
+
+/* Run nodes [vec_from, nnodes) over `n` records: contiguous at `base`
+ * (`stride` bytes apart), or, with base NULL, pointed to by sc->ptrs. Until
+ * a filter drops records the batch stays contiguous and no pointer array is
+ * touched. The caller made sure the output (if any) has room for n records. */
+static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base, size_t stride, size_t n)
+{
+    const void **ptr = sc->ptrs;
+    int flip = 0;
+    unsigned i = s->vec_from;
+    for (; i < s->nnodes && n; i++) {
+        weir__node *nd = &s->nodes[i];
+        if (nd->kind == WEIR__K_MAP) {
+            const size_t osz = nd->term->out_size;
+            char *out = sc->buf[flip];
+            flip ^= 1;
+            weir_map_fn fn = nd->fn.map;
+            void *st = nd->state;
+            if (base) {
+                for (size_t k = 0; k < n; k++)
+                    fn(st, base + k * stride, out + k * osz);
+                base = out;
+                stride = osz;
+            } else {
+                for (size_t k = 0; k < n; k++) {
+                    fn(st, ptr[k], out + k * osz);
+                    ptr[k] = out + k * osz;
+                }
+            }
+        } else if (nd->kind == WEIR__K_FILTER) {
+            if (nd->fn.pred) {
+                weir_pred_fn pred = nd->fn.pred;
+                void *st = nd->state;
+                size_t m = 0;
+                if (base) {
+                    for (size_t k = 0; k < n; k++)
+                        if (pred(st, base + k * stride))
+                            ptr[m++] = base + k * stride;
+                    base = NULL;
+                } else {
+                    for (size_t k = 0; k < n; k++)
+                        if (pred(st, ptr[k]))
+                            ptr[m++] = ptr[k];
+                }
+                n = m;
+            }
+            nd->out += n;
+        } else {
+            break; /* the sink */
+        }
+    }
+    if (i < s->nnodes) {
+        weir__node *nd = &s->nodes[i];
+        if (nd->kind == WEIR__K_SINK) {
+            weir_sink_fn fn = nd->fn.sink;
+            void *st = nd->state;
+            for (size_t k = 0; k < n; k++) {
+                int r = fn(st, base ? base + k * stride : ptr[k]);
+                if (WEIR_UNLIKELY(r < 0)) {
+                    weir__note_err(s, i, r);
+                    return;
+                }
+            }
+        } else {
+            for (size_t k = 0; k < n && !s->err; k++)
+                weir__push(s, i, base ? base + k * stride : ptr[k]); /* batch sink: its buffer */
+        }
+    } else if (s->out) {
+        for (size_t k = 0; k < n; k++)
+            weir__out_write(s, base ? base + k * stride : ptr[k]);
+    }
+}
+
+/* ------------------------------------------------------------------ heads */
+
+static int weir__pull_call(weir__stage *s, weir__node *n, void *buf, size_t max, bool *end)
+{
+    int r;
+    if (WEIR_UNLIKELY(s->p->cfg.profile))
+        WEIR__PROFILED(s, n, r = n->fn.pull(n->state, buf, max, end));
+    else
+        r = n->fn.pull(n->state, buf, max, end);
+    if (r < 0) {
+        weir__note_err(s, 0, r);
+    } else if ((size_t)r > max) {
+        weir__note_err(s, 0, -EOVERFLOW);
+        char msg[96];
+        snprintf(msg, sizeof msg, "pull callback returned %d records, more than max %zu", r, max);
+        free(s->err_msg);
+        s->err_msg = strdup(msg);
+        r = -EOVERFLOW;
+    }
+    return r;
+}
+
+static int weir__step_pull(weir__stage *s)
+{
+    weir__node *n0 = &s->nodes[0];
+    const size_t B = s->p->cfg.batch;
+    bool end = false;
+    int r;
+    if (weir__stopping(s->p))
+        return STEP_ENDED;
+    if (s->nnodes == 1 && s->out) {
+        /* Nothing fused after the source: let it write into the ring. */
+        weir__stream *o = s->out;
+        if (!weir__out_ready(s))
+            return STEP_WAIT;
+        uint64_t max = o->cap - (o->p_head & o->mask);
+        if (max > o->p_free)
+            max = o->p_free;
+        if (max > B)
+            max = B;
+        r = weir__pull_call(s, n0, weir__stream_slot(o, o->p_head), (size_t)max, &end);
+        if (r < 0)
+            return STEP_ERROR;
+        o->p_head += (uint64_t)r;
+        o->p_free -= (uint64_t)r;
+        n0->out += (uint64_t)r;
+    } else {
+        size_t max = B;
+        if (s->out) {
+            if (!weir__out_ready(s))
+                return STEP_WAIT;
+            if (max > s->out->p_free)
+                max = (size_t)s->out->p_free;
+        }
+        r = weir__pull_call(s, n0, s->buf, max, &end);
+        if (r < 0)
+            return STEP_ERROR;
+        n0->out += (uint64_t)r;
+        const size_t size = n0->term->out_size;
+        weir__scratch *sc;
+        if (s->vec && r > 0 && (sc = weir__scratch_get((size_t)r, s->vec_size)) != NULL) {
+            weir__push_batch(s, sc, s->buf, size, (size_t)r);
+            return s->err ? STEP_ERROR : end ? STEP_ENDED : STEP_PROGRESS;
+        }
+        for (int k = 0; k < r; k++) {
+            weir__push(s, 1, (const char *)s->buf + (size_t)k * size);
+            if (WEIR_UNLIKELY(s->err))
+                return STEP_ERROR;
+        }
+    }
+    return end ? STEP_ENDED : STEP_PROGRESS;
+}
+
+static int weir__step_input(weir__stage *s, weir_worker *w)
+{
+    weir__input *in = &s->inputs[0];
+    weir__stream *st = in->stream;
+    weir__node *n0 = &s->nodes[0];
+    const uint64_t B = s->p->cfg.batch;
+    bool at_end;
+    uint64_t avail = weir__stream_avail(st, in->tail, &at_end);
+    if (at_end)
+        return STEP_ENDED;
+    uint64_t n = avail < B ? avail : B;
+    uint64_t done = 0;
+    bool blocked = false;
+    weir__scratch *sc;
+
+    if (n0->kind == WEIR__K_BATCH_SINK && s->nnodes == 1) {
+        /* A batch sink reading a stream gets the ring's contiguous runs
+         * directly: no copy at all. */
+        while (done < n) {
+            uint64_t pos = in->tail + done;
+            uint64_t k = st->cap - (pos & st->mask);
+            if (k > n - done)
+                k = n - done;
+            int r;
+            if (WEIR_UNLIKELY(s->p->cfg.profile))
+                WEIR__PROFILED(s, n0, r = n0->fn.batch_sink(n0->state, weir__stream_slot(st, pos), (size_t)k));
+            else
+                r = n0->fn.batch_sink(n0->state, weir__stream_slot(st, pos), (size_t)k);
+            done += k;
+            if (r < 0) {
+                weir__note_err(s, 0, r);
+                break;
+            }
+        }
+    } else if (s->vec && (!s->out || weir__out_ready(s)) &&
+               (sc = weir__scratch_get((size_t)n, s->vec_size)) != NULL) {
+        /* Maps and filters cannot produce more records than they get: with
+         * n limited to the free space, the output never spills. */
+        if (s->out && n > s->out->p_free)
+            n = s->out->p_free;
+        if ((in->tail & st->mask) + n <= st->cap) {
+            weir__push_batch(s, sc, weir__stream_slot(st, in->tail), st->size, (size_t)n);
+        } else {
+            for (uint64_t k = 0; k < n; k++)
+                sc->ptrs[k] = weir__stream_slot(st, in->tail + k);
+            weir__push_batch(s, sc, NULL, 0, (size_t)n);
+        }
+        done = n;
+    } else {
+        while (done < n) {
+            if (s->out && !weir__out_ready(s)) {
+                blocked = true;
+                break;
+            }
+            weir__push(s, 0, weir__stream_slot(st, in->tail + done));
+            done++;
+            if (WEIR_UNLIKELY(s->err))
+                break;
+        }
+    }
+    if (done) {
+        n0->in += done;
+        in->tail += done;
+        weir__stream_advance(st, in->cursor, in->tail, w);
+    }
+    if (s->err)
+        return STEP_ERROR;
+    if (blocked)
+        return STEP_WAIT;
+    if (done == B)
+        return STEP_PROGRESS;
+    avail = weir__stream_avail(st, in->tail, &at_end);
+    if (at_end)
+        return STEP_ENDED;
+    return avail ? STEP_PROGRESS : STEP_WAIT;
+}
+
+static int weir__step_merge(weir__stage *s, weir_worker *w)
+{
+    weir__node *n0 = &s->nodes[0];
+    uint64_t budget = s->p->cfg.batch;
+    bool blocked = false;
+    for (unsigned k = 0; k < s->ninputs && budget && !blocked && !s->err; k++) {
+        weir__input *in = &s->inputs[(s->rr + k) % s->ninputs];
+        if (in->ended)
+            continue;
+        bool at_end;
+        uint64_t avail = weir__stream_avail(in->stream, in->tail, &at_end);
+        if (at_end) {
+            in->ended = true;
+            continue;
+        }
+        uint64_t take = avail < budget ? avail : budget;
+        uint64_t done = 0;
+        while (done < take) {
+            if (s->out && !weir__out_ready(s)) {
+                blocked = true;
+                break;
+            }
+            weir__push(s, 1, weir__stream_slot(in->stream, in->tail + done));
+            done++;
+            if (WEIR_UNLIKELY(s->err))
+                break;
+        }
+        if (done) {
+            n0->in += done;
+            n0->out += done;
+            in->tail += done;
+            weir__stream_advance(in->stream, in->cursor, in->tail, w);
+        }
+        budget -= done;
+    }
+    /* Start with the next input next time, so that no input is favoured. */
+    s->rr = (s->rr + 1) % s->ninputs;
+    if (s->err)
+        return STEP_ERROR;
+    if (blocked)
+        return STEP_WAIT;
+    if (budget == 0)
+        return STEP_PROGRESS;
+    bool more = false, all_ended = true;
+    for (unsigned k = 0; k < s->ninputs; k++) {
+        weir__input *in = &s->inputs[k];
+        if (in->ended)
+            continue;
+        bool at_end;
+        uint64_t avail = weir__stream_avail(in->stream, in->tail, &at_end);
+        if (at_end)
+            in->ended = true;
+        else
+            all_ended = false;
+        if (avail)
+            more = true;
+    }
+    if (all_ended)
+        return STEP_ENDED;
+    return more ? STEP_PROGRESS : STEP_WAIT;
+}
+
+static int weir__step_zip(weir__stage *s, weir_worker *w)
+{
+    weir__node *n0 = &s->nodes[0];
+    const uint64_t B = s->p->cfg.batch;
+    uint64_t k = B;
+    for (unsigned i = 0; i < s->ninputs; i++) {
+        bool at_end;
+        uint64_t avail = weir__stream_avail(s->inputs[i].stream, s->inputs[i].tail, &at_end);
+        if (at_end)
+            return STEP_ENDED; /* no complete tuple can follow */
+        if (avail < k)
+            k = avail;
+    }
+    uint64_t done = 0;
+    bool blocked = false;
+    while (done < k) {
+        if (s->out && !weir__out_ready(s)) {
+            blocked = true;
+            break;
+        }
+        for (unsigned i = 0; i < s->ninputs; i++)
+            s->zip_in[i] = weir__stream_slot(s->inputs[i].stream, s->inputs[i].tail + done);
+        n0->in += s->ninputs;
+        if (n0->fn.zip) {
+            int r;
+            if (WEIR_UNLIKELY(s->p->cfg.profile))
+                WEIR__PROFILED(s, n0, r = n0->fn.zip(n0->state, s->zip_in, s->ninputs, &n0->emit));
+            else
+                r = n0->fn.zip(n0->state, s->zip_in, s->ninputs, &n0->emit);
+            if (r < 0)
+                weir__note_err(s, 0, r);
+        } else {
+            char *o = n0->tmp;
+            for (unsigned i = 0; i < s->ninputs; i++) {
+                size_t sz = s->inputs[i].stream->size;
+                memcpy(o, s->zip_in[i], sz);
+                o += sz;
+            }
+            n0->out++;
+            weir__push(s, 1, n0->tmp);
+        }
+        done++;
+        if (WEIR_UNLIKELY(s->err))
+            break;
+    }
+    if (done) {
+        for (unsigned i = 0; i < s->ninputs; i++) {
+            s->inputs[i].tail += done;
+            weir__stream_advance(s->inputs[i].stream, s->inputs[i].cursor, s->inputs[i].tail, w);
+        }
+    }
+    if (s->err)
+        return STEP_ERROR;
+    if (blocked)
+        return STEP_WAIT;
+    if (done == B)
+        return STEP_PROGRESS;
+    uint64_t min = UINT64_MAX;
+    for (unsigned i = 0; i < s->ninputs; i++) {
+        bool at_end;
+        uint64_t avail = weir__stream_avail(s->inputs[i].stream, s->inputs[i].tail, &at_end);
+        if (at_end)
+            return STEP_ENDED;
+        if (avail < min)
+            min = avail;
+    }
+    return min ? STEP_PROGRESS : STEP_WAIT;
+}
+
+/* --------------------------------------------------------------- lifecycle */
+
+/* The input ended: let every fused term finish (in chain order, so a term's
+ * final records pass through the terms after it before they finish). */
+static void weir__finish_chain(weir__stage *s)
+{
+    for (unsigned i = 0; i < s->nnodes && !s->err; i++) {
+        weir__node *n = &s->nodes[i];
+        if (n->kind == WEIR__K_BATCH_SINK)
+            weir__flush_batch(s, n);
+        if (s->err || !n->term->finish)
+            continue;
+        const bool sink = n->kind == WEIR__K_SINK || n->kind == WEIR__K_BATCH_SINK;
+        int r;
+        if (WEIR_UNLIKELY(s->p->cfg.profile))
+            WEIR__PROFILED(s, n, r = n->term->finish(n->state, sink ? NULL : &n->emit));
+        else
+            r = n->term->finish(n->state, sink ? NULL : &n->emit);
+        if (r < 0)
+            weir__note_err(s, i, r);
+        /* A batch sink at the end may have received final records. */
+        weir__node *last = &s->nodes[s->nnodes - 1];
+        if (!s->err && last->kind == WEIR__K_BATCH_SINK && last != n)
+            weir__flush_batch(s, last);
+    }
+}
+
+static void weir__fail(weir__stage *s, weir_worker *w)
+{
+    weir_term *t = s->nodes[s->err_node < s->nnodes ? s->err_node : 0].term;
+    weir__pipeline_fail(s->p, t, s->err, s->err_msg, w);
+}
+
+/* Fill in the counts weir__push does not keep per record. */
+static void weir__derive_counts(weir__stage *s)
+{
+    for (unsigned i = 0; i < s->nnodes; i++) {
+        weir__node *n = &s->nodes[i];
+        if (i > 0)
+            n->in = s->nodes[i - 1].out;
+        if (n->kind == WEIR__K_MAP)
+            n->out = n->in;
+    }
+}
+
+static void weir__flush_stats(weir__stage *s)
+{
+    weir__derive_counts(s);
+    /* relaxed: monitoring counters with a single writer (this stage). */
+    for (unsigned i = 0; i < s->nnodes; i++) {
+        weir__node *n = &s->nodes[i];
+        atomic_store_explicit(&n->st_in, n->in, memory_order_relaxed);
+        atomic_store_explicit(&n->st_out, n->out, memory_order_relaxed);
+        atomic_store_explicit(&n->st_ns, n->ns, memory_order_relaxed);
+    }
+    atomic_store_explicit(&s->st_activations, s->activations, memory_order_relaxed);
+    atomic_store_explicit(&s->st_ns, s->ns, memory_order_relaxed);
+    atomic_store_explicit(&s->st_starvations, s->starvations, memory_order_relaxed);
+    atomic_store_explicit(&s->st_max_wait, s->max_wait, memory_order_relaxed);
+}
+
+static void weir__notify_consumers(weir__stage *s, weir_worker *w)
+{
+    weir__stream *o = s->out;
+    for (unsigned i = 0; i < o->ncons; i++)
+        weir__stage_notify(o->consumers[i], w);
+}
+
+/* End the output, let go of the inputs, and leave the pipeline. The last
+ * access to the stage and the pipeline is weir__pipeline_stage_done(). */
+static void weir__end(weir__stage *s, weir_worker *w)
+{
+    if (s->out) {
+        weir__stream_end(s->out);
+        weir__notify_consumers(s, w);
+    }
+    for (unsigned i = 0; i < s->ninputs; i++)
+        weir__stream_detach(s->inputs[i].stream, s->inputs[i].cursor, w);
+    free(s->spill);
+    s->spill = NULL;
+    s->spill_n = s->spill_head = s->spill_cap = 0;
+    weir__flush_stats(s);
+    /* release: a notifier that sees DONE does not submit us; pairs with the
+     * acq_rel fetch_or in weir__stage_notify(). */
+    atomic_fetch_or_explicit(&s->state, WEIR__ST_DONE, memory_order_release);
+    weir__pipeline_stage_done(s->p);
+}
+
+void weir__stage_abandon(weir__stage *s)
+{
+    weir__end(s, NULL);
+}
+
+static int weir__step(weir__stage *s, weir_worker *w)
+{
+    if (weir__cancelled(s->p))
+        return STEP_ENDED;
+    if (s->spill_n && !weir__spill_drain(s))
+        return STEP_WAIT;
+    if (s->input_done)
+        return STEP_ENDED;
+    switch (s->head) {
+    case WEIR__H_PULL: return weir__step_pull(s);
+    case WEIR__H_INPUT: return weir__step_input(s, w);
+    case WEIR__H_MERGE: return weir__step_merge(s, w);
+    case WEIR__H_ZIP: return weir__step_zip(s, w);
+    case WEIR__H_BLOCKING: break;
+    }
+    return STEP_ENDED;
+}
+
+weir__run weir__stage_run(weir__stage *s, weir_worker *w)
+{
+    weir_pipeline *p = s->p;
+    const bool timing = p->cfg.timing;
+    uint64_t t0 = 0;
+    weir__current_stage = s;
+    if (timing) {
+        t0 = weir__terms_now_ns();
+        /* relaxed: written before the submit that led here (the runtime's
+         * submit/run hand-off orders it). */
+        uint64_t q = atomic_load_explicit(&s->queued_at, memory_order_relaxed);
+        if (q && t0 > q) {
+            uint64_t waited = t0 - q;
+            if (waited > s->max_wait)
+                s->max_wait = waited;
+            if (p->cfg.starvation_ns && waited > p->cfg.starvation_ns) {
+                s->starvations++;
+                /* relaxed: a statistics counter. */
+                atomic_fetch_add_explicit(&p->starvations, 1, memory_order_relaxed);
+                if (p->cfg.on_starvation)
+                    p->cfg.on_starvation(p->cfg.starvation_arg, s->nodes[0].term->name, waited);
+            }
+        }
+        atomic_store_explicit(&s->queued_at, 0, memory_order_relaxed);
+    }
+    s->activations++;
+
+    int step = weir__step(s, w);
+    if (step == STEP_ENDED && !s->input_done && !weir__cancelled(p)) {
+        s->input_done = true;
+        weir__finish_chain(s);
+        if (s->err)
+            step = STEP_ERROR;
+        else if (s->spill_n)
+            step = STEP_WAIT; /* final records still to drain */
+    } else if (step != STEP_ERROR && !s->err) {
+        /* Records buffered for a batch sink go out at the end of every
+         * activation, not only when the buffer is full. */
+        weir__node *last = &s->nodes[s->nnodes - 1];
+        if (last->kind == WEIR__K_BATCH_SINK && last->nbuf)
+            weir__flush_batch(s, last);
+        if (s->err)
+            step = STEP_ERROR;
+    }
+    if (step == STEP_ERROR) {
+        weir__fail(s, w);
+        step = STEP_ENDED;
+    } else if (s->err) {
+        /* A callback swallowed a downstream error (returned 0 anyway). */
+        weir__fail(s, w);
+        step = STEP_ENDED;
+    }
+
+    if (timing) {
+        uint64_t t1 = weir__terms_now_ns();
+        s->ns += t1 - t0;
+        s->last_now = t1;
+    }
+    if (step == STEP_ENDED) {
+        s->input_done = true;
+        weir__current_stage = NULL;
+        weir__end(s, w);
+        return WEIR__FINISHED;
+    }
+    if (s->out && weir__stream_publish(s->out))
+        weir__notify_consumers(s, w);
+    /* Readers see counters at most 64 activations (or one wait) old; at
+     * batch size 1 the flush would otherwise cost more than the record. */
+    if (step != STEP_PROGRESS || (s->activations & 63) == 0)
+        weir__flush_stats(s);
+    weir__current_stage = NULL;
+    return step == STEP_PROGRESS ? WEIR__PROGRESS : WEIR__WAIT;
+}
+
+/* ---------------------------------------------------------- blocking source */
+
+static void weir__thread_wait_notified(weir__stage *s)
+{
+    weir__thread *th = s->thread;
+    pthread_mutex_lock(&th->mu);
+    while (!th->flag)
+        pthread_cond_wait(&th->cv, &th->mu);
+    th->flag = false;
+    pthread_mutex_unlock(&th->mu);
+}
+
+/* Wait (on this thread) until `k` >= 1 slots are free. @return 0 or
+ * -ECANCELED when the pipeline stops or is cancelled meanwhile. */
+static int weir__blocking_room(weir__stage *s)
+{
+    weir__stream *o = s->out;
+    for (;;) {
+        if (weir__stopping(s->p) || weir__cancelled(s->p))
+            return -ECANCELED;
+        if (o->p_free > 0 || weir__stream_space(o, weir__want(s)))
+            return 0;
+        weir__thread_wait_notified(s);
+    }
+}
+
+static int weir__blocking_emit(weir_emit *e, const void *rec)
+{
+    weir__node *n = (weir__node *)(void *)e;
+    weir__stage *s = n->stage;
+    if (s->err)
+        return s->err;
+    if (!s->out) {
+        if (weir__stopping(s->p) || weir__cancelled(s->p))
+            return -ECANCELED;
+        n->out++;
+        return 0;
+    }
+    int r = weir__blocking_room(s);
+    if (r < 0)
+        return r;
+    weir__stream *o = s->out;
+    memcpy(weir__stream_slot(o, o->p_head), rec, o->size);
+    o->p_head++;
+    o->p_free--;
+    n->out++;
+    /* Publish each record: a blocking source may wait a long time for the
+     * next one, and its consumers must not wait with it. */
+    if (weir__stream_publish(o))
+        weir__notify_consumers(s, NULL);
+    atomic_store_explicit(&n->st_out, n->out, memory_order_relaxed);
+    return 0;
+}
+
+WEIR_API int weir_emit_records(weir_emit *e, const void *recs, size_t count)
+{
+    weir__node *n = (weir__node *)(void *)e;
+    weir__stage *s = n->stage;
+    const char *src = recs;
+    if (s->head == WEIR__H_BLOCKING && n->idx == 0 && s->out) {
+        /* Copy as much as fits, publish once per chunk. */
+        weir__stream *o = s->out;
+        size_t done = 0;
+        while (done < count) {
+            if (s->err)
+                return s->err;
+            int r = weir__blocking_room(s);
+            if (r < 0)
+                return r;
+            uint64_t k = o->cap - (o->p_head & o->mask);
+            if (k > o->p_free)
+                k = o->p_free;
+            if (k > count - done)
+                k = count - done;
+            memcpy(weir__stream_slot(o, o->p_head), src + done * o->size, (size_t)k * o->size);
+            o->p_head += k;
+            o->p_free -= k;
+            n->out += k;
+            done += (size_t)k;
+            if (weir__stream_publish(o))
+                weir__notify_consumers(s, NULL);
+        }
+        atomic_store_explicit(&n->st_out, n->out, memory_order_relaxed);
+        return 0;
+    }
+    size_t size = n->term->out_size ? n->term->out_size : 1;
+    for (size_t i = 0; i < count; i++) {
+        int r = weir_emit_record(e, src + i * size);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+WEIR_API bool weir_emit_stopping(const weir_emit *e)
+{
+    const weir__node *n = (const weir__node *)(const void *)e;
+    return weir__stopping(n->stage->p) || weir__cancelled(n->stage->p);
+}
+
+WEIR_API int weir_emit_fail(weir_emit *e, int err, const char *fmt, ...)
+{
+    weir__node *n = (weir__node *)(void *)e;
+    weir__stage *s = n->stage;
+    char msg[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (err < 0) {
+        char eb[128];
+        size_t len = strlen(msg);
+        snprintf(msg + len, sizeof msg - len, ": %s", weir__errtext(err, eb, sizeof eb));
+    }
+    if (s->err == 0) {
+        free(s->err_msg);
+        s->err_msg = strdup(msg);
+        s->err = err < 0 ? err : -EINVAL;
+        s->err_node = n->idx;
+    }
+    return err;
+}
+
+void weir__stage_run_blocking(weir__stage *s)
+{
+    weir_pipeline *p = s->p;
+    weir__node *n0 = &s->nodes[0];
+    weir__current_stage = s;
+    uint64_t t0 = p->cfg.timing ? weir__terms_now_ns() : 0;
+    s->activations = 1;
+    int r = 0;
+    if (!weir__cancelled(p) && !weir__stopping(p)) {
+        if (WEIR_UNLIKELY(p->cfg.profile))
+            WEIR__PROFILED(s, n0, r = n0->fn.blocking(n0->state, &n0->emit));
+        else
+            r = n0->fn.blocking(n0->state, &n0->emit);
+    }
+    /* -ECANCELED after a stop or cancel is the expected way out. */
+    if (r < 0 && !(r == -ECANCELED && (weir__stopping(p) || weir__cancelled(p))))
+        weir__note_err(s, 0, r);
+    if (s->err)
+        weir__fail(s, NULL);
+    if (p->cfg.timing)
+        s->ns += weir__terms_now_ns() - t0;
+    s->input_done = true;
+    weir__current_stage = NULL;
+    weir__end(s, NULL);
+}
+
+/* Set up the emits of a stage's nodes (compile.c calls it). */
+void weir__stage_bind_emits(weir__stage *s);
+void weir__stage_bind_emits(weir__stage *s)
+{
+    for (unsigned i = 0; i < s->nnodes; i++)
+        s->nodes[i].emit.weir__push = weir__node_emit;
+    if (s->head == WEIR__H_BLOCKING)
+        s->nodes[0].emit.weir__push = weir__blocking_emit;
+}

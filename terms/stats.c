@@ -1,0 +1,151 @@
+/*
+ * weir terms — monitoring: per-term, per-stream and per-pipeline counters,
+ * and the WEIR_STATS=1 table.
+ *
+ * Counters are written by the one activation that owns them (relaxed
+ * stores at the end of each activation) and read here with relaxed loads:
+ * a reader sees each counter at some recent value, not one instant.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+WEIR_API unsigned weir_pipeline_term_count(const weir_pipeline *p)
+{
+    return p ? p->nterms : 0;
+}
+
+static uint64_t weir__ld(const _Atomic uint64_t *a)
+{
+    /* relaxed: monitoring counters (see the file comment). */
+    return atomic_load_explicit((_Atomic uint64_t *)a, memory_order_relaxed);
+}
+
+WEIR_API int weir_pipeline_term_stats(const weir_pipeline *p, unsigned i, weir_term_stats *out)
+{
+    if (!p || !out || i >= p->nterms)
+        return weir__terms_error(-EINVAL, "weir_pipeline_term_stats: bad argument (term %u of %u)", i,
+                                 p ? p->nterms : 0);
+    const weir_term *t = p->terms[i];
+    memset(out, 0, sizeof *out);
+    out->name = t->name;
+    out->kind = t->kind_name;
+    if (!t->stage) {
+        out->stage = UINT32_MAX; /* stop: never runs */
+        return 0;
+    }
+    const weir__stage *s = t->stage;
+    const weir__node *n = &s->nodes[t->node];
+    out->stage = s->id;
+    out->records_in = weir__ld(&n->st_in);
+    out->records_out = weir__ld(&n->st_out);
+    out->activations = weir__ld(&s->st_activations);
+    out->ns = p->cfg.profile ? weir__ld(&n->st_ns) : weir__ld(&s->st_ns);
+    out->starvations = weir__ld(&s->st_starvations);
+    out->max_wait_ns = weir__ld(&s->st_max_wait);
+    return 0;
+}
+
+WEIR_API int weir_pipeline_find_term(const weir_pipeline *p, const char *name)
+{
+    if (!p || !name)
+        return -EINVAL;
+    for (unsigned i = 0; i < p->nterms; i++)
+        if (strcmp(p->terms[i]->name, name) == 0)
+            return (int)i;
+    return -ENOENT;
+}
+
+WEIR_API unsigned weir_pipeline_stream_count(const weir_pipeline *p)
+{
+    return p ? p->nstreams : 0;
+}
+
+WEIR_API int weir_pipeline_stream_stats(const weir_pipeline *p, unsigned i, weir_stream_stats *out)
+{
+    if (!p || !out || i >= p->nstreams)
+        return weir__terms_error(-EINVAL, "weir_pipeline_stream_stats: bad argument (stream %u of %u)",
+                                 i, p ? p->nstreams : 0);
+    const weir__stream *s = p->streams[i];
+    memset(out, 0, sizeof *out);
+    out->name = s->name;
+    out->consumers = s->ncons;
+    out->capacity = s->cap;
+    out->records = weir__ld(&s->head);
+    out->depth = weir__stream_depth(s);
+    out->max_depth = weir__ld(&s->max_depth);
+    return 0;
+}
+
+WEIR_API void weir_pipeline_stats_get(const weir_pipeline *p, weir_pipeline_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!p)
+        return;
+    out->terms = p->nterms;
+    out->stages = p->nstages;
+    out->streams = p->nstreams;
+    out->threads = p->nthreads;
+    out->starvations = weir__ld(&((weir_pipeline *)p)->starvations);
+    for (unsigned k = 0; k < p->nstages; k++)
+        out->activations += weir__ld(&p->stages[k]->st_activations);
+}
+
+WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)
+{
+    if (!p || !f)
+        return;
+    weir_pipeline_stats ps;
+    weir_pipeline_stats_get(p, &ps);
+    fprintf(f, "weir pipeline: %u terms, %u stages, %u streams, %u threads, mode %s, batch %u, "
+               "capacity %u, starvations %llu\n",
+            ps.terms, ps.stages, ps.streams, ps.threads, weir_exec_mode_name(p->cfg.mode),
+            p->cfg.batch, p->cfg.capacity, (unsigned long long)ps.starvations);
+    /* A 10 000-branch fan-out would print 20 000 lines: show the first rows
+     * and a summary of the rest. */
+    const unsigned max_rows = 64;
+    fprintf(f, "  %-20s %-14s %6s %12s %12s %10s %12s %8s\n", "term", "kind", "stage", "in", "out",
+            "activ", p->cfg.profile ? "ns(term)" : "ns(stage)", "starv");
+    uint64_t rin = 0, rout = 0;
+    for (unsigned i = 0; i < p->nterms; i++) {
+        weir_term_stats ts;
+        weir_pipeline_term_stats(p, i, &ts);
+        rin += ts.records_in;
+        rout += ts.records_out;
+        if (i < max_rows)
+            fprintf(f, "  %-20.20s %-14.14s %6d %12llu %12llu %10llu %12llu %8llu\n", ts.name,
+                    ts.kind, ts.stage == UINT32_MAX ? -1 : (int)ts.stage,
+                    (unsigned long long)ts.records_in, (unsigned long long)ts.records_out,
+                    (unsigned long long)ts.activations, (unsigned long long)ts.ns,
+                    (unsigned long long)ts.starvations);
+    }
+    if (p->nterms > max_rows)
+        fprintf(f, "  ... %u more terms (all terms: %llu records in, %llu out)\n",
+                p->nterms - max_rows, (unsigned long long)rin, (unsigned long long)rout);
+    fprintf(f, "  %-20s %9s %10s %12s %8s %8s\n", "stream", "consumers", "capacity", "records",
+            "depth", "max");
+    for (unsigned i = 0; i < p->nstreams && i < max_rows; i++) {
+        weir_stream_stats ss;
+        weir_pipeline_stream_stats(p, i, &ss);
+        fprintf(f, "  %-20.20s %9u %10llu %12llu %8llu %8llu\n", ss.name, ss.consumers,
+                (unsigned long long)ss.capacity, (unsigned long long)ss.records,
+                (unsigned long long)ss.depth, (unsigned long long)ss.max_depth);
+    }
+    if (p->nstreams > max_rows)
+        fprintf(f, "  ... %u more streams\n", p->nstreams - max_rows);
+    if (p->rt) {
+        unsigned nw = weir_runtime_workers(p->rt);
+        fprintf(f, "  worker utilisation (runtime-wide, busy / (busy + idle)):");
+        for (unsigned w = 0; w < nw; w++) {
+            weir_worker_stats st;
+            if (weir_runtime_stats(p->rt, w, &st) < 0)
+                continue;
+            uint64_t tot = st.busy_ns + st.idle_ns;
+            fprintf(f, " w%u %.0f%%", w, tot ? 100.0 * (double)st.busy_ns / (double)tot : 0.0);
+        }
+        fprintf(f, "\n");
+    }
+}

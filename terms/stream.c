@@ -1,0 +1,194 @@
+/*
+ * weir terms — the bounded broadcast stream.
+ *
+ * One producer stage writes fixed-size records into a power-of-two ring;
+ * each consumer owns a cursor. A record is written once whatever the number
+ * of consumers, and is read in place (consumers get a pointer into the
+ * ring), so the hot path neither allocates nor copies per consumer.
+ *
+ * Memory orders (what pairs with what):
+ *   head   producer: store release (publish)  ->  consumer: load acquire
+ *          (avail). Records below head are written before the consumer
+ *          reads them.
+ *   ended  producer: store release after the last publish  ->  consumer:
+ *          load acquire *before* loading head, so ended == 1 implies the
+ *          head it then reads is final.
+ *   tail   consumer: store seq_cst after it has read the records (release
+ *          part: its reads happen before the producer reuses the slots)  ->
+ *          producer: load acquire in the space scan.
+ *   waiting_on / tail (blocking handshake, a Dekker pattern, hence seq_cst
+ *          on all four accesses): the producer stores waiting_on = i, then
+ *          re-reads tail[i]; consumer i stores its tail, then reads
+ *          waiting_on. In the single total order of seq_cst operations one
+ *          of the two sees the other: either the producer sees the new tail
+ *          and does not block, or the consumer sees the request and notifies
+ *          the producer. No lost wake-up, no polling.
+ *
+ * Blocking scan. A blocked producer wants `want` free slots, i.e. every
+ * attached cursor at or past target = head - cap + want. It scans the
+ * cursors in order and parks on the first one below the target (p_scan
+ * remembers where). Tails only grow and the target is fixed while the
+ * producer waits (head does not move), so cursors before p_scan stay past
+ * the target: a scan costs O(consumers) in total per episode however many
+ * wake-ups it takes, which matters for a broadcast to 10 000 branches.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+int weir__stream_init(weir__stream *s, const char *name, size_t size, uint64_t cap, unsigned ncons)
+{
+    memset((void *)s, 0, sizeof *s);
+    size_t bytes = (size_t)cap * size;
+    bytes = (bytes + WEIR_CACHELINE - 1) / WEIR_CACHELINE * WEIR_CACHELINE;
+    s->buf = aligned_alloc(WEIR_CACHELINE, bytes);
+    s->cursors = aligned_alloc(WEIR_CACHELINE, (size_t)ncons * sizeof(weir__cursor));
+    s->consumers = calloc(ncons, sizeof *s->consumers);
+    if (!s->buf || !s->cursors || !s->consumers) {
+        weir__stream_deinit(s);
+        return -ENOMEM;
+    }
+    memset(s->buf, 0, bytes);
+    for (unsigned i = 0; i < ncons; i++)
+        atomic_init(&s->cursors[i].tail, 0);
+    atomic_init(&s->head, 0);
+    atomic_init(&s->ended, 0);
+    atomic_init(&s->waiting_on, WEIR__NOBODY);
+    atomic_init(&s->max_depth, 0);
+    s->size = size;
+    s->cap = cap;
+    s->mask = cap - 1;
+    s->ncons = ncons;
+    s->name = name;
+    s->p_free = cap;
+    return 0;
+}
+
+void weir__stream_deinit(weir__stream *s)
+{
+    free(s->buf);
+    free(s->cursors);
+    free(s->consumers);
+    s->buf = NULL;
+    s->cursors = NULL;
+    s->consumers = NULL;
+}
+
+bool weir__stream_space(weir__stream *s, uint32_t want)
+{
+    if (s->p_free > 0)
+        return true;
+    uint64_t head = s->p_head;
+    if (want > s->cap)
+        want = (uint32_t)s->cap;
+    /* p_free == 0 means head - (a lower bound of the min tail) == cap, so
+     * head >= cap and the target does not underflow. */
+    uint64_t target = head - s->cap + want;
+    uint64_t lo = UINT64_MAX;
+    unsigned i;
+    for (i = s->p_scan; i < s->ncons; i++) {
+        /* acquire: pairs with the consumer's tail store in
+         * weir__stream_advance(); its reads of the slots we may now reuse
+         * happen before our writes. */
+        uint64_t t = atomic_load_explicit(&s->cursors[i].tail, memory_order_acquire);
+        if (t < target) {
+            /* seq_cst: the Dekker handshake with weir__stream_advance()
+             * (store waiting_on, then re-read the tail). */
+            atomic_store_explicit(&s->waiting_on, i, memory_order_seq_cst);
+            t = atomic_load_explicit(&s->cursors[i].tail, memory_order_seq_cst);
+            if (t < target) {
+                s->p_scan = i;
+                return false;
+            }
+            /* It moved meanwhile: withdraw the request. If the consumer took
+             * it first we get one spurious notification, which is harmless. */
+            uint32_t exp = i;
+            atomic_compare_exchange_strong_explicit(&s->waiting_on, &exp, WEIR__NOBODY,
+                                                    memory_order_relaxed, memory_order_relaxed);
+        }
+        if (t < lo)
+            lo = t;
+    }
+    /* Cursors before the resume point were past the target when scanned,
+     * and tails only grow. Detached cursors read as UINT64_MAX. */
+    uint64_t min = lo;
+    if (s->p_scan > 0 && target < min)
+        min = target;
+    if (min > head)
+        min = head;
+    s->p_scan = 0;
+    s->p_free = s->cap - (head - min);
+    return s->p_free > 0;
+}
+
+bool weir__stream_publish(weir__stream *s)
+{
+    uint64_t h = s->p_head;
+    /* relaxed: the producer is the only writer of head. */
+    if (h == atomic_load_explicit(&s->head, memory_order_relaxed))
+        return false;
+    /* release: pairs with the acquire in weir__stream_avail(); the records
+     * below h are written before a consumer can see h. */
+    atomic_store_explicit(&s->head, h, memory_order_release);
+    uint64_t depth = s->cap - s->p_free; /* an upper bound: p_free is a lower bound */
+    if (depth > atomic_load_explicit(&s->max_depth, memory_order_relaxed))
+        atomic_store_explicit(&s->max_depth, depth, memory_order_relaxed);
+    return true;
+}
+
+void weir__stream_end(weir__stream *s)
+{
+    weir__stream_publish(s);
+    /* release: pairs with the acquire load of ended in weir__stream_avail(),
+     * which precedes its load of head, so the final head is seen. */
+    atomic_store_explicit(&s->ended, 1, memory_order_release);
+}
+
+uint64_t weir__stream_avail(weir__stream *s, uint64_t tail, bool *at_end)
+{
+    /* acquire, and before head: pairs with the release in weir__stream_end(). */
+    uint32_t e = atomic_load_explicit(&s->ended, memory_order_acquire);
+    /* acquire: pairs with the release in weir__stream_publish(). */
+    uint64_t h = atomic_load_explicit(&s->head, memory_order_acquire);
+    *at_end = e && h == tail;
+    return h - tail;
+}
+
+static void weir__stream_release_cursor(weir__stream *s, unsigned i, uint64_t tail, weir_worker *w)
+{
+    /* seq_cst: release for the producer's acquire scan, and the consumer
+     * half of the Dekker handshake with weir__stream_space(). */
+    atomic_store_explicit(&s->cursors[i].tail, tail, memory_order_seq_cst);
+    /* seq_cst: see above; pairs with the producer's store of waiting_on. */
+    if (atomic_load_explicit(&s->waiting_on, memory_order_seq_cst) == i) {
+        uint32_t exp = i;
+        /* relaxed: the notification below carries the ordering. */
+        if (atomic_compare_exchange_strong_explicit(&s->waiting_on, &exp, WEIR__NOBODY,
+                                                    memory_order_relaxed, memory_order_relaxed))
+            weir__stage_notify(s->producer, w);
+    }
+}
+
+void weir__stream_advance(weir__stream *s, unsigned i, uint64_t tail, weir_worker *w)
+{
+    weir__stream_release_cursor(s, i, tail, w);
+}
+
+void weir__stream_detach(weir__stream *s, unsigned i, weir_worker *w)
+{
+    weir__stream_release_cursor(s, i, WEIR__DETACHED, w);
+}
+
+uint64_t weir__stream_depth(const weir__stream *s)
+{
+    /* relaxed: a monitoring estimate. */
+    uint64_t h = atomic_load_explicit(&((weir__stream *)s)->head, memory_order_relaxed);
+    uint64_t min = UINT64_MAX;
+    for (unsigned i = 0; i < s->ncons; i++) {
+        uint64_t t = atomic_load_explicit(&((weir__stream *)s)->cursors[i].tail, memory_order_relaxed);
+        if (t < min)
+            min = t;
+    }
+    return min >= h ? 0 : h - min;
+}
