@@ -88,7 +88,7 @@ void weir_clear_error(void)
     weir__last_error[0] = '\0';
 }
 
-int weir__error(int err, const char *fmt, ...)
+static int set_error_v(int err, const char *fmt, va_list ap)
 {
     /* Format into a local buffer first: callers may pass weir_last_error()
      * itself as an argument (to wrap a lower-level message), and vsnprintf
@@ -96,13 +96,28 @@ int weir__error(int err, const char *fmt, ...)
      * because a caller may still want to inspect it after reporting. */
     int saved_errno = errno;
     char tmp[WEIR__ERRBUF];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
     if (n < 0)
         tmp[0] = '\0';
     memcpy(weir__last_error, tmp, sizeof tmp);
     errno = saved_errno;
+    return err;
+}
+
+int weir__error(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_error_v(err, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+int weir_set_error(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_error_v(err, fmt, ap);
+    va_end(ap);
     return err;
 }

@@ -24,8 +24,6 @@
 
 #include "internal.h"
 
-void weir__stage_bind_emits(weir__stage *s);
-
 typedef struct weir__tvec {
     weir_term **v;
     size_t n, cap;
@@ -68,8 +66,7 @@ static int weir__walk(weir_pipeline *p, weir__tvec *prims, weir_term *t)
         for (size_t i = 0; i < t->nchildren; i++) {
             weir_term *c = t->children[i];
             if (!c)
-                return weir__terms_error(-EINVAL,
-                                         "%s: term #%zu is NULL (a constructor failed?)",
+                return weir__terms_error(-EINVAL, "%s: term #%zu is NULL (a constructor failed?)",
                                          t->kind_name, i + 1);
             if (!t->child_owned[i])
                 return weir__terms_error(-EINVAL,
@@ -259,7 +256,6 @@ static int weir__eval(weir_term *t, const weir__tvec *ins, weir__tvec *outs)
         return r;
     }
     if (t->kind == WEIR__K_PAR) {
-        size_t first = outs->n;
         weir__named *named = NULL;
         size_t nnamed = 0, cap = 0;
         for (size_t i = 0; i < t->nchildren && r == 0; i++) {
@@ -299,7 +295,6 @@ static int weir__eval(weir_term *t, const weir__tvec *ins, weir__tvec *outs)
             }
         }
         free(named);
-        (void)first;
         return r;
     }
     return weir__eval_primitive(t, ins, outs);
@@ -347,11 +342,16 @@ static bool weir__on_thread(const weir_pipeline *p, weir__head h)
 static weir__head weir__head_of(const weir_term *t)
 {
     switch (t->kind) {
-    case WEIR__K_PULL: return WEIR__H_PULL;
-    case WEIR__K_BLOCKING: return WEIR__H_BLOCKING;
-    case WEIR__K_MERGE: return WEIR__H_MERGE;
-    case WEIR__K_ZIP: return WEIR__H_ZIP;
-    default: return WEIR__H_INPUT;
+    case WEIR__K_PULL:
+        return WEIR__H_PULL;
+    case WEIR__K_BLOCKING:
+        return WEIR__H_BLOCKING;
+    case WEIR__K_MERGE:
+        return WEIR__H_MERGE;
+    case WEIR__K_ZIP:
+        return WEIR__H_ZIP;
+    default:
+        return WEIR__H_INPUT;
     }
 }
 
@@ -361,8 +361,8 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
     for (weir_term *t = head; t->nconsumers == 1 && weir__fusable(p, t, t->consumers[0]);
          t = t->consumers[0])
         n++;
-    weir__stage *s = aligned_alloc(WEIR_CACHELINE, (sizeof *s + WEIR_CACHELINE - 1) / WEIR_CACHELINE *
-                                                       WEIR_CACHELINE);
+    weir__stage *s = aligned_alloc(WEIR_CACHELINE, (sizeof *s + WEIR_CACHELINE - 1) /
+                                                       WEIR_CACHELINE * WEIR_CACHELINE);
     if (!s)
         return weir__oom();
     memset((void *)s, 0, sizeof *s);
@@ -398,11 +398,8 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
             nd->tmp = malloc(t->out_size);
             if (!nd->tmp)
                 return weir__oom();
-        } else if (t->kind == WEIR__K_BATCH_SINK && i > 0) {
-            nd->tmp = malloc((size_t)p->cfg.batch * t->in_size);
-            if (!nd->tmp)
-                return weir__oom();
         }
+        /* A fused batch sink's buffer is per thread (stage.c), not here. */
     }
     if (s->head == WEIR__H_INPUT || s->head == WEIR__H_MERGE || s->head == WEIR__H_ZIP) {
         s->ninputs = head->ninputs;
@@ -431,11 +428,13 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
         if (k == WEIR__K_MAP) {
             if (s->nodes[i].term->out_size > s->vec_size)
                 s->vec_size = s->nodes[i].term->out_size;
-        } else if (k != WEIR__K_FILTER && !(last && (k == WEIR__K_SINK || k == WEIR__K_BATCH_SINK))) {
+        } else if (k != WEIR__K_FILTER &&
+                   !(last && (k == WEIR__K_SINK || k == WEIR__K_BATCH_SINK))) {
             s->vec = false;
         }
     }
-    if (s->vec && (s->nodes[s->vec_from].kind == WEIR__K_SINK || s->nodes[s->vec_from].kind == WEIR__K_BATCH_SINK))
+    if (s->vec && (s->nodes[s->vec_from].kind == WEIR__K_SINK ||
+                   s->nodes[s->vec_from].kind == WEIR__K_BATCH_SINK))
         s->vec = false; /* nothing to batch: the record goes straight to the sink */
     if (weir__on_thread(p, s->head)) {
         s->thread = calloc(1, sizeof *s->thread);
@@ -498,7 +497,8 @@ void weir__compile_free(weir_pipeline *p)
         if (!s)
             continue;
         for (unsigned i = 0; s->nodes && i < s->nnodes; i++)
-            free(s->nodes[i].tmp);
+            if (s->nodes[i].kind != WEIR__K_BATCH_SINK) /* that one points to thread scratch */
+                free(s->nodes[i].tmp);
         free(s->nodes);
         free(s->inputs);
         free((void *)s->zip_in);

@@ -1,11 +1,9 @@
 /*
- * weir terms — the term layer's thread-local last-error message.
- *
- * The runtime keeps its own (weir_last_error()); its setter is internal to
- * runtime/, which terms/ may not include, so the term layer keeps a second
- * buffer read by weir_terms_last_error(). Pipelines also keep their own
- * message (weir_pipeline_error()) because a callback failure happens on a
- * worker, not on the thread that later reads it.
+ * weir terms — error reporting. Control calls of the term layer set the same
+ * thread-local message as the runtime's (weir_last_error(), through the
+ * public weir_set_error()). Pipelines also keep their own message
+ * (weir_pipeline_error()) because a callback failure happens on a worker, not
+ * on the thread that later reads it.
  */
 #include <stdio.h>
 #include <string.h>
@@ -13,20 +11,19 @@
 
 #include "internal.h"
 
-static _Thread_local char weir__terms_errbuf[512];
-
 int weir__terms_error(int err, const char *fmt, ...)
 {
+    char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(weir__terms_errbuf, sizeof weir__terms_errbuf, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    return err;
+    return weir_set_error(err, "%s", buf);
 }
 
 WEIR_API const char *weir_terms_last_error(void)
 {
-    return weir__terms_errbuf;
+    return weir_last_error();
 }
 
 const char *weir__errtext(int err, char *buf, size_t n)

@@ -62,8 +62,8 @@ static void weir__stage_job(weir_worker *w, weir_job *job)
         uint32_t exp = WEIR__ST_RUNNING;
         /* acq_rel: release our writes to whoever submits us next (its
          * fetch_or acquires them); acquire on failure: see above. */
-        if (atomic_compare_exchange_strong_explicit(&s->state, &exp, WEIR__ST_IDLE, memory_order_acq_rel,
-                                                    memory_order_acquire))
+        if (atomic_compare_exchange_strong_explicit(&s->state, &exp, WEIR__ST_IDLE,
+                                                    memory_order_acq_rel, memory_order_acquire))
             return;
     }
     if (timing)
@@ -84,8 +84,8 @@ static void weir__submit(weir__stage *s, weir_worker *w)
         /* The runtime is shutting down under a running pipeline (a misuse):
          * record it, and run the activation here so the stage still ends
          * (it sees the cancel and finishes) and join cannot hang. */
-        weir__pipeline_fail(s->p, s->nodes[0].term, r, "cannot schedule the stage (runtime shut down?)",
-                            NULL);
+        weir__pipeline_fail(s->p, s->nodes[0].term, r,
+                            "cannot schedule the stage (runtime shut down?)", NULL);
         weir__stage_job(NULL, &s->job);
     }
 }

@@ -25,15 +25,19 @@ static void *weir__stage_thread(void *arg)
         weir__run r = weir__stage_run(s, NULL);
         if (r == WEIR__FINISHED)
             return NULL;
-        if (r == WEIR__WAIT) {
-            weir__thread *th = s->thread;
-            pthread_mutex_lock(&th->mu);
-            while (!th->flag)
-                pthread_cond_wait(&th->cv, &th->mu);
-            th->flag = false;
-            pthread_mutex_unlock(&th->mu);
-        }
+        if (r == WEIR__WAIT)
+            weir__exec_thread_wait(s);
     }
+}
+
+void weir__exec_thread_wait(weir__stage *s)
+{
+    weir__thread *th = s->thread;
+    pthread_mutex_lock(&th->mu);
+    while (!th->flag)
+        pthread_cond_wait(&th->cv, &th->mu);
+    th->flag = false;
+    pthread_mutex_unlock(&th->mu);
 }
 
 int weir__exec_thread_start(weir__stage *s)

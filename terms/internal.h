@@ -24,8 +24,6 @@
 
 #include "weir.h"
 
-#define WEIR__CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-
 /* ------------------------------------------------------------------ errors */
 
 /* Format a message into this thread's term-layer error buffer (read by
@@ -44,7 +42,7 @@ typedef enum weir__kind {
     WEIR__K_BLOCKING,
     WEIR__K_FUNCTION,
     WEIR__K_MAP,
-    WEIR__K_FILTER,     /* pred NULL: pass everything (id) */
+    WEIR__K_FILTER, /* pred NULL: pass everything (id) */
     WEIR__K_SINK,
     WEIR__K_BATCH_SINK,
     WEIR__K_MERGE,
@@ -73,15 +71,15 @@ struct weir__stream;
 
 struct weir_term {
     weir__kind kind;
-    const char *kind_name;    /* "function", "id", "print", ... for stats */
+    const char *kind_name; /* "function", "id", "print", ... for stats */
     char *name;
-    size_t in_size;           /* 0 = any (merge, zip, stop) */
-    size_t out_size;          /* 0 = no output (sinks, stop) or decided at compile */
+    size_t in_size;  /* 0 = any (merge, zip, stop) */
+    size_t out_size; /* 0 = no output (sinks, stop) or decided at compile */
     void *state;
     weir__fn fn;
     weir_finish_fn finish;
     weir_free_fn free_state;
-    int owner;                /* WEIR__FREE / IN_COMPOSITE / IN_PIPELINE */
+    int owner; /* WEIR__FREE / IN_COMPOSITE / IN_PIPELINE */
 
     /* composites */
     size_t nchildren;
@@ -89,13 +87,13 @@ struct weir_term {
     unsigned char *child_owned; /* 0: NULL or a reused child we must not free */
 
     /* compile results (primitives), valid while a pipeline owns the tree */
-    unsigned index;           /* position in the pipeline's term table */
+    unsigned index; /* position in the pipeline's term table */
     unsigned ninputs;
-    weir_term **inputs;       /* producers, in input order */
+    weir_term **inputs; /* producers, in input order */
     unsigned nconsumers;
     unsigned consumers_cap;
-    weir_term **consumers;    /* consumer terms (stage heads after fusion) */
-    unsigned *consumer_slot;  /* which input of the consumer this is */
+    weir_term **consumers;   /* consumer terms (stage heads after fusion) */
+    unsigned *consumer_slot; /* which input of the consumer this is */
     struct weir__stage *stage;
     unsigned node;            /* index in stage->nodes */
     struct weir__stream *out; /* the stream this term writes, if it ends a stage */
@@ -106,6 +104,8 @@ weir_term *weir__term_new(weir__kind kind, const char *kind_name, const char *na
 /* Built-ins made from a generic constructor: set the kind shown in
  * statistics and, when the user gave no name, a "<kind>#<n>" name. */
 void weir__term_set_kind(weir_term *t, const char *given_name, const char *kind_name);
+/* Free a whole tree, whoever owns it (pipeline destroy). */
+void weir__term_free_tree(weir_term *t);
 /* Free one term's compile results (not the tree). */
 void weir__term_reset_compile(weir_term *t);
 const char *weir__kind_name(weir__kind k);
@@ -145,21 +145,21 @@ typedef struct weir__stream {
     alignas(WEIR_CACHELINE) _Atomic uint32_t waiting_on;
 
     /* Producer-private (the one producer stage's activations). */
-    alignas(WEIR_CACHELINE) uint64_t p_head;  /* written, maybe unpublished */
-    uint64_t p_free;                          /* known free slots */
-    uint32_t p_scan;                          /* resume point of the blocked scan */
-    _Atomic uint64_t max_depth;               /* producer-written, relaxed */
+    alignas(WEIR_CACHELINE) uint64_t p_head; /* written, maybe unpublished */
+    uint64_t p_free;                         /* known free slots */
+    uint32_t p_scan;                         /* resume point of the blocked scan */
+    _Atomic uint64_t max_depth;              /* producer-written, relaxed */
 
     /* Read-only after compile. */
     alignas(WEIR_CACHELINE) char *buf;
-    size_t size;          /* record size */
-    uint64_t cap;         /* power of two */
+    size_t size;  /* record size */
+    uint64_t cap; /* power of two */
     uint64_t mask;
     unsigned ncons;
-    weir__cursor *cursors;            /* [ncons] */
-    struct weir__stage **consumers;   /* [ncons] stage of each cursor */
+    weir__cursor *cursors;          /* [ncons] */
+    struct weir__stage **consumers; /* [ncons] stage of each cursor */
     struct weir__stage *producer;
-    const char *name;                 /* the producing term's */
+    const char *name; /* the producing term's */
 } weir__stream;
 
 int weir__stream_init(weir__stream *s, const char *name, size_t size, uint64_t cap, unsigned ncons);
@@ -195,7 +195,7 @@ uint64_t weir__stream_depth(const weir__stream *s);
 typedef enum weir__head {
     WEIR__H_PULL,
     WEIR__H_BLOCKING,
-    WEIR__H_INPUT,   /* node 0 consumes a stream */
+    WEIR__H_INPUT, /* node 0 consumes a stream */
     WEIR__H_MERGE,
     WEIR__H_ZIP,
 } weir__head;
@@ -209,12 +209,13 @@ typedef struct weir__node {
     void *state;
     weir__fn fn;
     weir_term *term;
-    void *tmp;            /* map / zip output record; batch sink buffer */
-    size_t nbuf;          /* records in a batch sink's buffer */
+    void *tmp;   /* map / zip output record; batch sink buffer */
+    size_t nbuf; /* records in a batch sink's buffer */
     /* Cumulative counters: written only by the stage's activations (which are
      * ordered by the activation state machine), published to the atomics
      * below at the end of each activation for readers on other threads. */
     uint64_t in, out, ns;
+    uint64_t extra; /* a map's records emitted by its finish callback */
     _Atomic uint64_t st_in, st_out, st_ns;
 } weir__node;
 
@@ -222,23 +223,23 @@ typedef struct weir__node {
 typedef struct weir__input {
     weir__stream *stream;
     unsigned cursor;
-    uint64_t tail;        /* local copy of our cursor */
+    uint64_t tail; /* local copy of our cursor */
     bool ended;
 } weir__input;
 
 /* Stage notification states (weir__stage.state). */
 enum {
-    WEIR__ST_IDLE = 0,       /* not queued, not running: a notify submits it */
-    WEIR__ST_RUNNING = 1,    /* queued (after a self-resubmit) or running */
-    WEIR__ST_NOTIFIED = 2,   /* something changed since the activation looked */
-    WEIR__ST_DONE = 4,       /* finished for good: notifications are ignored */
+    WEIR__ST_IDLE = 0,     /* not queued, not running: a notify submits it */
+    WEIR__ST_RUNNING = 1,  /* queued (after a self-resubmit) or running */
+    WEIR__ST_NOTIFIED = 2, /* something changed since the activation looked */
+    WEIR__ST_DONE = 4,     /* finished for good: notifications are ignored */
 };
 
 /* What one activation found. */
 typedef enum weir__run {
-    WEIR__PROGRESS,       /* did a full batch, more may be ready: run again */
-    WEIR__WAIT,           /* no input or no output space: wait for a notify */
-    WEIR__FINISHED,       /* the stage is DONE (do not touch it again) */
+    WEIR__PROGRESS, /* did a full batch, more may be ready: run again */
+    WEIR__WAIT,     /* no input or no output space: wait for a notify */
+    WEIR__FINISHED, /* the stage is DONE (do not touch it again) */
 } weir__run;
 
 typedef struct weir__thread {
@@ -246,7 +247,7 @@ typedef struct weir__thread {
     bool started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool flag;            /* a notification arrived (under mu) */
+    bool flag; /* a notification arrived (under mu) */
 } weir__thread;
 
 typedef struct weir__stage {
@@ -254,7 +255,7 @@ typedef struct weir__stage {
     /* The notification state: written by every notifier (producers,
      * consumers, stop/cancel), so it gets its own line. */
     alignas(WEIR_CACHELINE) _Atomic uint32_t state;
-    _Atomic uint64_t queued_at;   /* when it was made runnable (timing) */
+    _Atomic uint64_t queued_at; /* when it was made runnable (timing) */
 
     /* Activation-private (one activation at a time). */
     alignas(WEIR_CACHELINE) weir_pipeline *p;
@@ -264,24 +265,24 @@ typedef struct weir__stage {
     weir__node *nodes;
     unsigned ninputs;
     weir__input *inputs;
-    unsigned rr;                  /* merge: next input to look at */
-    const void **zip_in;          /* zip: argument array */
-    weir__stream *out;            /* NULL: sink at the end, or nobody reads */
-    void *buf;                    /* pull source batch buffer */
-    char *spill;                  /* outputs that did not fit in `out` */
+    unsigned rr;         /* merge: next input to look at */
+    const void **zip_in; /* zip: argument array */
+    weir__stream *out;   /* NULL: sink at the end, or nobody reads */
+    void *buf;           /* pull source batch buffer */
+    char *spill;         /* outputs that did not fit in `out` */
     size_t spill_n, spill_head, spill_cap;
-    bool input_done;              /* the head will produce nothing more */
-    int err;                      /* first error in this activation */
+    bool input_done; /* the head will produce nothing more */
+    int err;         /* first error in this activation */
     unsigned err_node;
-    char *err_msg;                /* detail from weir_emit_fail() */
+    char *err_msg; /* detail from weir_emit_fail() */
     uint64_t prof_nested;
     /* Batch path: nodes [vec_from, nnodes) are maps and filters, possibly
      * ending in a sink; they run a batch at a time (stage.c). */
     bool vec;
     unsigned vec_from;
-    size_t vec_size;              /* largest map output record */
-    weir__thread *thread;         /* non-NULL: runs on its own OS thread */
-    uint64_t last_now;            /* clock at the end of the last activation (timing) */
+    size_t vec_size;      /* largest map output record */
+    weir__thread *thread; /* non-NULL: runs on its own OS thread */
+    uint64_t last_now;    /* clock at the end of the last activation (timing) */
     uint64_t activations, ns, starvations, max_wait;
     _Atomic uint64_t st_activations, st_ns, st_starvations, st_max_wait;
 } weir__stage;
@@ -295,22 +296,22 @@ struct weir_pipeline {
     weir_pipeline_config cfg;
     weir_term *root;
     unsigned nterms;
-    weir_term **terms;            /* primitives in tree order */
+    weir_term **terms; /* primitives in tree order */
     unsigned nstages;
     weir__stage **stages;
     unsigned nstreams;
     weir__stream **streams;
     unsigned nthreads;
 
-    _Atomic int phase;            /* WEIR__P_* */
+    _Atomic int phase; /* WEIR__P_* */
     _Atomic bool stopping;
     _Atomic bool cancelled;
-    _Atomic int live;             /* stages not finished */
+    _Atomic int live; /* stages not finished */
     weir_latch done;
     bool joined;
 
     pthread_mutex_t errmu;
-    _Atomic int err;              /* first error (0 = none) */
+    _Atomic int err; /* first error (0 = none) */
     char errmsg[512];
     _Atomic uint64_t starvations;
 };
@@ -323,6 +324,8 @@ void weir__compile_free(weir_pipeline *p);
 
 /* stage.c: one activation (shared by every execution mode). */
 weir__run weir__stage_run(weir__stage *s, weir_worker *w);
+/* Point every node's emit at the right push function (compile time). */
+void weir__stage_bind_emits(weir__stage *s);
 /* Thread body of a blocking source. */
 void weir__stage_run_blocking(weir__stage *s);
 /* Finish a stage that can never run (start failed): ends its output. */
@@ -333,12 +336,15 @@ void weir__stage_notify(weir__stage *s, weir_worker *w);
 void weir__exec_pool_init(weir__stage *s);
 int weir__exec_thread_start(weir__stage *s);
 void weir__exec_thread_join(weir__stage *s);
+/* On a stage's own thread: sleep until notified. */
+void weir__exec_thread_wait(weir__stage *s);
 void weir__exec_thread_free(weir__stage *s);
 
 /* pipeline.c */
 /* Record a failure of term `t` (first error wins) and cancel the pipeline.
  * `detail` NULL: "callback returned -5 (...)". */
-void weir__pipeline_fail(weir_pipeline *p, weir_term *t, int err, const char *detail, weir_worker *w);
+void weir__pipeline_fail(weir_pipeline *p, weir_term *t, int err, const char *detail,
+                         weir_worker *w);
 /* Notify every stage (cancel, stop of sources). */
 void weir__pipeline_notify_all(weir_pipeline *p, bool sources_only, weir_worker *w);
 /* A stage finished: the last one sets the latch. Must be the stage's last

@@ -15,8 +15,6 @@
 
 #include "internal.h"
 
-void weir__term_free_tree(weir_term *t);
-
 WEIR_API int weir_parse_exec_mode(const char *text, weir_exec_mode *out)
 {
     if (!text || !out)
@@ -35,9 +33,12 @@ WEIR_API int weir_parse_exec_mode(const char *text, weir_exec_mode *out)
 WEIR_API const char *weir_exec_mode_name(weir_exec_mode m)
 {
     switch (m) {
-    case WEIR_EXEC_POOL: return "pool";
-    case WEIR_EXEC_THREADS: return "threads";
-    case WEIR_EXEC_HYBRID: return "hybrid";
+    case WEIR_EXEC_POOL:
+        return "pool";
+    case WEIR_EXEC_THREADS:
+        return "threads";
+    case WEIR_EXEC_HYBRID:
+        return "hybrid";
     }
     return "?";
 }
@@ -66,7 +67,8 @@ WEIR_API void weir_pipeline_config_init(weir_pipeline_config *cfg)
 static int weir__check_config(const weir_pipeline_config *c, const weir_runtime *rt)
 {
     if (c->batch == 0 || c->batch > (1u << 20))
-        return weir__terms_error(-EINVAL, "pipeline config: batch: invalid value %u (expected 1..%u)",
+        return weir__terms_error(-EINVAL,
+                                 "pipeline config: batch: invalid value %u (expected 1..%u)",
                                  c->batch, 1u << 20);
     if (c->capacity == 0 || c->capacity > (1u << 30))
         return weir__terms_error(-EINVAL,
@@ -75,20 +77,20 @@ static int weir__check_config(const weir_pipeline_config *c, const weir_runtime 
     if (c->mode != WEIR_EXEC_POOL && c->mode != WEIR_EXEC_THREADS && c->mode != WEIR_EXEC_HYBRID) {
         const char *ex = getenv("WEIR_EXEC");
         if (c->mode == WEIR__MODE_INVALID && ex)
-            return weir__terms_error(-EINVAL,
-                                     "WEIR_EXEC: invalid value '%s' (expected pool, threads or hybrid)",
-                                     ex);
+            return weir__terms_error(
+                -EINVAL, "WEIR_EXEC: invalid value '%s' (expected pool, threads or hybrid)", ex);
         return weir__terms_error(-EINVAL, "pipeline config: mode: invalid value %d", (int)c->mode);
     }
     if (!rt && c->mode != WEIR_EXEC_THREADS)
-        return weir__terms_error(-EINVAL, "weir_pipeline_create: runtime is NULL (only the %s mode "
+        return weir__terms_error(-EINVAL,
+                                 "weir_pipeline_create: runtime is NULL (only the threads mode "
                                  "runs without one; this pipeline's mode is %s)",
-                                 "threads", weir_exec_mode_name(c->mode));
+                                 weir_exec_mode_name(c->mode));
     return 0;
 }
 
-WEIR_API int weir_pipeline_create(weir_runtime *rt, weir_term *root, const weir_pipeline_config *cfg,
-                                  weir_pipeline **out)
+WEIR_API int weir_pipeline_create(weir_runtime *rt, weir_term *root,
+                                  const weir_pipeline_config *cfg, weir_pipeline **out)
 {
     if (!out)
         return weir__terms_error(-EINVAL, "weir_pipeline_create: out is NULL");
@@ -184,7 +186,8 @@ static void weir__cancel_all(weir_pipeline *p, weir_worker *w)
         weir__pipeline_notify_all(p, false, w);
 }
 
-void weir__pipeline_fail(weir_pipeline *p, weir_term *t, int err, const char *detail, weir_worker *w)
+void weir__pipeline_fail(weir_pipeline *p, weir_term *t, int err, const char *detail,
+                         weir_worker *w)
 {
     char msg[512], eb[128];
     if (detail)
@@ -345,8 +348,6 @@ WEIR_API const char *weir_pipeline_error(const weir_pipeline *p)
         return "";
     return p->errmsg;
 }
-
-void weir__pipeline_print(const weir_pipeline *p, FILE *f);
 
 WEIR_API void weir_pipeline_destroy(weir_pipeline *p)
 {

@@ -127,6 +127,97 @@ static bool weir__spill_drain(weir__stage *s)
     return true;
 }
 
+/* --------------------------------------------------------- thread scratch */
+
+/*
+ * Per-thread scratch memory (see the batch path below and the batch sink
+ * buffer). An activation uses it only while it runs, and one thread runs
+ * one activation at a time, so stages can share it.
+ */
+typedef struct weir__scratch {
+    const void **ptrs;
+    size_t nptrs;
+    char *buf[2];
+    size_t cap;
+    char *sink; /* a fused batch sink's records of this activation */
+    size_t sink_cap;
+} weir__scratch;
+
+static pthread_key_t weir__scratch_key;
+static pthread_once_t weir__scratch_once = PTHREAD_ONCE_INIT;
+
+static void weir__scratch_free(void *p)
+{
+    weir__scratch *sc = p;
+    free((void *)sc->ptrs);
+    free(sc->buf[0]);
+    free(sc->buf[1]);
+    free(sc->sink);
+    free(sc);
+}
+
+static void weir__scratch_init(void)
+{
+    /* The destructor frees a thread's scratch when the thread exits. */
+    pthread_key_create(&weir__scratch_key, weir__scratch_free);
+}
+
+static weir__scratch *weir__scratch_self(void)
+{
+    pthread_once(&weir__scratch_once, weir__scratch_init);
+    weir__scratch *sc = pthread_getspecific(weir__scratch_key);
+    if (!sc) {
+        sc = calloc(1, sizeof *sc);
+        if (!sc || pthread_setspecific(weir__scratch_key, sc) != 0) {
+            free(sc);
+            return NULL;
+        }
+    }
+    return sc;
+}
+
+/* The buffer of a batch sink fused after other terms. It holds records only
+ * within one activation (the stage flushes it before the activation ends),
+ * so one per thread serves every stage: no B-record buffer per branch. */
+static char *weir__scratch_sink(size_t bytes)
+{
+    weir__scratch *sc = weir__scratch_self();
+    if (!sc)
+        return NULL;
+    if (sc->sink_cap < bytes) {
+        char *nb = realloc(sc->sink, bytes);
+        if (!nb)
+            return NULL;
+        sc->sink = nb;
+        sc->sink_cap = bytes;
+    }
+    return sc->sink;
+}
+
+static weir__scratch *weir__scratch_get(size_t n, size_t size)
+{
+    weir__scratch *sc = weir__scratch_self();
+    if (!sc)
+        return NULL;
+    if (sc->nptrs < n) {
+        const void **np = realloc((void *)sc->ptrs, n * sizeof *np);
+        if (!np)
+            return NULL;
+        sc->ptrs = np;
+        sc->nptrs = n;
+    }
+    if (sc->cap < n * size) {
+        for (int i = 0; i < 2; i++) {
+            char *nb = realloc(sc->buf[i], n * size);
+            if (!nb)
+                return NULL;
+            sc->buf[i] = nb;
+        }
+        sc->cap = n * size;
+    }
+    return sc;
+}
+
 /* ----------------------------------------------------------------- chain */
 
 static int weir__flush_batch(weir__stage *s, weir__node *n);
@@ -191,6 +282,11 @@ static int weir__push(weir__stage *s, unsigned i, const void *rec)
                 weir__note_err(s, i, r);
             return r;
         case WEIR__K_BATCH_SINK:
+            if (n->nbuf == 0 &&
+                !(n->tmp = weir__scratch_sink((size_t)s->p->cfg.batch * n->term->in_size))) {
+                weir__note_err(s, i, -ENOMEM);
+                return -ENOMEM;
+            }
             memcpy((char *)n->tmp + n->nbuf * n->term->in_size, rec, n->term->in_size);
             if (++n->nbuf == s->p->cfg.batch)
                 return weir__flush_batch(s, n);
@@ -226,7 +322,10 @@ static int weir__node_emit(weir_emit *e, const void *rec)
     weir__stage *s = n->stage;
     if (WEIR_UNLIKELY(s->err))
         return s->err;
-    n->out++;
+    if (n->kind == WEIR__K_MAP)
+        n->extra++; /* a map emitting from its finish callback */
+    else
+        n->out++;
     return weir__push(s, n->idx + 1, rec);
 }
 
@@ -246,66 +345,12 @@ static int weir__node_emit(weir_emit *e, const void *rec)
  * in turn, so a map never overwrites its own input), not per stage: memory
  * does not grow with the number of stages (a 10 000-branch fan-out).
  */
-typedef struct weir__scratch {
-    const void **ptrs;
-    size_t nptrs;
-    char *buf[2];
-    size_t cap;
-} weir__scratch;
-
-static pthread_key_t weir__scratch_key;
-static pthread_once_t weir__scratch_once = PTHREAD_ONCE_INIT;
-
-static void weir__scratch_free(void *p)
-{
-    weir__scratch *sc = p;
-    free((void *)sc->ptrs);
-    free(sc->buf[0]);
-    free(sc->buf[1]);
-    free(sc);
-}
-
-static void weir__scratch_init(void)
-{
-    /* The destructor frees a thread's scratch when the thread exits. */
-    pthread_key_create(&weir__scratch_key, weir__scratch_free);
-}
-
-static weir__scratch *weir__scratch_get(size_t n, size_t size)
-{
-    pthread_once(&weir__scratch_once, weir__scratch_init);
-    weir__scratch *sc = pthread_getspecific(weir__scratch_key);
-    if (!sc) {
-        sc = calloc(1, sizeof *sc);
-        if (!sc || pthread_setspecific(weir__scratch_key, sc) != 0) {
-            free(sc);
-            return NULL;
-        }
-    }
-    if (sc->nptrs < n) {
-        const void **np = realloc((void *)sc->ptrs, n * sizeof *np);
-        if (!np)
-            return NULL;
-        sc->ptrs = np;
-        sc->nptrs = n;
-    }
-    if (sc->cap < n * size) {
-        for (int i = 0; i < 2; i++) {
-            char *nb = realloc(sc->buf[i], n * size);
-            if (!nb)
-                return NULL;
-            sc->buf[i] = nb;
-        }
-        sc->cap = n * size;
-    }
-    return sc;
-}
-
 /* Run nodes [vec_from, nnodes) over `n` records: contiguous at `base`
  * (`stride` bytes apart), or, with base NULL, pointed to by sc->ptrs. Until
  * a filter drops records the batch stays contiguous and no pointer array is
  * touched. The caller made sure the output (if any) has room for n records. */
-static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base, size_t stride, size_t n)
+static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base, size_t stride,
+                             size_t n)
 {
     const void **ptr = sc->ptrs;
     int flip = 0;
@@ -471,7 +516,8 @@ static int weir__step_input(weir__stage *s, weir_worker *w)
                 k = n - done;
             int r;
             if (WEIR_UNLIKELY(s->p->cfg.profile))
-                WEIR__PROFILED(s, n0, r = n0->fn.batch_sink(n0->state, weir__stream_slot(st, pos), (size_t)k));
+                WEIR__PROFILED(
+                    s, n0, r = n0->fn.batch_sink(n0->state, weir__stream_slot(st, pos), (size_t)k));
             else
                 r = n0->fn.batch_sink(n0->state, weir__stream_slot(st, pos), (size_t)k);
             done += k;
@@ -695,7 +741,7 @@ static void weir__derive_counts(weir__stage *s)
         if (i > 0)
             n->in = s->nodes[i - 1].out;
         if (n->kind == WEIR__K_MAP)
-            n->out = n->in;
+            n->out = n->in + n->extra;
     }
 }
 
@@ -732,6 +778,7 @@ static void weir__end(weir__stage *s, weir_worker *w)
     }
     for (unsigned i = 0; i < s->ninputs; i++)
         weir__stream_detach(s->inputs[i].stream, s->inputs[i].cursor, w);
+    s->nodes[s->nnodes - 1].nbuf = 0; /* a cancelled batch sink's records are dropped */
     free(s->spill);
     s->spill = NULL;
     s->spill_n = s->spill_head = s->spill_cap = 0;
@@ -756,11 +803,16 @@ static int weir__step(weir__stage *s, weir_worker *w)
     if (s->input_done)
         return STEP_ENDED;
     switch (s->head) {
-    case WEIR__H_PULL: return weir__step_pull(s);
-    case WEIR__H_INPUT: return weir__step_input(s, w);
-    case WEIR__H_MERGE: return weir__step_merge(s, w);
-    case WEIR__H_ZIP: return weir__step_zip(s, w);
-    case WEIR__H_BLOCKING: break;
+    case WEIR__H_PULL:
+        return weir__step_pull(s);
+    case WEIR__H_INPUT:
+        return weir__step_input(s, w);
+    case WEIR__H_MERGE:
+        return weir__step_merge(s, w);
+    case WEIR__H_ZIP:
+        return weir__step_zip(s, w);
+    case WEIR__H_BLOCKING:
+        break;
     }
     return STEP_ENDED;
 }
@@ -841,17 +893,7 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
 
 /* ---------------------------------------------------------- blocking source */
 
-static void weir__thread_wait_notified(weir__stage *s)
-{
-    weir__thread *th = s->thread;
-    pthread_mutex_lock(&th->mu);
-    while (!th->flag)
-        pthread_cond_wait(&th->cv, &th->mu);
-    th->flag = false;
-    pthread_mutex_unlock(&th->mu);
-}
-
-/* Wait (on this thread) until `k` >= 1 slots are free. @return 0 or
+/* Wait (on this thread) until at least one slot is free. @return 0 or
  * -ECANCELED when the pipeline stops or is cancelled meanwhile. */
 static int weir__blocking_room(weir__stage *s)
 {
@@ -861,7 +903,7 @@ static int weir__blocking_room(weir__stage *s)
             return -ECANCELED;
         if (o->p_free > 0 || weir__stream_space(o, weir__want(s)))
             return 0;
-        weir__thread_wait_notified(s);
+        weir__exec_thread_wait(s);
     }
 }
 
@@ -988,8 +1030,6 @@ void weir__stage_run_blocking(weir__stage *s)
     weir__end(s, NULL);
 }
 
-/* Set up the emits of a stage's nodes (compile.c calls it). */
-void weir__stage_bind_emits(weir__stage *s);
 void weir__stage_bind_emits(weir__stage *s)
 {
     for (unsigned i = 0; i < s->nnodes; i++)

@@ -25,8 +25,8 @@ static uint64_t weir__ld(const _Atomic uint64_t *a)
 WEIR_API int weir_pipeline_term_stats(const weir_pipeline *p, unsigned i, weir_term_stats *out)
 {
     if (!p || !out || i >= p->nterms)
-        return weir__terms_error(-EINVAL, "weir_pipeline_term_stats: bad argument (term %u of %u)", i,
-                                 p ? p->nterms : 0);
+        return weir__terms_error(-EINVAL, "weir_pipeline_term_stats: bad argument (term %u of %u)",
+                                 i, p ? p->nterms : 0);
     const weir_term *t = p->terms[i];
     memset(out, 0, sizeof *out);
     out->name = t->name;
@@ -65,8 +65,9 @@ WEIR_API unsigned weir_pipeline_stream_count(const weir_pipeline *p)
 WEIR_API int weir_pipeline_stream_stats(const weir_pipeline *p, unsigned i, weir_stream_stats *out)
 {
     if (!p || !out || i >= p->nstreams)
-        return weir__terms_error(-EINVAL, "weir_pipeline_stream_stats: bad argument (stream %u of %u)",
-                                 i, p ? p->nstreams : 0);
+        return weir__terms_error(-EINVAL,
+                                 "weir_pipeline_stream_stats: bad argument (stream %u of %u)", i,
+                                 p ? p->nstreams : 0);
     const weir__stream *s = p->streams[i];
     memset(out, 0, sizeof *out);
     out->name = s->name;
@@ -100,8 +101,9 @@ WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)
         return;
     weir_pipeline_stats ps;
     weir_pipeline_stats_get(p, &ps);
-    fprintf(f, "weir pipeline: %u terms, %u stages, %u streams, %u threads, mode %s, batch %u, "
-               "capacity %u, starvations %llu\n",
+    fprintf(f,
+            "weir pipeline: %u terms, %u stages, %u streams, %u threads, mode %s, batch %u, "
+            "capacity %u, starvations %llu\n",
             ps.terms, ps.stages, ps.streams, ps.threads, weir_exec_mode_name(p->cfg.mode),
             p->cfg.batch, p->cfg.capacity, (unsigned long long)ps.starvations);
     /* A 10 000-branch fan-out would print 20 000 lines: show the first rows

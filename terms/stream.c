@@ -186,7 +186,8 @@ uint64_t weir__stream_depth(const weir__stream *s)
     uint64_t h = atomic_load_explicit(&((weir__stream *)s)->head, memory_order_relaxed);
     uint64_t min = UINT64_MAX;
     for (unsigned i = 0; i < s->ncons; i++) {
-        uint64_t t = atomic_load_explicit(&((weir__stream *)s)->cursors[i].tail, memory_order_relaxed);
+        uint64_t t =
+            atomic_load_explicit(&((weir__stream *)s)->cursors[i].tail, memory_order_relaxed);
         if (t < min)
             min = t;
     }

@@ -19,18 +19,30 @@ static _Atomic unsigned weir__term_seq;
 const char *weir__kind_name(weir__kind k)
 {
     switch (k) {
-    case WEIR__K_PULL: return "source";
-    case WEIR__K_BLOCKING: return "blocking source";
-    case WEIR__K_FUNCTION: return "function";
-    case WEIR__K_MAP: return "map";
-    case WEIR__K_FILTER: return "filter";
-    case WEIR__K_SINK: return "sink";
-    case WEIR__K_BATCH_SINK: return "batch sink";
-    case WEIR__K_MERGE: return "merge";
-    case WEIR__K_ZIP: return "zip";
-    case WEIR__K_STOP: return "stop";
-    case WEIR__K_SEQ: return "seq";
-    case WEIR__K_PAR: return "par";
+    case WEIR__K_PULL:
+        return "source";
+    case WEIR__K_BLOCKING:
+        return "blocking source";
+    case WEIR__K_FUNCTION:
+        return "function";
+    case WEIR__K_MAP:
+        return "map";
+    case WEIR__K_FILTER:
+        return "filter";
+    case WEIR__K_SINK:
+        return "sink";
+    case WEIR__K_BATCH_SINK:
+        return "batch sink";
+    case WEIR__K_MERGE:
+        return "merge";
+    case WEIR__K_ZIP:
+        return "zip";
+    case WEIR__K_STOP:
+        return "stop";
+    case WEIR__K_SEQ:
+        return "seq";
+    case WEIR__K_PAR:
+        return "par";
     }
     return "?";
 }
@@ -106,8 +118,6 @@ static void weir__term_free_rec(weir_term *t)
     free(t);
 }
 
-/* Used by pipeline.c for the tree it owns. */
-void weir__term_free_tree(weir_term *t);
 void weir__term_free_tree(weir_term *t)
 {
     weir__term_free_rec(t);
@@ -120,7 +130,8 @@ WEIR_API void weir_term_destroy(weir_term *t)
     if (t->owner != WEIR__FREE) {
         /* Freeing a term that a composite or a pipeline still points to
          * would leave a dangling child: refuse, never crash. */
-        weir__terms_error(-EBUSY, "weir_term_destroy: term '%s' belongs to %s; destroy that instead",
+        weir__terms_error(-EBUSY,
+                          "weir_term_destroy: term '%s' belongs to %s; destroy that instead",
                           t->name, t->owner == WEIR__IN_PIPELINE ? "a pipeline" : "a composite");
         return;
     }

@@ -55,6 +55,17 @@ WEIR_API const char *weir_last_error(void);
 /** Forget the last error message of this thread. */
 WEIR_API void weir_clear_error(void);
 
+/**
+ * Set this thread's last-error message (printf-style) and return `err`, so
+ * that code layered on weir (the term layer, user extensions) reports through
+ * the same weir_last_error(): `return weir_set_error(-EINVAL, "...", ...);`.
+ */
+WEIR_API int weir_set_error(int err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 #ifdef __cplusplus
 }
 #endif

@@ -46,25 +46,30 @@
  * and freed (if a free function was attached) when the term is destroyed.
  *
  * Errors. Constructors only fail on bad arguments or memory (they return
- * NULL; weir_terms_last_error() says why). Passing NULL to a composite is not
+ * NULL; weir_last_error() says why). Passing NULL to a composite is not
  * an error there: the composite remembers the hole, and
  * weir_pipeline_create() reports it. Every structural check (sizes, names,
  * inputs, a term used twice, empty composites) happens in
  * weir_pipeline_create(), which returns a negative errno and keeps a message
- * naming the terms involved (weir_terms_last_error()).
+ * naming the terms involved (weir_last_error()).
  *
  * Callbacks. At most one callback of a given term runs at a time (in every
  * execution mode), so a term's state needs no lock. Callbacks return 0 or a
  * negative errno; an error stops the pipeline, and weir_pipeline_join()
  * returns it (weir_pipeline_error() names the term). Callbacks must not
  * block (a blocking source is the exception: it runs on its own thread).
+ * Each term sees its records in stream order. Inside a fused stage, maps and
+ * filters may be applied a batch at a time (every record of the batch
+ * through one map before the next map); function terms and sinks see
+ * records one at a time.
  *
  * Thread safety:
  * | operation                          | who may call              | concurrently with           |
  * |------------------------------------|---------------------------|-----------------------------|
  * | constructors, composites, destroy  | the tree's owner          | other trees                 |
  * | weir_pipeline_create / destroy     | one thread                | nothing on that pipeline    |
- * | weir_pipeline_start / join / run   | any thread but a worker   | stop, cancel, stats         |
+ * | weir_pipeline_start                | any thread, callbacks too | stop, cancel, stats         |
+ * | weir_pipeline_join / run           | any thread but a worker   | stop, cancel, stats         |
  * | weir_pipeline_stop / cancel        | any thread, callbacks too | everything but destroy      |
  * | weir_pipeline_*_stats, print_stats | any thread                | everything but destroy      |
  * | weir_emit_*                        | the callback given `e`    | -                           |
@@ -169,7 +174,7 @@ typedef void (*weir_free_fn)(void *state);
  * Every constructor copies `name` (NULL gives a unique "<kind>#<n>"). The
  * name is the key of the term's output stream and appears in errors and
  * statistics. Sizes are in bytes, > 0. Each returns NULL on a bad argument
- * (-EINVAL) or when memory runs out (-ENOMEM); weir_terms_last_error() says
+ * (-EINVAL) or when memory runs out (-ENOMEM); weir_last_error() says
  * which.
  */
 
@@ -262,15 +267,18 @@ static inline weir_term *weir_par2(weir_term *a, weir_term *b)
 
 /** WEIR_SEQ(a, b, c) and WEIR_PAR(a, b, c): any number of terms (>= 1). */
 #define WEIR_SEQ(...)                                                                              \
-    weir_seq(sizeof((weir_term *[]){__VA_ARGS__}) / sizeof(weir_term *), (weir_term *[]){__VA_ARGS__})
+    weir_seq(sizeof((weir_term *[]){__VA_ARGS__}) / sizeof(weir_term *),                           \
+             (weir_term *[]){__VA_ARGS__})
 #define WEIR_PAR(...)                                                                              \
-    weir_par(sizeof((weir_term *[]){__VA_ARGS__}) / sizeof(weir_term *), (weir_term *[]){__VA_ARGS__})
+    weir_par(sizeof((weir_term *[]){__VA_ARGS__}) / sizeof(weir_term *),                           \
+             (weir_term *[]){__VA_ARGS__})
 
 /* -------------------------------------------------------------- built-ins */
 
 /** Source of `count` records of `size` bytes read from `base` (not copied:
  *  it must outlive the pipeline). */
-WEIR_API weir_term *weir_array_source(const char *name, const void *base, size_t count, size_t size);
+WEIR_API weir_term *weir_array_source(const char *name, const void *base, size_t count,
+                                      size_t size);
 
 /** Source of int64_t records start, start+step, ... while < end (> end for a
  *  negative step). `step` != 0. */
@@ -286,9 +294,9 @@ WEIR_API weir_term *weir_counter_source(const char *name, int64_t start);
  *  than WEIR_LINE_TEXT bytes are cut and flagged `truncated`. `text` is
  *  NUL-terminated when len < WEIR_LINE_TEXT. */
 typedef struct weir_line {
-    uint64_t number;          /**< 1-based line number */
-    uint32_t len;             /**< bytes in text */
-    uint32_t truncated;       /**< 1 if the line was longer */
+    uint64_t number;    /**< 1-based line number */
+    uint32_t len;       /**< bytes in text */
+    uint32_t truncated; /**< 1 if the line was longer */
     char text[WEIR_LINE_TEXT];
 } weir_line;
 
@@ -318,7 +326,7 @@ WEIR_API weir_term *weir_add_index(const char *name, size_t in_size);
  * weir_collector_init() with weir_collector_deinit().
  */
 typedef struct weir_collector {
-    void *data;       /**< `count` records of `size` bytes, in append order */
+    void *data; /**< `count` records of `size` bytes, in append order */
     size_t count;
     size_t size;
     size_t cap;
@@ -336,11 +344,11 @@ WEIR_API weir_term *weir_collect(const char *name, weir_collector *c);
 
 /** Running statistics over double records (Welford's algorithm). */
 typedef struct weir_running {
-    uint64_t n;       /**< records seen */
-    double value;     /**< the last input */
+    uint64_t n;   /**< records seen */
+    double value; /**< the last input */
     double sum;
     double mean;
-    double std;       /**< sample standard deviation (0 while n < 2) */
+    double std; /**< sample standard deviation (0 while n < 2) */
 } weir_running;
 
 /** double -> weir_running, one output per input. */
@@ -464,46 +472,49 @@ WEIR_API int weir_pipeline_stop(weir_pipeline *p);
 WEIR_API int weir_pipeline_cancel(weir_pipeline *p);
 
 /** Free a pipeline and its term tree. A running pipeline is cancelled and
- *  joined first. Prints the statistics when configured. NULL is ignored. */
+ *  joined first, so this must not be called from one of its callbacks or
+ *  from a worker while it runs. Prints the statistics when configured. NULL
+ *  is ignored. */
 WEIR_API void weir_pipeline_destroy(weir_pipeline *p);
 
 /** "term 'parse': callback returned -5 (Input/output error)" after a failure,
  *  "" otherwise. Valid until destroy. */
 WEIR_API const char *weir_pipeline_error(const weir_pipeline *p);
 
-/** The message of the last failed term-layer call of this thread
- *  (constructors, weir_pipeline_create, ...); "" if none. */
+/** Same as weir_last_error(): term-layer calls (constructors,
+ *  weir_pipeline_create, ...) report through the thread's one message. Kept
+ *  so that term-layer code reads naturally. */
 WEIR_API const char *weir_terms_last_error(void);
 
 /* ------------------------------------------------------------- monitoring */
 
 typedef struct weir_term_stats {
-    const char *name;       /**< valid until destroy */
-    const char *kind;       /**< "source", "function", "map", "sink", ... */
-    unsigned stage;         /**< fused terms share a stage */
+    const char *name; /**< valid until destroy */
+    const char *kind; /**< "source", "function", "map", "sink", ... */
+    unsigned stage;   /**< fused terms share a stage */
     uint64_t records_in;
     uint64_t records_out;
-    uint64_t activations;   /**< activations of the term's stage */
-    uint64_t ns;            /**< time in the stage's activations (shared by fused
-                                 terms); with cfg.profile, in this term's callbacks */
-    uint64_t starvations;   /**< waits above the threshold */
-    uint64_t max_wait_ns;   /**< longest runnable-to-running wait seen */
+    uint64_t activations; /**< activations of the term's stage */
+    uint64_t ns;          /**< time in the stage's activations (shared by fused
+                               terms); with cfg.profile, in this term's callbacks */
+    uint64_t starvations; /**< waits above the threshold */
+    uint64_t max_wait_ns; /**< longest runnable-to-running wait seen */
 } weir_term_stats;
 
 typedef struct weir_stream_stats {
-    const char *name;       /**< the producing term */
+    const char *name; /**< the producing term */
     unsigned consumers;
     uint64_t capacity;
-    uint64_t records;       /**< records published so far */
-    uint64_t depth;         /**< records not yet consumed by the slowest consumer */
-    uint64_t max_depth;     /**< highest depth seen by the producer */
+    uint64_t records;   /**< records published so far */
+    uint64_t depth;     /**< records not yet consumed by the slowest consumer */
+    uint64_t max_depth; /**< highest depth seen by the producer */
 } weir_stream_stats;
 
 typedef struct weir_pipeline_stats {
     unsigned terms, stages, streams;
-    unsigned threads;       /**< OS threads the pipeline started */
-    uint64_t starvations;   /**< sum over the stages */
-    uint64_t activations;   /**< sum over the stages */
+    unsigned threads;     /**< OS threads the pipeline started */
+    uint64_t starvations; /**< sum over the stages */
+    uint64_t activations; /**< sum over the stages */
 } weir_pipeline_stats;
 
 /** Number of primitive terms (composites excluded), in tree order. */

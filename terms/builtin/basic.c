@@ -35,7 +35,8 @@ static int weir__print_fn(void *state, const void *in, weir_emit *e)
     return weir_emit_record(e, in);
 }
 
-WEIR_API weir_term *weir_print(const char *name, size_t size, FILE *f, weir_format_fn format, void *arg)
+WEIR_API weir_term *weir_print(const char *name, size_t size, FILE *f, weir_format_fn format,
+                               void *arg)
 {
     weir__print *p = calloc(1, sizeof *p);
     if (!p) {

@@ -48,9 +48,15 @@ static void weir__running_one(void *state, const void *in, void *out)
     memcpy(&x, in, sizeof x);
     weir__welford_step(w, x);
     switch (w->kind) {
-    case WEIR__RUN_SUM: y = w->sum; break;
-    case WEIR__RUN_MEAN: y = w->mean; break;
-    default: y = weir__welford_std(w); break;
+    case WEIR__RUN_SUM:
+        y = w->sum;
+        break;
+    case WEIR__RUN_MEAN:
+        y = w->mean;
+        break;
+    default:
+        y = weir__welford_std(w);
+        break;
     }
     memcpy(out, &y, sizeof y);
 }

@@ -73,8 +73,8 @@ static int weir__range_pull(void *state, void *out, size_t max, bool *end)
     return (int)n;
 }
 
-static weir_term *weir__range(const char *name, int64_t start, int64_t end, int64_t step, bool endless,
-                              const char *kind)
+static weir_term *weir__range(const char *name, int64_t start, int64_t end, int64_t step,
+                              bool endless, const char *kind)
 {
     weir__range_src *r = calloc(1, sizeof *r);
     if (!r) {

@@ -37,7 +37,8 @@ static inline void rt_teardown(void)
     rt = NULL;
 }
 
-__attribute__((unused)) static const weir_exec_mode all_modes[3] = {WEIR_EXEC_POOL, WEIR_EXEC_THREADS, WEIR_EXEC_HYBRID};
+__attribute__((unused)) static const weir_exec_mode all_modes[3] = {
+    WEIR_EXEC_POOL, WEIR_EXEC_THREADS, WEIR_EXEC_HYBRID};
 
 static inline weir_pipeline_config cfg_of(weir_exec_mode m, unsigned batch, unsigned capacity)
 {
@@ -57,7 +58,8 @@ static inline int run_cfg(weir_term *t, const weir_pipeline_config *c, weir_pipe
 {
     weir_pipeline *p = NULL;
     int r = weir_pipeline_create(rt, t, c, &p);
-    cr_assert_eq(r, 0, "create (%s): %d %s", weir_exec_mode_name(c->mode), r, weir_terms_last_error());
+    cr_assert_eq(r, 0, "create (%s): %d %s", weir_exec_mode_name(c->mode), r,
+                 weir_terms_last_error());
     r = weir_pipeline_run(p);
     if (out)
         *out = p;

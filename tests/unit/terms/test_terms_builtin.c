@@ -17,7 +17,8 @@ Test(terms_builtin, array_source_emits_the_array_in_order)
     for (int k = 0; k < 3; k++) {
         weir_collector out;
         weir_collector_init(&out, sizeof(item));
-        weir_term *t = weir_seq2(weir_array_source("items", items, 1000, sizeof(item)), weir_collect(NULL, &out));
+        weir_term *t = weir_seq2(weir_array_source("items", items, 1000, sizeof(item)),
+                                 weir_collect(NULL, &out));
         weir_pipeline_config c = cfg_of(all_modes[k], 64, 100);
         cr_assert_eq(run_cfg(t, &c, NULL), 0);
         cr_assert_eq(out.count, 1000);
@@ -26,7 +27,8 @@ Test(terms_builtin, array_source_emits_the_array_in_order)
     }
     /* An empty array ends at once. */
     _Atomic uint64_t n = 0;
-    weir_term *t = weir_seq2(weir_array_source("none", items, 0, sizeof(item)), count_sink(NULL, sizeof(item), &n));
+    weir_term *t = weir_seq2(weir_array_source("none", items, 0, sizeof(item)),
+                             count_sink(NULL, sizeof(item), &n));
     cr_assert_eq(run_mode(t, WEIR_EXEC_POOL, NULL), 0);
     cr_assert_eq(n, 0);
 }
@@ -66,7 +68,8 @@ Test(terms_builtin, counter_source_runs_until_stopped)
 {
     for (int k = 0; k < 3; k++) {
         stop_after s = {0};
-        weir_term *t = weir_seq2(weir_counter_source("ticks", 42), weir_sink("stopper", 8, stop_after_fn, &s));
+        weir_term *t =
+            weir_seq2(weir_counter_source("ticks", 42), weir_sink("stopper", 8, stop_after_fn, &s));
         weir_pipeline_config c = cfg_of(all_modes[k], 0, 0);
         weir_pipeline *p;
         cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
@@ -115,7 +118,8 @@ Test(terms_builtin, file_lines_reports_a_missing_file_with_the_term_name)
     weir_pipeline *p;
     cr_assert_eq(run_mode(t, WEIR_EXEC_POOL, &p), -ENOENT);
     const char *m = weir_pipeline_error(p);
-    cr_assert(strstr(m, "term 'config'") && strstr(m, "cannot open") && strstr(m, "/nonexistent/weir/file"),
+    cr_assert(strstr(m, "term 'config'") && strstr(m, "cannot open") &&
+                  strstr(m, "/nonexistent/weir/file"),
               "%s", m);
     weir_pipeline_destroy(p);
 }
@@ -133,8 +137,9 @@ Test(terms_builtin, print_writes_one_line_per_record_and_passes_it_on)
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     seq_check chk;
-    weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 3, 1), weir_print("show", 8, f, fmt_int, "v"),
-                            weir_print(NULL, 8, f, NULL, NULL), seq_sink("check", &chk, 0));
+    weir_term *t =
+        WEIR_SEQ(weir_range_source("src", 0, 3, 1), weir_print("show", 8, f, fmt_int, "v"),
+                 weir_print(NULL, 8, f, NULL, NULL), seq_sink("check", &chk, 0));
     cr_assert_eq(run_mode(t, WEIR_EXEC_POOL, NULL), 0);
     fclose(f);
     cr_assert_eq(chk.count, 3);
@@ -148,8 +153,9 @@ Test(terms_builtin, add_index_prepends_a_counter)
 {
     weir_collector out;
     weir_collector_init(&out, 16);
-    weir_term *t = WEIR_SEQ(weir_range_source("src", 100, 200, 1), weir_filter("even", 8, int64_even, NULL),
-                            weir_add_index("idx", 8), weir_collect(NULL, &out));
+    weir_term *t =
+        WEIR_SEQ(weir_range_source("src", 100, 200, 1), weir_filter("even", 8, int64_even, NULL),
+                 weir_add_index("idx", 8), weir_collect(NULL, &out));
     cr_assert_eq(run_mode(t, WEIR_EXEC_THREADS, NULL), 0);
     cr_assert_eq(out.count, 50);
     const uint64_t *v = out.data;
@@ -170,11 +176,12 @@ Test(terms_builtin, running_statistics_match_welford)
     weir_collector_init(&sum, 8);
     weir_collector_init(&mean, 8);
     weir_collector_init(&sd, 8);
-    weir_term *t = weir_seq2(weir_array_source("x", xs, 10, sizeof(double)),
-                             WEIR_PAR(weir_seq2(weir_running_stats("stats"), weir_collect(NULL, &all)),
-                                      weir_seq2(weir_sum("sum"), weir_collect(NULL, &sum)),
-                                      weir_seq2(weir_mean("mean"), weir_collect(NULL, &mean)),
-                                      weir_seq2(weir_std("std"), weir_collect(NULL, &sd))));
+    weir_term *t =
+        weir_seq2(weir_array_source("x", xs, 10, sizeof(double)),
+                  WEIR_PAR(weir_seq2(weir_running_stats("stats"), weir_collect(NULL, &all)),
+                           weir_seq2(weir_sum("sum"), weir_collect(NULL, &sum)),
+                           weir_seq2(weir_mean("mean"), weir_collect(NULL, &mean)),
+                           weir_seq2(weir_std("std"), weir_collect(NULL, &sd))));
     cr_assert_eq(run_mode(t, WEIR_EXEC_POOL, NULL), 0);
     cr_assert_eq(all.count, 10);
     const weir_running *r = all.data;
@@ -202,14 +209,16 @@ static void count_free(void *p)
 Test(terms_builtin, state_free_functions_run_once_at_destroy)
 {
     frees = 0;
-    weir_term *t = weir_seq2(weir_range_source("src", 0, 10, 1),
-                             weir_term_on_free(weir_sink("s", 8, count_fn, calloc(1, sizeof(_Atomic uint64_t))),
-                                               count_free));
+    weir_term *t = weir_seq2(
+        weir_range_source("src", 0, 10, 1),
+        weir_term_on_free(weir_sink("s", 8, count_fn, calloc(1, sizeof(_Atomic uint64_t))),
+                          count_free));
     cr_assert_eq(run_mode(t, WEIR_EXEC_POOL, NULL), 0); /* destroys the pipeline and its tree */
     cr_assert_eq(frees, 1);
     /* A tree that never ran frees its states too. */
-    weir_term *u = weir_seq2(weir_range_source("src", 0, 10, 1),
-                             weir_term_on_free(weir_map("m", 8, 8, int64_twice, malloc(4)), count_free));
+    weir_term *u =
+        weir_seq2(weir_range_source("src", 0, 10, 1),
+                  weir_term_on_free(weir_map("m", 8, 8, int64_twice, malloc(4)), count_free));
     weir_term_destroy(u);
     cr_assert_eq(frees, 2);
 }

@@ -36,8 +36,9 @@ Test(terms_compile, size_mismatch_is_an_error_naming_both_terms)
 
 Test(terms_compile, parallel_name_clash_is_an_error_naming_both_branches)
 {
-    weir_term *t = weir_seq2(weir_range_source("src", 0, 10, 1),
-                             WEIR_PAR(weir_id("left", 8), weir_id("x", 8), weir_map("x", 8, 8, int64_twice, NULL)));
+    weir_term *t = weir_seq2(
+        weir_range_source("src", 0, 10, 1),
+        WEIR_PAR(weir_id("left", 8), weir_id("x", 8), weir_map("x", 8, 8, int64_twice, NULL)));
     cr_assert_eq(create_err(t, WEIR_EXEC_POOL), -EINVAL);
     const char *m = weir_terms_last_error();
     cr_assert(strstr(m, "'x'") && strstr(m, "branch 2") && strstr(m, "branch 3"), "message: %s", m);
@@ -98,7 +99,8 @@ Test(terms_compile, a_term_used_twice_is_an_error_and_is_freed_once)
     weir_term *id = weir_id("twice", 8);
     weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 10, 1), id, id);
     cr_assert_eq(create_err(t, WEIR_EXEC_POOL), -EINVAL);
-    cr_assert(strstr(weir_terms_last_error(), "'twice'") && strstr(weir_terms_last_error(), "twice"),
+    cr_assert(strstr(weir_terms_last_error(), "'twice'") &&
+                  strstr(weir_terms_last_error(), "twice"),
               "%s", weir_terms_last_error());
     weir_term_destroy(t); /* frees `id` once */
 
@@ -127,8 +129,9 @@ Test(terms_compile, a_root_owned_elsewhere_is_busy)
 Test(terms_compile, input_count_errors_name_the_term)
 {
     /* A function fed two streams. */
-    weir_term *t = weir_seq2(weir_par2(weir_range_source("a", 0, 5, 1), weir_range_source("b", 0, 5, 1)),
-                             weir_id("single", 8));
+    weir_term *t =
+        weir_seq2(weir_par2(weir_range_source("a", 0, 5, 1), weir_range_source("b", 0, 5, 1)),
+                  weir_id("single", 8));
     cr_assert_eq(create_err(t, WEIR_EXEC_POOL), -EINVAL);
     const char *m = weir_terms_last_error();
     cr_assert(strstr(m, "'single'") && strstr(m, "2 inputs") && strstr(m, "merge"), "%s", m);
@@ -145,8 +148,7 @@ Test(terms_compile, input_count_errors_name_the_term)
     cr_assert(strstr(weir_terms_last_error(), "'orphan'"), "%s", weir_terms_last_error());
     weir_term_destroy(t);
     /* Merge inputs of different sizes. */
-    t = weir_seq2(weir_par2(weir_range_source("i64", 0, 5, 1),
-                            weir_add_index("wide", 8)),
+    t = weir_seq2(weir_par2(weir_range_source("i64", 0, 5, 1), weir_add_index("wide", 8)),
                   weir_merge("m"));
     cr_assert_eq(create_err(t, WEIR_EXEC_POOL), -EINVAL);
     weir_term_destroy(t);
@@ -172,14 +174,17 @@ Test(terms_compile, fusion_follows_the_execution_mode)
     static const unsigned stages[3] = {1, 4, 2}, streams[3] = {0, 3, 1};
     for (int k = 0; k < 3; k++) {
         _Atomic uint64_t n = 0;
-        weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 1000, 1), weir_map("twice", 8, 8, int64_twice, NULL),
-                                weir_filter("even", 8, int64_even, NULL), count_sink("count", 8, &n));
+        weir_term *t = WEIR_SEQ(
+            weir_range_source("src", 0, 1000, 1), weir_map("twice", 8, 8, int64_twice, NULL),
+            weir_filter("even", 8, int64_even, NULL), count_sink("count", 8, &n));
         weir_pipeline *p;
         cr_assert_eq(run_mode(t, all_modes[k], &p), 0);
         weir_pipeline_stats ps;
         weir_pipeline_stats_get(p, &ps);
-        cr_assert_eq(ps.stages, stages[k], "%s: %u stages", weir_exec_mode_name(all_modes[k]), ps.stages);
-        cr_assert_eq(ps.streams, streams[k], "%s: %u streams", weir_exec_mode_name(all_modes[k]), ps.streams);
+        cr_assert_eq(ps.stages, stages[k], "%s: %u stages", weir_exec_mode_name(all_modes[k]),
+                     ps.stages);
+        cr_assert_eq(ps.streams, streams[k], "%s: %u streams", weir_exec_mode_name(all_modes[k]),
+                     ps.streams);
         cr_assert_eq(n, 1000);
         weir_pipeline_destroy(p);
     }

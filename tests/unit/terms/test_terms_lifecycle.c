@@ -27,13 +27,15 @@ Test(terms_lifecycle, a_callback_error_is_returned_by_join_with_the_term_name)
     for (int k = 0; k < 3; k++) {
         int64_t at = 5000;
         _Atomic uint64_t n = 0;
-        weir_term *t = WEIR_SEQ(weir_counter_source("src", 0), weir_id("before", 8),
-                                weir_function("parse", 8, 8, fail_at_fn, &at), count_sink("sink", 8, &n));
+        weir_term *t =
+            WEIR_SEQ(weir_counter_source("src", 0), weir_id("before", 8),
+                     weir_function("parse", 8, 8, fail_at_fn, &at), count_sink("sink", 8, &n));
         weir_pipeline_config c = cfg_of(all_modes[k], 64, 128);
         weir_pipeline *p;
         cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
         cr_assert_eq(weir_pipeline_start(p), 0);
-        cr_assert_eq(weir_pipeline_join_for(p, JOIN_LIMIT_NS), -EIO, "%s", weir_exec_mode_name(all_modes[k]));
+        cr_assert_eq(weir_pipeline_join_for(p, JOIN_LIMIT_NS), -EIO, "%s",
+                     weir_exec_mode_name(all_modes[k]));
         const char *m = weir_pipeline_error(p);
         cr_assert(strstr(m, "term 'parse'") && strstr(m, "-5"), "message: %s", m);
         cr_assert_leq(n, 5000);
@@ -112,17 +114,19 @@ Test(terms_lifecycle, stop_drains_every_record_produced_exactly_once)
 {
     for (int k = 0; k < 3; k++) {
         stopper st = {.stop_at = 3000};
-        weir_term *t = WEIR_SEQ(weir_counter_source("src", 0), weir_id("a", 8),
-                                weir_par2(weir_sink("check", 8, stopper_fn, &st), weir_id("other", 8)));
+        weir_term *t =
+            WEIR_SEQ(weir_counter_source("src", 0), weir_id("a", 8),
+                     weir_par2(weir_sink("check", 8, stopper_fn, &st), weir_id("other", 8)));
         weir_pipeline_config c = cfg_of(all_modes[k], 50, 256);
         weir_pipeline *p;
         cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
         st.p = p;
         cr_assert_eq(weir_pipeline_start(p), 0);
-        cr_assert_eq(weir_pipeline_join_for(p, JOIN_LIMIT_NS), 0, "%s: %s", weir_exec_mode_name(all_modes[k]),
-                     weir_pipeline_error(p));
+        cr_assert_eq(weir_pipeline_join_for(p, JOIN_LIMIT_NS), 0, "%s: %s",
+                     weir_exec_mode_name(all_modes[k]), weir_pipeline_error(p));
         weir_term_stats src;
-        cr_assert_eq(weir_pipeline_term_stats(p, (unsigned)weir_pipeline_find_term(p, "src"), &src), 0);
+        cr_assert_eq(weir_pipeline_term_stats(p, (unsigned)weir_pipeline_find_term(p, "src"), &src),
+                     0);
         /* Everything the source produced before it saw the stop reached the
          * sink, in order, once. */
         cr_assert_geq(st.count, 3001);
@@ -177,8 +181,9 @@ Test(terms_lifecycle, backpressure_keeps_a_fast_sources_stream_within_capacity)
         uint64_t n = 0;
         _Atomic uint64_t m = 0;
         /* A broadcast keeps the stream in pool mode too. */
-        weir_term *t = weir_seq2(weir_range_source("fast", 0, 100000, 1),
-                                 weir_par2(weir_sink("slow", 8, busy_sink_fn, &n), count_sink("quick", 8, &m)));
+        weir_term *t = weir_seq2(
+            weir_range_source("fast", 0, 100000, 1),
+            weir_par2(weir_sink("slow", 8, busy_sink_fn, &n), count_sink("quick", 8, &m)));
         weir_pipeline_config c = cfg_of(all_modes[k], 16, 64);
         weir_pipeline *p;
         cr_assert_eq(run_cfg(t, &c, &p), 0);
@@ -240,7 +245,8 @@ Test(terms_lifecycle, api_misuse_returns_its_error_code)
     /* join from inside a callback would deadlock: refused. */
     for (int k = 0; k < 3; k++) {
         joiner j = {.result = 1};
-        t = weir_seq2(weir_range_source("src", 0, 10, 1), weir_sink("joiner", 8, join_inside_fn, &j));
+        t = weir_seq2(weir_range_source("src", 0, 10, 1),
+                      weir_sink("joiner", 8, join_inside_fn, &j));
         weir_pipeline_config c = cfg_of(all_modes[k], 0, 0);
         cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
         j.p = p;
@@ -253,7 +259,8 @@ Test(terms_lifecycle, api_misuse_returns_its_error_code)
 Test(terms_lifecycle, destroying_a_running_pipeline_cancels_it)
 {
     for (int k = 0; k < 3; k++) {
-        weir_term *t = weir_seq2(weir_counter_source("src", 0), weir_sink("slow", 8, slow_sink_fn, NULL));
+        weir_term *t =
+            weir_seq2(weir_counter_source("src", 0), weir_sink("slow", 8, slow_sink_fn, NULL));
         weir_pipeline_config c = cfg_of(all_modes[k], 0, 0);
         weir_pipeline *p;
         cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
@@ -314,8 +321,8 @@ Test(terms_lifecycle, blocking_sources_block_when_full_and_wake_on_stop)
 {
     for (int k = 0; k < 3; k++) {
         seq_check chk;
-        weir_term *t = WEIR_SEQ(weir_blocking_source("gen", 8, blocking_batches, NULL), weir_id("a", 8),
-                                seq_sink("check", &chk, 0));
+        weir_term *t = WEIR_SEQ(weir_blocking_source("gen", 8, blocking_batches, NULL),
+                                weir_id("a", 8), seq_sink("check", &chk, 0));
         weir_pipeline_config c = cfg_of(all_modes[k], 8, 16);
         cr_assert_eq(run_cfg(t, &c, NULL), 0);
         cr_assert_eq(chk.count, 5000);
@@ -347,8 +354,9 @@ static void on_starve(void *arg, const char *term, uint64_t ns)
 Test(terms_lifecycle, monitoring_reports_terms_streams_and_starvation)
 {
     _Atomic uint64_t n = 0;
-    weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 10000, 1), weir_map("twice", 8, 8, int64_twice, NULL),
-                            weir_par2(count_sink("a", 8, &n), count_sink("b", 8, &n)));
+    weir_term *t =
+        WEIR_SEQ(weir_range_source("src", 0, 10000, 1), weir_map("twice", 8, 8, int64_twice, NULL),
+                 weir_par2(count_sink("a", 8, &n), count_sink("b", 8, &n)));
     weir_pipeline_config c = cfg_of(WEIR_EXEC_POOL, 64, 128);
     c.starvation_ns = 1; /* everything counts: checks the plumbing, not the timing */
     c.on_starvation = on_starve;
@@ -381,4 +389,49 @@ Test(terms_lifecycle, monitoring_reports_terms_streams_and_starvation)
     cr_assert(strstr(buf, "twice") && strstr(buf, "stream"), "%s", buf);
     free(buf);
     weir_pipeline_destroy(p);
+}
+
+static int parse_fn(void *state, const void *in, weir_emit *e)
+{
+    (void)state;
+    int64_t v;
+    memcpy(&v, in, sizeof v);
+    if (v == 42)
+        return weir_emit_fail(e, -EBADMSG, "record %lld is malformed", (long long)v);
+    return weir_emit_record(e, in);
+}
+
+Test(terms_lifecycle, emit_fail_gives_the_detailed_message)
+{
+    for (int k = 0; k < 3; k++) {
+        weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 100, 1),
+                                weir_function("parse", 8, 8, parse_fn, NULL), weir_stop());
+        weir_pipeline *p;
+        cr_assert_eq(run_mode(t, all_modes[k], &p), -EBADMSG);
+        const char *m = weir_pipeline_error(p);
+        cr_assert(strstr(m, "term 'parse': record 42 is malformed: "), "%s", m);
+        weir_pipeline_destroy(p);
+    }
+}
+
+Test(terms_lifecycle, threads_are_counted_per_mode)
+{
+    static const unsigned want[3] = {1, 4, 2}; /* pool: the blocking source only */
+    for (int k = 0; k < 3; k++) {
+        _Atomic uint64_t n = 0;
+        weir_term *t = WEIR_SEQ(weir_par2(weir_blocking_source("gen", 8, blocking_batches, NULL),
+                                          weir_range_source("r", 0, 10, 1)),
+                                weir_merge("m"), count_sink("sink", 8, &n));
+        weir_pipeline_config c = cfg_of(all_modes[k], 0, 0);
+        c.timing = false;
+        c.starvation_ns = 0;
+        weir_pipeline *p;
+        cr_assert_eq(run_cfg(t, &c, &p), 0);
+        cr_assert_eq(n, 5010);
+        weir_pipeline_stats ps;
+        weir_pipeline_stats_get(p, &ps);
+        cr_assert_eq(ps.threads, want[k], "%s: %u threads", weir_exec_mode_name(all_modes[k]),
+                     ps.threads);
+        weir_pipeline_destroy(p);
+    }
 }

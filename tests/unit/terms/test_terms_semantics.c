@@ -13,8 +13,8 @@ Test(terms_semantics, each_stream_is_fifo)
     for (int k = 0; k < 3; k++) {
         seq_check chk;
         /* Unfused in threads mode: three streams between source and sink. */
-        weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 20000, 1), weir_id("a", 8), weir_id("b", 8),
-                                weir_id("c", 8), seq_sink("check", &chk, 0));
+        weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 20000, 1), weir_id("a", 8),
+                                weir_id("b", 8), weir_id("c", 8), seq_sink("check", &chk, 0));
         weir_pipeline_config c = cfg_of(all_modes[k], 7, 16);
         cr_assert_eq(run_cfg(t, &c, NULL), 0);
         cr_assert_eq(chk.count, 20000, "%s", weir_exec_mode_name(all_modes[k]));
@@ -89,9 +89,10 @@ Test(terms_semantics, zip_with_a_callback_gets_one_record_per_input)
 {
     seq_check chk;
     /* (i) + (2i) + (-3i + k) = k ... use three ranges whose sum is i. */
-    weir_term *t = WEIR_SEQ(WEIR_PAR(weir_range_source("a", 0, 3000, 1), weir_range_source("b", 0, 6000, 2),
-                                     weir_range_source("c", 0, -6000, -2)),
-                            weir_zip("sum", sizeof(int64_t), zip_sum, NULL), seq_sink("check", &chk, 0));
+    weir_term *t =
+        WEIR_SEQ(WEIR_PAR(weir_range_source("a", 0, 3000, 1), weir_range_source("b", 0, 6000, 2),
+                          weir_range_source("c", 0, -6000, -2)),
+                 weir_zip("sum", sizeof(int64_t), zip_sum, NULL), seq_sink("check", &chk, 0));
     cr_assert_eq(run_mode(t, WEIR_EXEC_POOL, NULL), 0);
     cr_assert_eq(chk.count, 3000);
     cr_assert_eq(chk.bad, 0);
@@ -146,21 +147,24 @@ Test(terms_semantics, end_of_stream_reaches_every_fused_and_unfused_term_once)
     for (int k = 0; k < 3; k++) {
         finish_probe pr[4] = {{0}};
         _Atomic uint64_t n = 0;
-        weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 3000, 1),
-                                weir_term_on_finish(weir_function("p0", 8, 8, probe_fn, &pr[0]), probe_finish),
-                                weir_term_on_finish(weir_function("p1", 8, 8, probe_fn, &pr[1]), probe_finish),
-                                /* a broadcast in the middle cuts the chain in two stages */
-                                weir_par2(weir_term_on_finish(weir_function("p2", 8, 8, probe_fn, &pr[2]), probe_finish),
-                                          weir_seq2(weir_term_on_finish(weir_function("p3", 8, 8, probe_fn, &pr[3]),
-                                                                        probe_finish),
-                                                    count_sink("c3", 8, &n))),
-                                weir_stop());
+        weir_term *t = WEIR_SEQ(
+            weir_range_source("src", 0, 3000, 1),
+            weir_term_on_finish(weir_function("p0", 8, 8, probe_fn, &pr[0]), probe_finish),
+            weir_term_on_finish(weir_function("p1", 8, 8, probe_fn, &pr[1]), probe_finish),
+            /* a broadcast in the middle cuts the chain in two stages */
+            weir_par2(
+                weir_term_on_finish(weir_function("p2", 8, 8, probe_fn, &pr[2]), probe_finish),
+                weir_seq2(
+                    weir_term_on_finish(weir_function("p3", 8, 8, probe_fn, &pr[3]), probe_finish),
+                    count_sink("c3", 8, &n))),
+            weir_stop());
         weir_pipeline_config c = cfg_of(all_modes[k], 8, 16);
         cr_assert_eq(run_cfg(t, &c, NULL), 0);
         for (int i = 0; i < 4; i++) {
-            cr_assert_eq(pr[i].finishes, 1, "%s: p%d finished %d times", weir_exec_mode_name(all_modes[k]), i,
-                         pr[i].finishes);
-            cr_assert_eq(pr[i].seen_at_finish, 3000, "%s: p%d finished early", weir_exec_mode_name(all_modes[k]), i);
+            cr_assert_eq(pr[i].finishes, 1, "%s: p%d finished %d times",
+                         weir_exec_mode_name(all_modes[k]), i, pr[i].finishes);
+            cr_assert_eq(pr[i].seen_at_finish, 3000, "%s: p%d finished early",
+                         weir_exec_mode_name(all_modes[k]), i);
         }
         cr_assert_eq(n, 3000);
     }
@@ -187,7 +191,8 @@ Test(terms_semantics, flat_map_and_filter_counts_are_exact)
      * v even -> copies of even values only: 20 * (0 + 2 + ... + 48) = 12000. */
     for (int k = 0; k < 3; k++) {
         _Atomic uint64_t all = 0, even = 0;
-        weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 1000, 1), weir_function("copies", 8, 8, copies_fn, NULL),
+        weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 1000, 1),
+                                weir_function("copies", 8, 8, copies_fn, NULL),
                                 weir_par2(count_sink("all", 8, &all),
                                           weir_seq2(weir_filter("even", 8, int64_even, NULL),
                                                     count_sink("evens", 8, &even))));
@@ -197,10 +202,12 @@ Test(terms_semantics, flat_map_and_filter_counts_are_exact)
         cr_assert_eq(all, 24500, "%s", weir_exec_mode_name(all_modes[k]));
         cr_assert_eq(even, 12000, "%s", weir_exec_mode_name(all_modes[k]));
         weir_term_stats ts;
-        cr_assert_eq(weir_pipeline_term_stats(p, (unsigned)weir_pipeline_find_term(p, "copies"), &ts), 0);
+        cr_assert_eq(
+            weir_pipeline_term_stats(p, (unsigned)weir_pipeline_find_term(p, "copies"), &ts), 0);
         cr_assert_eq(ts.records_in, 1000);
         cr_assert_eq(ts.records_out, 24500);
-        cr_assert_eq(weir_pipeline_term_stats(p, (unsigned)weir_pipeline_find_term(p, "even"), &ts), 0);
+        cr_assert_eq(weir_pipeline_term_stats(p, (unsigned)weir_pipeline_find_term(p, "even"), &ts),
+                     0);
         cr_assert_eq(ts.records_in, 24500);
         cr_assert_eq(ts.records_out, 12000);
         weir_pipeline_destroy(p);
@@ -231,9 +238,10 @@ Test(terms_semantics, a_finish_callback_can_emit_final_records)
         total tot = {0};
         weir_collector out;
         weir_collector_init(&out, 8);
-        weir_term *t = WEIR_SEQ(weir_range_source("src", 1, 101, 1),
-                                weir_term_on_finish(weir_function("total", 8, 8, total_fn, &tot), total_finish),
-                                weir_map("twice", 8, 8, int64_twice, NULL), weir_collect("out", &out));
+        weir_term *t = WEIR_SEQ(
+            weir_range_source("src", 1, 101, 1),
+            weir_term_on_finish(weir_function("total", 8, 8, total_fn, &tot), total_finish),
+            weir_map("twice", 8, 8, int64_twice, NULL), weir_collect("out", &out));
         cr_assert_eq(run_mode(t, all_modes[k], NULL), 0);
         cr_assert_eq(out.count, 1);
         cr_assert_eq(((int64_t *)out.data)[0], 2 * 5050);
@@ -283,9 +291,10 @@ Test(terms_semantics, all_three_modes_give_identical_sink_output)
     for (int i = 0; i < N; i++) {
         cr_assert_gt(out[0][i].count, 0);
         for (int k = 1; k < 3; k++) {
-            cr_assert_eq(out[k][i].count, out[0][i].count, "branch %d, %s", i, weir_exec_mode_name(all_modes[k]));
-            cr_assert_eq(memcmp(out[k][i].data, out[0][i].data, out[0][i].count * 16), 0, "branch %d, %s", i,
+            cr_assert_eq(out[k][i].count, out[0][i].count, "branch %d, %s", i,
                          weir_exec_mode_name(all_modes[k]));
+            cr_assert_eq(memcmp(out[k][i].data, out[0][i].data, out[0][i].count * 16), 0,
+                         "branch %d, %s", i, weir_exec_mode_name(all_modes[k]));
         }
     }
     for (int k = 0; k < 3; k++)
@@ -301,9 +310,10 @@ Test(terms_semantics, a_batch_sink_gets_every_record_once_in_order)
         weir_collector_init(&out2, 8);
         /* One collector reads the stream directly (zero-copy runs of the
          * ring), the other after a fused map (buffered). */
-        weir_term *t = weir_seq2(weir_range_source("src", 0, 10000, 1),
-                                 weir_par2(weir_collect("direct", &out),
-                                           weir_seq2(weir_id("x", 8), weir_collect("after", &out2))));
+        weir_term *t =
+            weir_seq2(weir_range_source("src", 0, 10000, 1),
+                      weir_par2(weir_collect("direct", &out),
+                                weir_seq2(weir_id("x", 8), weir_collect("after", &out2))));
         weir_pipeline_config c = cfg_of(all_modes[k], 13, 32);
         cr_assert_eq(run_cfg(t, &c, NULL), 0);
         cr_assert_eq(out.count, 10000);
@@ -314,5 +324,45 @@ Test(terms_semantics, a_batch_sink_gets_every_record_once_in_order)
         }
         weir_collector_deinit(&out);
         weir_collector_deinit(&out2);
+    }
+}
+
+Test(terms_semantics, batch_and_capacity_of_one_still_deliver_everything_in_order)
+{
+    for (int k = 0; k < 3; k++) {
+        seq_check chk[2];
+        _Atomic uint64_t n = 0;
+        weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 3000, 1),
+                                weir_function("copies", 8, 8, copies_fn, NULL),
+                                weir_par2(count_sink("all", 8, &n), weir_stop()));
+        weir_pipeline_config c = cfg_of(all_modes[k], 1, 1);
+        cr_assert_eq(run_cfg(t, &c, NULL), 0);
+        cr_assert_eq(n, 20 * (49 * 50 / 2) * 3);
+        t = weir_seq2(weir_range_source("src", 0, 3000, 1),
+                      weir_par2(seq_sink("a", &chk[0], 0),
+                                weir_seq2(weir_id("i", 8), seq_sink("b", &chk[1], 0))));
+        cr_assert_eq(run_cfg(t, &c, NULL), 0);
+        for (int i = 0; i < 2; i++) {
+            cr_assert_eq(chk[i].count, 3000, "%s", weir_exec_mode_name(all_modes[k]));
+            cr_assert_eq(chk[i].bad, 0);
+        }
+    }
+}
+
+Test(terms_semantics, an_empty_source_ends_every_stage)
+{
+    for (int k = 0; k < 3; k++) {
+        finish_probe pr = {0};
+        _Atomic uint64_t n = 0;
+        weir_term *t =
+            WEIR_SEQ(weir_range_source("empty", 0, 0, 1),
+                     weir_par2(weir_seq2(weir_term_on_finish(
+                                             weir_function("p", 8, 8, probe_fn, &pr), probe_finish),
+                                         count_sink("a", 8, &n)),
+                               weir_seq2(weir_id("x", 8), count_sink("b", 8, &n))),
+                     weir_stop());
+        cr_assert_eq(run_mode(t, all_modes[k], NULL), 0);
+        cr_assert_eq(n, 0);
+        cr_assert_eq(pr.finishes, 1);
     }
 }
