@@ -616,11 +616,14 @@ int bench_fanout(const bench_opts *o, int argc, char **argv)
     }
 
     unsigned runs = o->has_runs ? o->runs : 3;
+    char sweep[256] = "";
+    for (size_t k = 0, len = 0; k < cfg.nterms && len < sizeof sweep; k++)
+        len += (size_t)snprintf(sweep + len, sizeof sweep - len, "%s%" PRIu64, k ? "," : "",
+                                cfg.terms[k]);
     bench_note(o,
-               "fanout n=%zu N=%s%" PRIu64 "%s runs=%u warmup=%u cpus=%u (items_per_s = n*N / "
-               "wall time from build to join)",
-               c.n, cfg.nterms > 1 ? "{" : "", cfg.terms[0], cfg.nterms > 1 ? ",...}" : "", runs,
-               o->warmup, bench_online_cpus());
+               "fanout n=%zu N=%s runs=%u warmup=%u cpus=%u (items_per_s = n*N / wall time from "
+               "build to join)",
+               c.n, sweep, runs, o->warmup, bench_online_cpus());
 
     int status = 0;
     double best[FO_NMODES], worst[FO_NMODES];
