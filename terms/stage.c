@@ -364,8 +364,10 @@ static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base
             weir_map_fn fn = nd->fn.map;
             void *st = nd->state;
             if (base) {
-                for (size_t k = 0; k < n; k++)
-                    fn(st, base + k * stride, out + k * osz);
+                const char *in = base;
+                char *o = out;
+                for (size_t k = 0; k < n; k++, in += stride, o += osz)
+                    fn(st, in, o);
                 base = out;
                 stride = osz;
             } else {
@@ -401,11 +403,23 @@ static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base
         if (nd->kind == WEIR__K_SINK) {
             weir_sink_fn fn = nd->fn.sink;
             void *st = nd->state;
-            for (size_t k = 0; k < n; k++) {
-                int r = fn(st, base ? base + k * stride : ptr[k]);
-                if (WEIR_UNLIKELY(r < 0)) {
-                    weir__note_err(s, i, r);
-                    return;
+            /* two loops rather than a choice per record */
+            if (base) {
+                const char *in = base;
+                for (size_t k = 0; k < n; k++, in += stride) {
+                    int r = fn(st, in);
+                    if (WEIR_UNLIKELY(r < 0)) {
+                        weir__note_err(s, i, r);
+                        return;
+                    }
+                }
+            } else {
+                for (size_t k = 0; k < n; k++) {
+                    int r = fn(st, ptr[k]);
+                    if (WEIR_UNLIKELY(r < 0)) {
+                        weir__note_err(s, i, r);
+                        return;
+                    }
                 }
             }
         } else {
