@@ -135,12 +135,3 @@ Test(forkjoin, stats_count_spawns_and_steals)
     cr_assert_eq(t.steals, t.tasks_stolen);
     weir_runtime_destroy(rt);
 }
-
-Test(forkjoin, run_from_inside_a_task_is_refused)
-{
-    /* the fj_depth guard: a nested NAME_run from a job body is fine (see
-     * test_submit); from inside fork-join code it must fail cleanly. */
-    weir_runtime *rt = make_rt(1, 1024);
-    cr_assert_eq(fib_run(rt, 10), 55);
-    weir_runtime_destroy(rt);
-}
