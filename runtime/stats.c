@@ -10,11 +10,14 @@ static void snapshot(const weir_worker *w, weir_worker_stats *o)
     o->tasks_run = LD(tasks_run);
     o->spawns = atomic_load_explicit(&((weir_worker *)w)->fj.spawns, memory_order_relaxed);
     o->jobs_submitted = LD(jobs_submitted);
-    o->steal_attempts = LD(steal_attempts);
+    /* outcomes before attempts: a worker counts the attempt first, so this
+     * order keeps attempts >= outcomes in a live snapshot (on x86, whose
+     * stores become visible in order; exact only when quiescent) */
     o->steals = LD(steals);
     o->tasks_stolen = LD(tasks_stolen);
     o->steal_empty = LD(steal_empty);
     o->steal_contended = LD(steal_contended);
+    o->steal_attempts = LD(steal_attempts);
     o->leapfrogs = LD(leapfrogs);
     o->publishes = LD(publishes);
     o->parks = LD(parks);
