@@ -21,14 +21,19 @@ int weir__error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 
 
 /* ---------------------------------------------------------------- allocation */
 
-/* Every allocation of the runtime goes through these, so that a test hook can
- * fail the k-th one (see weir__alloc_fail_after). */
+/* Every allocation of the runtime goes through these: they are the public
+ * weir_malloc() & co. (the user's allocator hook, weir_set_allocator), so a
+ * test can fail the k-th one. Any of them is released with weir__free(). */
 void *weir__malloc(size_t size);
 void *weir__calloc(size_t n, size_t size);
 void *weir__aligned_alloc(size_t align, size_t size); /* zeroed */
 void weir__free(void *p);
-/* Test hook: make the k-th allocation from now fail (k >= 1); 0 disables. */
+/* Test hook, a countdown in front of whatever allocator is set: make the
+ * k-th allocation (malloc, calloc, aligned or realloc, any thread) from now
+ * fail (k >= 1); 0 disables. */
 void weir__alloc_fail_after(long k);
+/* Blocks allocated through weir and not yet freed (a leak check for tests). */
+long weir__alloc_live(void);
 
 /* ---------------------------------------------------------------- topology */
 

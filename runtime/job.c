@@ -110,6 +110,13 @@ int weir_submit(weir_runtime *rt, weir_job *job)
         return weir__error(-EINVAL, "weir_submit: %s is NULL", rt ? "job" : "runtime");
     if (!job->fn)
         return weir__error(-EINVAL, "weir_submit: job has no function (use weir_job_init)");
+    /* relaxed: a misuse check; the releaser that reaches 0 submits itself */
+    int32_t deps = atomic_load_explicit(&job->deps, memory_order_relaxed);
+    if (deps > 0)
+        return weir__error(-EINVAL,
+                           "weir_submit: the job waits for %d dependencies "
+                           "(weir_job_release() submits it when they are done)",
+                           (int)deps);
     weir_worker *w = weir_runtime_self(rt);
     if (w) {
         /* workers may submit while destroy drains: it runs their jobs too */

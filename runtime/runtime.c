@@ -158,6 +158,12 @@ void weir_runtime_destroy(weir_runtime *rt)
     free_runtime(rt);
 }
 
+bool weir_runtime_stopping(const weir_runtime *rt)
+{
+    /* relaxed: a hint for layers above; destroy's join is what synchronizes */
+    return rt && atomic_load_explicit(&((weir_runtime *)rt)->stopping, memory_order_relaxed);
+}
+
 unsigned weir_runtime_workers(const weir_runtime *rt)
 {
     return rt ? rt->nworkers : 0;

@@ -33,7 +33,7 @@ static int weir__tvec_push(weir__tvec *v, weir_term *t)
 {
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 4;
-        weir_term **n = realloc(v->v, cap * sizeof *n);
+        weir_term **n = weir_realloc(v->v, cap * sizeof *n);
         if (!n)
             return -ENOMEM;
         v->v = n;
@@ -45,7 +45,7 @@ static int weir__tvec_push(weir__tvec *v, weir_term *t)
 
 static void weir__tvec_free(weir__tvec *v)
 {
-    free(v->v);
+    weir_free(v->v);
     v->v = NULL;
     v->n = v->cap = 0;
 }
@@ -103,7 +103,7 @@ static int weir__connect(weir_term *c, const weir__tvec *ins)
 {
     if (ins->n == 0)
         return 0;
-    c->inputs = malloc(ins->n * sizeof *c->inputs);
+    c->inputs = weir_malloc(ins->n * sizeof *c->inputs);
     if (!c->inputs)
         return weir__oom();
     c->ninputs = (unsigned)ins->n;
@@ -112,11 +112,11 @@ static int weir__connect(weir_term *c, const weir__tvec *ins)
         c->inputs[i] = pr;
         if (pr->nconsumers == pr->consumers_cap) {
             unsigned cap = pr->consumers_cap ? pr->consumers_cap * 2 : 2;
-            weir_term **nc = realloc(pr->consumers, cap * sizeof *nc);
+            weir_term **nc = weir_realloc(pr->consumers, cap * sizeof *nc);
             if (!nc)
                 return weir__oom();
             pr->consumers = nc;
-            unsigned *ns = realloc(pr->consumer_slot, cap * sizeof *ns);
+            unsigned *ns = weir_realloc(pr->consumer_slot, cap * sizeof *ns);
             if (!ns)
                 return weir__oom();
             pr->consumer_slot = ns;
@@ -264,7 +264,7 @@ static int weir__eval(weir_term *t, const weir__tvec *ins, weir__tvec *outs)
             for (size_t k = before; k < outs->n && r == 0; k++) {
                 if (nnamed == cap) {
                     cap = cap ? cap * 2 : 8;
-                    weir__named *n = realloc(named, cap * sizeof *n);
+                    weir__named *n = weir_realloc(named, cap * sizeof *n);
                     if (!n) {
                         r = weir__oom();
                         break;
@@ -294,7 +294,7 @@ static int weir__eval(weir_term *t, const weir__tvec *ins, weir__tvec *outs)
                 }
             }
         }
-        free(named);
+        weir_free(named);
         return r;
     }
     return weir__eval_primitive(t, ins, outs);
@@ -361,8 +361,8 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
     for (weir_term *t = head; t->nconsumers == 1 && weir__fusable(p, t, t->consumers[0]);
          t = t->consumers[0])
         n++;
-    weir__stage *s = aligned_alloc(WEIR_CACHELINE, (sizeof *s + WEIR_CACHELINE - 1) /
-                                                       WEIR_CACHELINE * WEIR_CACHELINE);
+    weir__stage *s = weir_aligned_alloc(WEIR_CACHELINE, (sizeof *s + WEIR_CACHELINE - 1) /
+                                                            WEIR_CACHELINE * WEIR_CACHELINE);
     if (!s)
         return weir__oom();
     memset((void *)s, 0, sizeof *s);
@@ -376,7 +376,7 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
     s->p = p;
     s->id = p->nstages;
     s->head = weir__head_of(head);
-    s->nodes = calloc(n, sizeof *s->nodes);
+    s->nodes = weir_calloc(n, sizeof *s->nodes);
     if (!s->nodes)
         return weir__oom();
     s->nnodes = n;
@@ -395,7 +395,7 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
         t->stage = s;
         t->node = i;
         if (t->kind == WEIR__K_MAP || (t->kind == WEIR__K_ZIP && !t->fn.zip)) {
-            nd->tmp = malloc(t->out_size);
+            nd->tmp = weir_malloc(t->out_size);
             if (!nd->tmp)
                 return weir__oom();
         }
@@ -403,17 +403,17 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
     }
     if (s->head == WEIR__H_INPUT || s->head == WEIR__H_MERGE || s->head == WEIR__H_ZIP) {
         s->ninputs = head->ninputs;
-        s->inputs = calloc(s->ninputs, sizeof *s->inputs);
+        s->inputs = weir_calloc(s->ninputs, sizeof *s->inputs);
         if (!s->inputs)
             return weir__oom();
         if (s->head == WEIR__H_ZIP) {
-            s->zip_in = calloc(s->ninputs, sizeof *s->zip_in);
+            s->zip_in = weir_calloc(s->ninputs, sizeof *s->zip_in);
             if (!s->zip_in)
                 return weir__oom();
         }
     }
     if (s->head == WEIR__H_PULL) {
-        s->buf = malloc((size_t)p->cfg.batch * head->out_size);
+        s->buf = weir_malloc((size_t)p->cfg.batch * head->out_size);
         if (!s->buf)
             return weir__oom();
     }
@@ -437,7 +437,7 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
                    s->nodes[s->vec_from].kind == WEIR__K_BATCH_SINK))
         s->vec = false; /* nothing to batch: the record goes straight to the sink */
     if (weir__on_thread(p, s->head)) {
-        s->thread = calloc(1, sizeof *s->thread);
+        s->thread = weir_calloc(1, sizeof *s->thread);
         if (!s->thread)
             return weir__oom();
         pthread_mutex_init(&s->thread->mu, NULL);
@@ -462,12 +462,12 @@ static int weir__build_streams(weir_pipeline *p)
         weir_term *last = s->nodes[s->nnodes - 1].term;
         if (!weir__has_output(last) || last->nconsumers == 0)
             continue; /* a sink, or nobody reads it: records are dropped */
-        weir__stream *st = aligned_alloc(WEIR_CACHELINE, (sizeof *st + WEIR_CACHELINE - 1) /
-                                                             WEIR_CACHELINE * WEIR_CACHELINE);
+        weir__stream *st = weir_aligned_alloc(WEIR_CACHELINE, (sizeof *st + WEIR_CACHELINE - 1) /
+                                                                  WEIR_CACHELINE * WEIR_CACHELINE);
         if (!st)
             return weir__oom();
         if (weir__stream_init(st, last->name, last->out_size, cap, last->nconsumers) < 0) {
-            free(st);
+            weir_free(st);
             return weir__oom();
         }
         p->streams[p->nstreams++] = st;
@@ -498,29 +498,29 @@ void weir__compile_free(weir_pipeline *p)
             continue;
         for (unsigned i = 0; s->nodes && i < s->nnodes; i++)
             if (s->nodes[i].kind != WEIR__K_BATCH_SINK) /* that one points to thread scratch */
-                free(s->nodes[i].tmp);
-        free(s->nodes);
-        free(s->inputs);
-        free((void *)s->zip_in);
-        free(s->buf);
-        free(s->spill);
-        free(s->err_msg);
+                weir_free(s->nodes[i].tmp);
+        weir_free(s->nodes);
+        weir_free(s->inputs);
+        weir_free((void *)s->zip_in);
+        weir_free(s->buf);
+        weir_free(s->spill);
+        weir_free(s->err_msg);
         weir__exec_thread_free(s);
-        free(s);
+        weir_free(s);
     }
-    free(p->stages);
+    weir_free(p->stages);
     p->stages = NULL;
     p->nstages = 0;
     for (unsigned k = 0; k < p->nstreams; k++) {
         weir__stream_deinit(p->streams[k]);
-        free(p->streams[k]);
+        weir_free(p->streams[k]);
     }
-    free(p->streams);
+    weir_free(p->streams);
     p->streams = NULL;
     p->nstreams = 0;
     for (unsigned k = 0; k < p->nterms; k++)
         weir__term_reset_compile(p->terms[k]);
-    free(p->terms);
+    weir_free(p->terms);
     p->terms = NULL;
     p->nterms = 0;
     p->nthreads = 0;
@@ -545,8 +545,8 @@ int weir__compile(weir_pipeline *p)
     if (r < 0)
         goto fail;
 
-    p->stages = calloc(p->nterms ? p->nterms : 1, sizeof *p->stages);
-    p->streams = calloc(p->nterms ? p->nterms : 1, sizeof *p->streams);
+    p->stages = weir_calloc(p->nterms ? p->nterms : 1, sizeof *p->stages);
+    p->streams = weir_calloc(p->nterms ? p->nterms : 1, sizeof *p->streams);
     if (!p->stages || !p->streams) {
         r = weir__oom();
         goto fail;

@@ -16,13 +16,13 @@ static weir_term *weir__composite(weir__kind kind, size_t n, weir_term *const te
 {
     weir_term *t = weir__term_new(kind, weir__kind_name(kind), NULL);
     if (t && n) {
-        t->children = calloc(n, sizeof *t->children);
-        t->child_owned = calloc(n, 1);
+        t->children = weir_calloc(n, sizeof *t->children);
+        t->child_owned = weir_calloc(n, 1);
         if (!t->children || !t->child_owned) {
-            free(t->children);
-            free(t->child_owned);
-            free(t->name);
-            free(t);
+            weir_free(t->children);
+            weir_free(t->child_owned);
+            weir_free(t->name);
+            weir_free(t);
             t = NULL;
         }
     }

@@ -38,6 +38,8 @@ static void weir__stage_job(weir_worker *w, weir_job *job)
     /* acquire: pairs with the acq_rel fetch_or of the notify that submitted
      * us (or with our own resubmit, which is in program order). */
     atomic_exchange_explicit(&s->state, WEIR__ST_RUNNING, memory_order_acquire);
+    if (WEIR_UNLIKELY(weir_runtime_stopping(s->p->rt)))
+        weir__pipeline_shutdown(s->p, w);
     weir__run r;
     /* Run activations back to back while they make progress, up to the
      * time slice: a resubmit is a deque push that wakes an idle worker to

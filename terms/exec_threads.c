@@ -70,6 +70,6 @@ void weir__exec_thread_free(weir__stage *s)
         return;
     pthread_mutex_destroy(&s->thread->mu);
     pthread_cond_destroy(&s->thread->cv);
-    free(s->thread);
+    weir_free(s->thread);
     s->thread = NULL;
 }

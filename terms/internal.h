@@ -343,6 +343,10 @@ void weir__exec_thread_free(weir__stage *s);
 /* pipeline.c */
 /* Record a failure of term `t` (first error wins) and cancel the pipeline.
  * `detail` NULL: "callback returned -5 (...)". */
+/* The runtime is being destroyed: fail the pipeline with -ESHUTDOWN (once)
+ * and cancel it, so that its stages stop resubmitting and destroy's drain
+ * ends. */
+void weir__pipeline_shutdown(weir_pipeline *p, weir_worker *w);
 void weir__pipeline_fail(weir_pipeline *p, weir_term *t, int err, const char *detail,
                          weir_worker *w);
 /* Notify every stage (cancel, stop of sources). */

@@ -11,23 +11,58 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 #include "internal.h"
+
+/* Copy `text` trimmed of surrounding white space into buf (as the runtime's
+ * WEIR_* parsers do); false if it does not fit. */
+static bool weir__trim(const char *text, char *buf, size_t n)
+{
+    while (isspace((unsigned char)*text))
+        text++;
+    size_t len = strlen(text);
+    while (len && isspace((unsigned char)text[len - 1]))
+        len--;
+    if (len >= n)
+        return false;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    return true;
+}
 
 WEIR_API int weir_parse_exec_mode(const char *text, weir_exec_mode *out)
 {
     if (!text || !out)
-        return -EINVAL;
-    if (strcmp(text, "pool") == 0)
+        return weir__terms_error(-EINVAL, "weir_parse_exec_mode: %s is NULL",
+                                 text ? "out" : "text");
+    char b[16];
+    if (!weir__trim(text, b, sizeof b))
+        b[0] = '\0';
+    if (strcasecmp(b, "pool") == 0)
         *out = WEIR_EXEC_POOL;
-    else if (strcmp(text, "threads") == 0)
+    else if (strcasecmp(b, "threads") == 0)
         *out = WEIR_EXEC_THREADS;
-    else if (strcmp(text, "hybrid") == 0)
+    else if (strcasecmp(b, "hybrid") == 0)
         *out = WEIR_EXEC_HYBRID;
     else
-        return -EINVAL;
+        return weir__terms_error(-EINVAL,
+                                 "execution mode: invalid value '%s' (expected pool, threads or "
+                                 "hybrid)",
+                                 text);
     return 0;
+}
+
+/* WEIR_STATS as the runtime reads it: 1/true/yes/on, any case, trimmed. */
+static bool weir__env_true(const char *v)
+{
+    char b[8];
+    if (!v || !weir__trim(v, b, sizeof b))
+        return false;
+    return strcmp(b, "1") == 0 || strcasecmp(b, "true") == 0 || strcasecmp(b, "yes") == 0 ||
+           strcasecmp(b, "on") == 0;
 }
 
 WEIR_API const char *weir_exec_mode_name(weir_exec_mode m)
@@ -57,10 +92,12 @@ WEIR_API void weir_pipeline_config_init(weir_pipeline_config *cfg)
     cfg->profile = false;
     cfg->starvation_ns = 100u * 1000 * 1000;
     cfg->slice_ns = 50u * 1000;
-    const char *st = getenv("WEIR_STATS");
-    cfg->print_stats = st && strcmp(st, "1") == 0;
+    cfg->print_stats = weir__env_true(getenv("WEIR_STATS"));
     const char *ex = getenv("WEIR_EXEC");
-    if (ex && *ex && weir_parse_exec_mode(ex, &cfg->mode) < 0)
+    char eb[2];
+    if (ex && weir__trim(ex, eb, sizeof eb) && eb[0] == '\0')
+        ex = NULL; /* empty or blank: no change, as for the runtime's variables */
+    if (ex && weir_parse_exec_mode(ex, &cfg->mode) < 0)
         cfg->mode = WEIR__MODE_INVALID; /* reported by create, which can fail */
 }
 
@@ -81,6 +118,11 @@ static int weir__check_config(const weir_pipeline_config *c, const weir_runtime 
                 -EINVAL, "WEIR_EXEC: invalid value '%s' (expected pool, threads or hybrid)", ex);
         return weir__terms_error(-EINVAL, "pipeline config: mode: invalid value %d", (int)c->mode);
     }
+    if (c->thread_stack != 0 && c->thread_stack < 64u * 1024)
+        return weir__terms_error(-EINVAL,
+                                 "pipeline config: thread_stack: invalid value %zu (expected 0 "
+                                 "for the default, or at least 65536)",
+                                 c->thread_stack);
     if (!rt && c->mode != WEIR_EXEC_THREADS)
         return weir__terms_error(-EINVAL,
                                  "weir_pipeline_create: runtime is NULL (only the threads mode "
@@ -115,7 +157,7 @@ WEIR_API int weir_pipeline_create(weir_runtime *rt, weir_term *root,
     if (r < 0)
         return r;
 
-    weir_pipeline *p = calloc(1, sizeof *p);
+    weir_pipeline *p = weir_calloc(1, sizeof *p);
     if (!p)
         return weir__terms_error(-ENOMEM, "weir_pipeline_create: out of memory");
     p->rt = rt;
@@ -132,7 +174,7 @@ WEIR_API int weir_pipeline_create(weir_runtime *rt, weir_term *root,
     r = weir__compile(p);
     if (r < 0) {
         pthread_mutex_destroy(&p->errmu);
-        free(p);
+        weir_free(p);
         return r;
     }
     root->owner = WEIR__IN_PIPELINE;
@@ -186,6 +228,18 @@ static void weir__cancel_all(weir_pipeline *p, weir_worker *w)
         weir__pipeline_notify_all(p, false, w);
 }
 
+void weir__pipeline_shutdown(weir_pipeline *p, weir_worker *w)
+{
+    /* relaxed: a fast exit when the pipeline already failed or was
+     * cancelled; weir__set_error() decides the race under its mutex. */
+    if (atomic_load_explicit(&p->err, memory_order_relaxed) != 0)
+        return;
+    if (weir__set_error(p, -ESHUTDOWN,
+                        "the runtime is being destroyed (weir_runtime_destroy) while the pipeline "
+                        "runs"))
+        weir__cancel_all(p, w);
+}
+
 void weir__pipeline_fail(weir_pipeline *p, weir_term *t, int err, const char *detail,
                          weir_worker *w)
 {
@@ -214,6 +268,9 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
 {
     if (!p)
         return weir__terms_error(-EINVAL, "weir_pipeline_start: pipeline is NULL");
+    if (weir_runtime_stopping(p->rt))
+        return weir__terms_error(-ESHUTDOWN,
+                                 "weir_pipeline_start: the runtime is being destroyed");
     int exp = WEIR__P_CREATED;
     /* relaxed: only decides which caller starts; STARTED below publishes. */
     if (!atomic_compare_exchange_strong_explicit(&p->phase, &exp, WEIR__P_STARTING,
@@ -334,6 +391,9 @@ WEIR_API int weir_pipeline_cancel(weir_pipeline *p)
     int r = weir__need_started(p, "weir_pipeline_cancel");
     if (r < 0)
         return r;
+    /* After the end, a cancel changes nothing: join keeps its result. */
+    if (weir_latch_is_set(&p->done))
+        return 0;
     weir__set_error(p, -ECANCELED, "cancelled by weir_pipeline_cancel()");
     weir__cancel_all(p, NULL);
     return 0;
@@ -365,5 +425,5 @@ WEIR_API void weir_pipeline_destroy(weir_pipeline *p)
     weir__compile_free(p);
     weir__term_free_tree(p->root);
     pthread_mutex_destroy(&p->errmu);
-    free(p);
+    weir_free(p);
 }

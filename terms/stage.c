@@ -68,7 +68,7 @@ static int weir__spill_push(weir__stage *s, const void *rec)
     size_t size = s->out->size;
     if (s->spill_n == s->spill_cap) {
         size_t cap = s->spill_cap ? s->spill_cap * 2 : 64;
-        char *n = realloc(s->spill, cap * size);
+        char *n = weir_realloc(s->spill, cap * size);
         if (!n)
             return -ENOMEM;
         s->spill = n;
@@ -99,7 +99,7 @@ static int weir__out_write(weir__stage *s, const void *rec)
     if (r < 0) {
         weir__note_err(s, s->nnodes - 1, r);
         if (!s->err_msg)
-            s->err_msg = strdup("out of memory in the spill buffer");
+            s->err_msg = weir_strdup("out of memory in the spill buffer");
     }
     return r;
 }
@@ -149,11 +149,11 @@ static pthread_once_t weir__scratch_once = PTHREAD_ONCE_INIT;
 static void weir__scratch_free(void *p)
 {
     weir__scratch *sc = p;
-    free((void *)sc->ptrs);
-    free(sc->buf[0]);
-    free(sc->buf[1]);
-    free(sc->sink);
-    free(sc);
+    weir_free((void *)sc->ptrs);
+    weir_free(sc->buf[0]);
+    weir_free(sc->buf[1]);
+    weir_free(sc->sink);
+    weir_free(sc);
 }
 
 static void weir__scratch_init(void)
@@ -167,9 +167,9 @@ static weir__scratch *weir__scratch_self(void)
     pthread_once(&weir__scratch_once, weir__scratch_init);
     weir__scratch *sc = pthread_getspecific(weir__scratch_key);
     if (!sc) {
-        sc = calloc(1, sizeof *sc);
+        sc = weir_calloc(1, sizeof *sc);
         if (!sc || pthread_setspecific(weir__scratch_key, sc) != 0) {
-            free(sc);
+            weir_free(sc);
             return NULL;
         }
     }
@@ -185,7 +185,7 @@ static char *weir__scratch_sink(size_t bytes)
     if (!sc)
         return NULL;
     if (sc->sink_cap < bytes) {
-        char *nb = realloc(sc->sink, bytes);
+        char *nb = weir_realloc(sc->sink, bytes);
         if (!nb)
             return NULL;
         sc->sink = nb;
@@ -200,7 +200,7 @@ static weir__scratch *weir__scratch_get(size_t n, size_t size)
     if (!sc)
         return NULL;
     if (sc->nptrs < n) {
-        const void **np = realloc((void *)sc->ptrs, n * sizeof *np);
+        const void **np = weir_realloc((void *)sc->ptrs, n * sizeof *np);
         if (!np)
             return NULL;
         sc->ptrs = np;
@@ -208,7 +208,7 @@ static weir__scratch *weir__scratch_get(size_t n, size_t size)
     }
     if (sc->cap < n * size) {
         for (int i = 0; i < 2; i++) {
-            char *nb = realloc(sc->buf[i], n * size);
+            char *nb = weir_realloc(sc->buf[i], n * size);
             if (!nb)
                 return NULL;
             sc->buf[i] = nb;
@@ -447,8 +447,8 @@ static int weir__pull_call(weir__stage *s, weir__node *n, void *buf, size_t max,
         weir__note_err(s, 0, -EOVERFLOW);
         char msg[96];
         snprintf(msg, sizeof msg, "pull callback returned %d records, more than max %zu", r, max);
-        free(s->err_msg);
-        s->err_msg = strdup(msg);
+        weir_free(s->err_msg);
+        s->err_msg = weir_strdup(msg);
         r = -EOVERFLOW;
     }
     return r;
@@ -793,7 +793,7 @@ static void weir__end(weir__stage *s, weir_worker *w)
     for (unsigned i = 0; i < s->ninputs; i++)
         weir__stream_detach(s->inputs[i].stream, s->inputs[i].cursor, w);
     s->nodes[s->nnodes - 1].nbuf = 0; /* a cancelled batch sink's records are dropped */
-    free(s->spill);
+    weir_free(s->spill);
     s->spill = NULL;
     s->spill_n = s->spill_head = s->spill_cap = 0;
     weir__flush_stats(s);
@@ -908,12 +908,16 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
 /* ---------------------------------------------------------- blocking source */
 
 /* Wait (on this thread) until at least one slot is free. @return 0 or
- * -ECANCELED when the pipeline stops or is cancelled meanwhile. */
-static int weir__blocking_room(weir__stage *s)
+ * -ECANCELED when the pipeline is cancelled meanwhile, or stops before the
+ * first record of an emit. `mid_batch`: part of a weir_emit_records() batch
+ * is already published; a stop then lets the rest through (the consumers
+ * still drain, so room comes), because -ECANCELED tells the source that
+ * its records were not emitted: a batch is all or nothing under a stop. */
+static int weir__blocking_room(weir__stage *s, bool mid_batch)
 {
     weir__stream *o = s->out;
     for (;;) {
-        if (weir__stopping(s->p) || weir__cancelled(s->p))
+        if ((!mid_batch && weir__stopping(s->p)) || weir__cancelled(s->p))
             return -ECANCELED;
         if (o->p_free > 0 || weir__stream_space(o, weir__want(s)))
             return 0;
@@ -933,7 +937,7 @@ static int weir__blocking_emit(weir_emit *e, const void *rec)
         n->out++;
         return 0;
     }
-    int r = weir__blocking_room(s);
+    int r = weir__blocking_room(s, false);
     if (r < 0)
         return r;
     weir__stream *o = s->out;
@@ -961,7 +965,7 @@ WEIR_API int weir_emit_records(weir_emit *e, const void *recs, size_t count)
         while (done < count) {
             if (s->err)
                 return s->err;
-            int r = weir__blocking_room(s);
+            int r = weir__blocking_room(s, done > 0);
             if (r < 0)
                 return r;
             uint64_t k = o->cap - (o->p_head & o->mask);
@@ -1010,8 +1014,8 @@ WEIR_API int weir_emit_fail(weir_emit *e, int err, const char *fmt, ...)
         snprintf(msg + len, sizeof msg - len, ": %s", weir__errtext(err, eb, sizeof eb));
     }
     if (s->err == 0) {
-        free(s->err_msg);
-        s->err_msg = strdup(msg);
+        weir_free(s->err_msg);
+        s->err_msg = weir_strdup(msg);
         s->err = err < 0 ? err : -EINVAL;
         s->err_node = n->idx;
     }

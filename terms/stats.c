@@ -22,6 +22,17 @@ static uint64_t weir__ld(const _Atomic uint64_t *a)
     return atomic_load_explicit((_Atomic uint64_t *)a, memory_order_relaxed);
 }
 
+/* How long a stage has been runnable without running, now (0: not queued).
+ * An activation counts its wait when it starts, so a stage starved for good
+ * (every worker busy with stages that never wait) would never show: the
+ * readers add the wait in progress. It is counted for real once the stage
+ * runs (and queued_at is cleared), so nothing is counted twice. */
+static uint64_t weir__wait_now(const weir__stage *s, uint64_t now)
+{
+    uint64_t q = weir__ld(&s->queued_at);
+    return q && now > q ? now - q : 0;
+}
+
 WEIR_API int weir_pipeline_term_stats(const weir_pipeline *p, unsigned i, weir_term_stats *out)
 {
     if (!p || !out || i >= p->nterms)
@@ -44,6 +55,11 @@ WEIR_API int weir_pipeline_term_stats(const weir_pipeline *p, unsigned i, weir_t
     out->ns = p->cfg.profile ? weir__ld(&n->st_ns) : weir__ld(&s->st_ns);
     out->starvations = weir__ld(&s->st_starvations);
     out->max_wait_ns = weir__ld(&s->st_max_wait);
+    uint64_t waiting = weir__wait_now(s, weir__terms_now_ns());
+    if (waiting > out->max_wait_ns)
+        out->max_wait_ns = waiting;
+    if (p->cfg.starvation_ns && waiting > p->cfg.starvation_ns)
+        out->starvations++;
     return 0;
 }
 
@@ -91,8 +107,13 @@ WEIR_API void weir_pipeline_stats_get(const weir_pipeline *p, weir_pipeline_stat
     out->streams = p->nstreams;
     out->threads = p->nthreads;
     out->starvations = weir__ld(&((weir_pipeline *)p)->starvations);
-    for (unsigned k = 0; k < p->nstages; k++)
+    uint64_t now = weir__terms_now_ns();
+    for (unsigned k = 0; k < p->nstages; k++) {
         out->activations += weir__ld(&p->stages[k]->st_activations);
+        /* A wait in progress (see weir__wait_now). */
+        if (p->cfg.starvation_ns && weir__wait_now(p->stages[k], now) > p->cfg.starvation_ns)
+            out->starvations++;
+    }
 }
 
 WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)

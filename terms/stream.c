@@ -42,9 +42,9 @@ int weir__stream_init(weir__stream *s, const char *name, size_t size, uint64_t c
     memset((void *)s, 0, sizeof *s);
     size_t bytes = (size_t)cap * size;
     bytes = (bytes + WEIR_CACHELINE - 1) / WEIR_CACHELINE * WEIR_CACHELINE;
-    s->buf = aligned_alloc(WEIR_CACHELINE, bytes);
-    s->cursors = aligned_alloc(WEIR_CACHELINE, (size_t)ncons * sizeof(weir__cursor));
-    s->consumers = calloc(ncons, sizeof *s->consumers);
+    s->buf = weir_aligned_alloc(WEIR_CACHELINE, bytes);
+    s->cursors = weir_aligned_alloc(WEIR_CACHELINE, (size_t)ncons * sizeof(weir__cursor));
+    s->consumers = weir_calloc(ncons, sizeof *s->consumers);
     if (!s->buf || !s->cursors || !s->consumers) {
         weir__stream_deinit(s);
         return -ENOMEM;
@@ -67,9 +67,9 @@ int weir__stream_init(weir__stream *s, const char *name, size_t size, uint64_t c
 
 void weir__stream_deinit(weir__stream *s)
 {
-    free(s->buf);
-    free(s->cursors);
-    free(s->consumers);
+    weir_free(s->buf);
+    weir_free(s->cursors);
+    weir_free(s->consumers);
     s->buf = NULL;
     s->cursors = NULL;
     s->consumers = NULL;

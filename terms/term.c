@@ -55,30 +55,30 @@ void weir__term_set_kind(weir_term *t, const char *given_name, const char *kind_
     char buf[64];
     unsigned n = atomic_fetch_add_explicit(&weir__term_seq, 1, memory_order_relaxed) + 1;
     snprintf(buf, sizeof buf, "%s#%u", kind_name, n);
-    char *copy = strdup(buf);
+    char *copy = weir_strdup(buf);
     if (copy) {
-        free(t->name);
+        weir_free(t->name);
         t->name = copy;
     }
 }
 
 weir_term *weir__term_new(weir__kind kind, const char *kind_name, const char *name)
 {
-    weir_term *t = calloc(1, sizeof *t);
+    weir_term *t = weir_calloc(1, sizeof *t);
     if (!t) {
         weir__terms_error(-ENOMEM, "%s: out of memory", kind_name);
         return NULL;
     }
     if (name) {
-        t->name = strdup(name);
+        t->name = weir_strdup(name);
     } else {
         char buf[64];
         unsigned n = atomic_fetch_add_explicit(&weir__term_seq, 1, memory_order_relaxed) + 1;
         snprintf(buf, sizeof buf, "%s#%u", kind_name, n);
-        t->name = strdup(buf);
+        t->name = weir_strdup(buf);
     }
     if (!t->name) {
-        free(t);
+        weir_free(t);
         weir__terms_error(-ENOMEM, "%s: out of memory", kind_name);
         return NULL;
     }
@@ -89,9 +89,9 @@ weir_term *weir__term_new(weir__kind kind, const char *kind_name, const char *na
 
 void weir__term_reset_compile(weir_term *t)
 {
-    free(t->inputs);
-    free(t->consumers);
-    free(t->consumer_slot);
+    weir_free(t->inputs);
+    weir_free(t->consumers);
+    weir_free(t->consumer_slot);
     t->inputs = NULL;
     t->consumers = NULL;
     t->consumer_slot = NULL;
@@ -109,13 +109,13 @@ static void weir__term_free_rec(weir_term *t)
     for (size_t i = 0; i < t->nchildren; i++)
         if (t->child_owned[i])
             weir__term_free_rec(t->children[i]);
-    free(t->children);
-    free(t->child_owned);
+    weir_free(t->children);
+    weir_free(t->child_owned);
     if (t->free_state)
         t->free_state(t->state);
     weir__term_reset_compile(t);
-    free(t->name);
-    free(t);
+    weir_free(t->name);
+    weir_free(t);
 }
 
 void weir__term_free_tree(weir_term *t)

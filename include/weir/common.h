@@ -66,6 +66,86 @@ WEIR_API int weir_set_error(int err, const char *fmt, ...)
 #endif
     ;
 
+/* ---------------------------------------------------------------- memory */
+
+/**
+ * A memory allocator for everything weir allocates: runtime, workers and
+ * their deques, terms, pipelines, streams, scratch buffers, collectors.
+ *
+ * `malloc_fn` and `free_fn` are required; `realloc_fn` may be NULL (weir then
+ * allocates, copies and frees). `malloc_fn` and `realloc_fn` return memory
+ * aligned for any object type (like malloc(3)), or NULL on failure, which
+ * weir reports as -ENOMEM; they are called from any thread, workers
+ * included, so they must be thread-safe. `free_fn` is only given pointers
+ * `malloc_fn` or `realloc_fn` returned. `ctx` is passed to every call.
+ *
+ * The fields are not called malloc/realloc/free so that code defining those
+ * names as macros (memory debuggers do) can still use this struct.
+ *
+ * Outside the hook: hwloc's own allocations (topology discovery), the C
+ * library's (thread stacks and thread-local storage in pthread_create(),
+ * stdio buffers of FILEs the terms print to or read from) and the kernel's.
+ */
+typedef struct weir_allocator {
+    void *(*malloc_fn)(size_t size, void *ctx);
+    void *(*realloc_fn)(void *p, size_t size, void *ctx);
+    void (*free_fn)(void *p, void *ctx);
+    void *ctx;
+} weir_allocator;
+
+/**
+ * Route every allocation weir makes through `a` (copied; NULL restores the
+ * C library's malloc, realloc and free). The setting is global to the
+ * process. Set it while no weir object exists (before the first
+ * weir_runtime_create(), or after everything was destroyed): a block is
+ * always freed through the allocator that allocated it, so switching with
+ * blocks alive would hand them to the wrong free. Not thread-safe against
+ * any other weir call.
+ * @return 0; -EINVAL if `a` lacks malloc_fn or free_fn; -EBUSY if blocks
+ *         allocated through weir (objects not yet destroyed, memory from
+ *         weir_malloc() not yet freed) are still live: nothing changes then.
+ */
+WEIR_API int weir_set_allocator(const weir_allocator *a);
+
+/**
+ * Allocate `size` bytes through the current allocator (for the term layer
+ * and for extensions whose memory weir frees, such as a state freed with
+ * weir_term_on_free(t, weir_free)). A size of 0 still returns a distinct
+ * block. Pair with weir_free().
+ * @return the block, or NULL when the allocator fails or `size` is too large.
+ */
+WEIR_API void *weir_malloc(size_t size);
+
+/** weir_malloc() of `n * size` zeroed bytes. @return NULL on failure or
+ *  when `n * size` overflows. */
+WEIR_API void *weir_calloc(size_t n, size_t size);
+
+/**
+ * Resize a block from weir_malloc(), weir_calloc(), weir_realloc() or
+ * weir_aligned_alloc() (NULL: like weir_malloc()). The contents up to the
+ * smaller of the two sizes are kept; the new block is aligned like
+ * weir_malloc()'s, not like an over-aligned original. A size of 0 returns a
+ * distinct empty block (and frees `p`).
+ * @return the new block, or NULL on failure (then `p` is left untouched).
+ */
+WEIR_API void *weir_realloc(void *p, size_t size);
+
+/**
+ * Allocate `size` bytes aligned to `align` (a power of two; WEIR_CACHELINE
+ * for data written by different threads) through the current allocator,
+ * which sees one ordinary allocation: weir over-allocates and aligns within
+ * it. The memory is not zeroed. Pair with weir_free().
+ * @return the block, or NULL on failure or when `align` is not a power of two.
+ */
+WEIR_API void *weir_aligned_alloc(size_t align, size_t size);
+
+/** A weir_malloc() copy of the string `s` (NULL for NULL). @return NULL on failure. */
+WEIR_API char *weir_strdup(const char *s);
+
+/** Free a block from any of the functions above (NULL is ignored), through
+ *  the allocator that is current, which must be the one that allocated it. */
+WEIR_API void weir_free(void *p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -69,8 +69,10 @@ static inline void weir_job_then(weir_job *job, weir_job *next)
  * Schedule one run of `job` on `rt`. From a worker of `rt` the job goes to that
  * worker's own deque (other workers may steal it); from any other thread it
  * goes through the runtime's injection queue. Wakes a sleeping worker.
- * @return 0; -EINVAL for NULL arguments or a job without function; -ESHUTDOWN
- *         once weir_runtime_destroy() has begun.
+ * @return 0; -EINVAL for NULL arguments, a job without function, or a job
+ *         that still waits for dependencies (weir_job_release() submits it);
+ *         -ESHUTDOWN once weir_runtime_destroy() has begun (from a thread
+ *         that is not one of its workers).
  */
 WEIR_API int weir_submit(weir_runtime *rt, weir_job *job);
 
@@ -103,7 +105,9 @@ static inline bool weir_latch_is_set(weir_latch *l)
 {
     /* acquire: pairs with the release in weir_latch_set(), so what the setter
      * wrote before setting is visible to the caller. */
-    return atomic_load_explicit(&l->state, memory_order_acquire) != 0;
+    /* 1 = set; 0 and 2 (a waiter may sleep, e.g. after a timed-out wait)
+     * both mean "not set" */
+    return atomic_load_explicit(&l->state, memory_order_acquire) == 1;
 }
 
 #ifdef __cplusplus

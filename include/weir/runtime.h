@@ -15,6 +15,7 @@
 #ifndef WEIR_RUNTIME_H
 #define WEIR_RUNTIME_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "common.h"
@@ -45,9 +46,17 @@ WEIR_API int weir_runtime_create(const weir_config *cfg, weir_runtime **out);
  * Stop and join the workers and free the runtime. Detached jobs still queued
  * are run before the workers stop (destroy drains). Prints the statistics
  * table when the config asked for it (WEIR_STATS=1). Must not be called from a
- * worker of `rt`. NULL is ignored.
+ * worker of `rt`. Destroy every pipeline built on `rt` first: a pipeline still
+ * running is failed with -ESHUTDOWN (its join returns it) so that the drain
+ * ends, but the pipeline object itself must not outlive the runtime.
+ * NULL is ignored.
  */
 WEIR_API void weir_runtime_destroy(weir_runtime *rt);
+
+/** True once weir_runtime_destroy() has begun: layers built on the runtime
+ *  (the term layer) use it to stop rescheduling work so that destroy's drain
+ *  ends. */
+WEIR_API bool weir_runtime_stopping(const weir_runtime *rt);
 
 /** Number of workers. */
 WEIR_API unsigned weir_runtime_workers(const weir_runtime *rt);

@@ -38,7 +38,7 @@ static int weir__print_fn(void *state, const void *in, weir_emit *e)
 WEIR_API weir_term *weir_print(const char *name, size_t size, FILE *f, weir_format_fn format,
                                void *arg)
 {
-    weir__print *p = calloc(1, sizeof *p);
+    weir__print *p = weir_calloc(1, sizeof *p);
     if (!p) {
         weir__terms_error(-ENOMEM, "print: out of memory");
         return NULL;
@@ -49,12 +49,12 @@ WEIR_API weir_term *weir_print(const char *name, size_t size, FILE *f, weir_form
     p->size = size;
     weir_term *t = weir_function(name, size, size, weir__print_fn, p);
     if (!t) {
-        free(p);
+        weir_free(p);
         return NULL;
     }
     weir__term_set_kind(t, name, "print");
     p->name = t->name;
-    return weir_term_on_free(t, free);
+    return weir_term_on_free(t, weir_free);
 }
 
 typedef struct weir__index {
@@ -72,7 +72,7 @@ static void weir__index_fn(void *state, const void *in, void *out)
 
 WEIR_API weir_term *weir_add_index(const char *name, size_t in_size)
 {
-    weir__index *x = calloc(1, sizeof *x);
+    weir__index *x = weir_calloc(1, sizeof *x);
     if (!x) {
         weir__terms_error(-ENOMEM, "add index: out of memory");
         return NULL;
@@ -80,9 +80,9 @@ WEIR_API weir_term *weir_add_index(const char *name, size_t in_size)
     x->in_size = in_size;
     weir_term *t = weir_map(name, in_size, sizeof(uint64_t) + in_size, weir__index_fn, x);
     if (!t) {
-        free(x);
+        weir_free(x);
         return NULL;
     }
     weir__term_set_kind(t, name, "add index");
-    return weir_term_on_free(t, free);
+    return weir_term_on_free(t, weir_free);
 }

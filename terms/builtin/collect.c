@@ -14,7 +14,7 @@ WEIR_API int weir_collector_init(weir_collector *c, size_t size)
         return weir__terms_error(-EINVAL, "weir_collector_init: %s",
                                  c ? "record size 0" : "collector is NULL");
     memset(c, 0, sizeof *c);
-    pthread_mutex_t *mu = malloc(sizeof *mu);
+    pthread_mutex_t *mu = weir_malloc(sizeof *mu);
     if (!mu)
         return weir__terms_error(-ENOMEM, "weir_collector_init: out of memory");
     pthread_mutex_init(mu, NULL);
@@ -29,9 +29,9 @@ WEIR_API void weir_collector_deinit(weir_collector *c)
         return;
     if (c->weir__lock) {
         pthread_mutex_destroy(c->weir__lock);
-        free(c->weir__lock);
+        weir_free(c->weir__lock);
     }
-    free(c->data);
+    weir_free(c->data);
     memset(c, 0, sizeof *c);
 }
 
@@ -53,7 +53,7 @@ static int weir__collect_fn(void *state, const void *recs, size_t n)
         size_t cap = c->cap ? c->cap : 256;
         while (cap < c->count + n)
             cap *= 2;
-        void *d = realloc(c->data, cap * c->size);
+        void *d = weir_realloc(c->data, cap * c->size);
         if (!d)
             r = -ENOMEM;
         else {

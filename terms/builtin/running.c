@@ -63,7 +63,7 @@ static void weir__running_one(void *state, const void *in, void *out)
 
 static weir_term *weir__running(const char *name, weir__run_kind kind, const char *kind_name)
 {
-    weir__welford *w = calloc(1, sizeof *w);
+    weir__welford *w = weir_calloc(1, sizeof *w);
     if (!w) {
         weir__terms_error(-ENOMEM, "%s: out of memory", kind_name);
         return NULL;
@@ -73,11 +73,11 @@ static weir_term *weir__running(const char *name, weir__run_kind kind, const cha
                        ? weir_map(name, sizeof(double), sizeof(weir_running), weir__running_all, w)
                        : weir_map(name, sizeof(double), sizeof(double), weir__running_one, w);
     if (!t) {
-        free(w);
+        weir_free(w);
         return NULL;
     }
     weir__term_set_kind(t, name, kind_name);
-    return weir_term_on_free(t, free);
+    return weir_term_on_free(t, weir_free);
 }
 
 WEIR_API weir_term *weir_running_stats(const char *name)

@@ -17,7 +17,8 @@ static int weir__array_pull(void *state, void *out, size_t max, bool *end)
     size_t n = a->count - a->pos;
     if (n > max)
         n = max;
-    memcpy(out, a->base + a->pos * a->size, n * a->size);
+    if (n > 0) /* base may be NULL for an empty array: no memcpy from NULL */
+        memcpy(out, a->base + a->pos * a->size, n * a->size);
     a->pos += n;
     *end = a->pos == a->count;
     return (int)n;
@@ -29,7 +30,7 @@ WEIR_API weir_term *weir_array_source(const char *name, const void *base, size_t
         weir__terms_error(-EINVAL, "array source '%s': base is NULL", name ? name : "(unnamed)");
         return NULL;
     }
-    weir__array_src *a = calloc(1, sizeof *a);
+    weir__array_src *a = weir_calloc(1, sizeof *a);
     if (!a) {
         weir__terms_error(-ENOMEM, "array source: out of memory");
         return NULL;
@@ -39,11 +40,11 @@ WEIR_API weir_term *weir_array_source(const char *name, const void *base, size_t
     a->size = size;
     weir_term *t = weir_source(name, size, weir__array_pull, a);
     if (!t) {
-        free(a);
+        weir_free(a);
         return NULL;
     }
     weir__term_set_kind(t, name, "array source");
-    return weir_term_on_free(t, free);
+    return weir_term_on_free(t, weir_free);
 }
 
 typedef struct weir__range_src {
@@ -76,7 +77,7 @@ static int weir__range_pull(void *state, void *out, size_t max, bool *end)
 static weir_term *weir__range(const char *name, int64_t start, int64_t end, int64_t step,
                               bool endless, const char *kind)
 {
-    weir__range_src *r = calloc(1, sizeof *r);
+    weir__range_src *r = weir_calloc(1, sizeof *r);
     if (!r) {
         weir__terms_error(-ENOMEM, "%s: out of memory", kind);
         return NULL;
@@ -87,11 +88,11 @@ static weir_term *weir__range(const char *name, int64_t start, int64_t end, int6
     r->endless = endless;
     weir_term *t = weir_source(name, sizeof(int64_t), weir__range_pull, r);
     if (!t) {
-        free(r);
+        weir_free(r);
         return NULL;
     }
     weir__term_set_kind(t, name, kind);
-    return weir_term_on_free(t, free);
+    return weir_term_on_free(t, weir_free);
 }
 
 WEIR_API weir_term *weir_range_source(const char *name, int64_t start, int64_t end, int64_t step)

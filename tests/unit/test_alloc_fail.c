@@ -1,0 +1,622 @@
+/*
+ * Allocation failure, through the public allocator hook (weir_set_allocator).
+ *
+ * A test allocator counts every call and live block and fails the k-th call
+ * (or, "sticky", the k-th and every later one). For k = 1, 2, 3, ... until
+ * the call under test makes fewer than k allocations:
+ *   - weir_runtime_create returns -ENOMEM, or 0 once k is past its last
+ *     allocation;
+ *   - term construction and weir_pipeline_create return an error (never
+ *     crash), and the tree stays the caller's to destroy;
+ *   - weir_pipeline_start + the run: join returns 0 with exact results, or
+ *     -ENOMEM naming a term, with every collector holding a consistent
+ *     prefix of its expected output; never a crash or a hang.
+ * After every failed call or destroy the allocator's live count is back to
+ * where it was: a leak check that works without ASan. The number of
+ * allocation points of each call is logged (cr_log_info).
+ */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "weir.h"
+#include "weir_build_config.h"
+
+/* runtime/internal.h: weir's own count of live blocks. Declared here rather
+ * than included because runtime/ and terms/ both have an internal.h. */
+long weir__alloc_live(void);
+
+/* ------------------------------------------------------- test allocator */
+
+/* Updated from worker threads: atomics, sequentially consistent (a test,
+ * not a hot path). */
+static struct {
+    _Atomic long calls;   /* malloc_fn + realloc_fn calls since arm() */
+    _Atomic long live;    /* blocks returned and not yet freed */
+    _Atomic long failed;  /* calls made to fail since arm() */
+    _Atomic long fail_at; /* the call that fails (0: none) */
+    _Atomic bool sticky;  /* every call after fail_at fails too */
+} T;
+
+/* Calls made on this thread: tells the caller's own allocations in
+ * weir_pipeline_start() from the workers' running the pipeline meanwhile. */
+static _Thread_local long my_calls;
+
+static bool t_fail_now(void)
+{
+    my_calls++;
+    long n = atomic_fetch_add(&T.calls, 1) + 1;
+    long k = atomic_load(&T.fail_at);
+    if (k > 0 && (n == k || (n > k && atomic_load(&T.sticky)))) {
+        atomic_fetch_add(&T.failed, 1);
+        return true;
+    }
+    return false;
+}
+
+static void *t_malloc(size_t size, void *ctx)
+{
+    (void)ctx;
+    if (t_fail_now())
+        return NULL;
+    void *p = malloc(size);
+    if (p)
+        atomic_fetch_add(&T.live, 1);
+    return p;
+}
+
+static void *t_realloc(void *p, size_t size, void *ctx)
+{
+    (void)ctx;
+    if (t_fail_now())
+        return NULL;
+    void *q = realloc(p, size);
+    if (q && !p)
+        atomic_fetch_add(&T.live, 1);
+    return q;
+}
+
+static void t_free(void *p, void *ctx)
+{
+    (void)ctx;
+    if (p) {
+        atomic_fetch_sub(&T.live, 1);
+        free(p);
+    }
+}
+
+static const weir_allocator test_allocator = {t_malloc, t_realloc, t_free, NULL};
+
+static void install(void)
+{
+    cr_assert_eq(weir_set_allocator(&test_allocator), 0, "%s", weir_last_error());
+}
+
+/* Fail the k-th allocation from now (and every later one if sticky). */
+static void arm(long k, bool sticky)
+{
+    atomic_store(&T.fail_at, 0);
+    atomic_store(&T.sticky, sticky);
+    atomic_store(&T.calls, 0);
+    atomic_store(&T.failed, 0);
+    atomic_store(&T.fail_at, k);
+}
+
+static void disarm(void)
+{
+    atomic_store(&T.fail_at, 0);
+}
+
+/* ------------------------------------------------------------ allocator API */
+
+Test(alloc_api, set_allocator_refuses_missing_functions)
+{
+    weir_allocator a = {NULL, t_realloc, t_free, NULL};
+    cr_assert_eq(weir_set_allocator(&a), -EINVAL);
+    a = (weir_allocator){t_malloc, t_realloc, NULL, NULL};
+    cr_assert_eq(weir_set_allocator(&a), -EINVAL);
+    a = (weir_allocator){t_malloc, NULL, t_free, NULL};
+    cr_assert_eq(weir_set_allocator(&a), 0, "realloc_fn is optional");
+    cr_assert_eq(weir_set_allocator(NULL), 0);
+}
+
+Test(alloc_api, set_allocator_is_busy_while_weir_memory_is_live)
+{
+    install();
+    weir_config cfg;
+    weir_config_init(&cfg);
+    cfg.workers = 2;
+    cfg.affinity = WEIR_AFFINITY_NONE;
+    weir_runtime *rt = NULL;
+    cr_assert_eq(weir_runtime_create(&cfg, &rt), 0, "%s", weir_last_error());
+    cr_assert_gt(atomic_load(&T.live), 0);
+    cr_assert_eq(weir_set_allocator(NULL), -EBUSY);
+    cr_assert(strstr(weir_last_error(), "live"), "message: %s", weir_last_error());
+    void *p = weir_malloc(10);
+    weir_runtime_destroy(rt);
+    cr_assert_eq(weir_set_allocator(NULL), -EBUSY, "a weir_malloc() block is still live");
+    weir_free(p);
+    cr_assert_eq(atomic_load(&T.live), 0);
+    cr_assert_eq(weir_set_allocator(NULL), 0);
+    /* Back on libc: the test allocator sees nothing any more. */
+    long calls = atomic_load(&T.calls);
+    weir_free(weir_malloc(10));
+    cr_assert_eq(atomic_load(&T.calls), calls);
+}
+
+Test(alloc_api, the_hook_sees_every_block_weir_counts)
+{
+    install();
+    void *a = weir_malloc(0), *b = weir_malloc(0);
+    cr_assert(a && b && a != b, "size 0 still gives distinct blocks");
+    char *c = weir_calloc(100, 3);
+    for (int i = 0; i < 300; i++)
+        cr_assert_eq(c[i], 0);
+    cr_assert_null(weir_calloc(SIZE_MAX / 2, 3), "overflowing n * size");
+    cr_assert_null(weir_malloc(SIZE_MAX));
+    cr_assert_eq(atomic_load(&T.live), 3);
+    cr_assert_eq(weir__alloc_live(), 3);
+    char *d = weir_strdup("weir");
+    cr_assert_str_eq(d, "weir");
+    cr_assert_null(weir_strdup(NULL));
+    cr_assert_eq(atomic_load(&T.live), 4);
+    weir_free(a);
+    weir_free(b);
+    weir_free(c);
+    weir_free(d);
+    weir_free(NULL);
+    cr_assert_eq(atomic_load(&T.live), 0);
+    cr_assert_eq(weir__alloc_live(), 0);
+}
+
+Test(alloc_api, aligned_blocks_are_aligned_and_resize_keeping_their_bytes)
+{
+    install();
+    const size_t aligns[] = {1, 8, 16, 64, 128, 4096};
+    for (size_t i = 0; i < sizeof aligns / sizeof aligns[0]; i++) {
+        unsigned char *p = weir_aligned_alloc(aligns[i], 1000);
+        cr_assert_not_null(p);
+        cr_assert_eq((uintptr_t)p % aligns[i], 0, "align %zu", aligns[i]);
+        for (int k = 0; k < 1000; k++)
+            p[k] = (unsigned char)k;
+        p = weir_realloc(p, 5000);
+        cr_assert_not_null(p);
+        for (int k = 0; k < 1000; k++)
+            cr_assert_eq(p[k], (unsigned char)k, "align %zu byte %d", aligns[i], k);
+        p = weir_realloc(p, 10);
+        for (int k = 0; k < 10; k++)
+            cr_assert_eq(p[k], (unsigned char)k);
+        weir_free(p);
+    }
+    cr_assert_null(weir_aligned_alloc(48, 16), "alignment must be a power of two");
+    cr_assert_null(weir_aligned_alloc(0, 16));
+    cr_assert_eq(atomic_load(&T.live), 0);
+}
+
+Test(alloc_api, realloc_without_a_hook_realloc_moves_the_block)
+{
+    weir_allocator a = {t_malloc, NULL, t_free, NULL};
+    cr_assert_eq(weir_set_allocator(&a), 0);
+    char *p = weir_realloc(NULL, 4);
+    memcpy(p, "abc", 4);
+    p = weir_realloc(p, 4096);
+    cr_assert_str_eq(p, "abc");
+    cr_assert_eq(atomic_load(&T.live), 1);
+    /* A failed realloc leaves the block as it was. */
+    arm(1, false);
+    cr_assert_null(weir_realloc(p, 8192));
+    disarm();
+    cr_assert_str_eq(p, "abc");
+    weir_free(p);
+    cr_assert_eq(atomic_load(&T.live), 0);
+}
+
+/* ------------------------------------------------------------ runtime */
+
+static void runtime_create_at_every_k(const weir_config *cfg, const char *what, bool sticky)
+{
+    long points = -1;
+    for (long k = 1; k < 10000 && points < 0; k++) {
+        arm(k, sticky);
+        weir_runtime *rt = NULL;
+        int r = weir_runtime_create(cfg, &rt);
+        long failed = atomic_load(&T.failed), calls = atomic_load(&T.calls);
+        disarm();
+        if (r == 0) {
+            cr_assert_eq(failed, 0, "%s k=%ld: create succeeded although an allocation failed",
+                         what, k);
+            points = calls;
+            cr_assert_eq(weir__alloc_live(), atomic_load(&T.live),
+                         "weir and the hook disagree on live blocks");
+            weir_runtime_destroy(rt);
+        } else {
+            cr_assert_eq(r, -ENOMEM, "%s k=%ld: %d (%s)", what, k, r, weir_last_error());
+            cr_assert_gt(failed, 0);
+            cr_assert_null(rt, "out must stay untouched");
+        }
+        cr_assert_eq(atomic_load(&T.live), 0, "%s k=%ld: %ld blocks leaked", what, k,
+                     atomic_load(&T.live));
+    }
+    cr_assert_geq(points, 1, "%s never succeeded", what);
+    cr_log_info("weir_runtime_create (%s, %s): %ld allocation points", what,
+                sticky ? "k-th and later fail" : "k-th fails", points);
+}
+
+Test(alloc_fail, runtime_create_returns_enomem_and_leaks_nothing_at_every_allocation)
+{
+    install();
+    weir_config cfg;
+    weir_config_init(&cfg);
+    cfg.workers = 2;
+    cfg.affinity = WEIR_AFFINITY_NONE;
+    cfg.print_stats = false;
+    runtime_create_at_every_k(&cfg, "2 workers", false);
+    runtime_create_at_every_k(&cfg, "2 workers", true);
+
+    /* More workers than cores, on a synthetic two-package topology with
+     * scatter placement: the planner's recursive allocations too. */
+    weir_config_init(&cfg);
+    cfg.workers = 4;
+    cfg.affinity = WEIR_AFFINITY_SCATTER;
+    cfg.print_stats = false;
+    cfg.synthetic_topology = "pack:2 [numa] l3:2 core:8 pu:2";
+    if (!WEIR_HAVE_HWLOC)
+        cfg.synthetic_topology = NULL;
+    runtime_create_at_every_k(&cfg, "4 workers scatter", false);
+    runtime_create_at_every_k(&cfg, "4 workers scatter", true);
+}
+
+/* ------------------------------------------------------------ pipelines */
+
+#define N 3000
+
+static void m_double(void *st, const void *in, void *out)
+{
+    (void)st;
+    *(int64_t *)out = *(const int64_t *)in * 2;
+}
+
+static bool f_keep4(void *st, const void *in)
+{
+    (void)st;
+    return *(const int64_t *)in % 4 == 0;
+}
+
+static void m_inc(void *st, const void *in, void *out)
+{
+    (void)st;
+    *(int64_t *)out = *(const int64_t *)in + 1;
+}
+
+static bool f_not3(void *st, const void *in)
+{
+    (void)st;
+    return *(const int64_t *)in % 3 != 0;
+}
+
+/* A flat-map: two records per input, so that a full stream makes the stage
+ * spill (an allocation during the run). */
+static int fn_twice(void *st, const void *in, weir_emit *e)
+{
+    (void)st;
+    int64_t v = *(const int64_t *)in, w = v + N;
+    int r = weir_emit_record(e, &v);
+    return r < 0 ? r : weir_emit_record(e, &w);
+}
+
+static bool f_odd(void *st, const void *in)
+{
+    (void)st;
+    return *(const int64_t *)in % 2 != 0;
+}
+
+/* What each collector must hold: branch outputs, merge (as a multiset) and
+ * zip (triples of the branch outputs, up to the shortest). */
+typedef struct expect {
+    int64_t *b[3];
+    size_t nb[3];
+    size_t nzip;
+} expect;
+
+static void expect_init(expect *x)
+{
+    for (int i = 0; i < 3; i++) {
+        x->b[i] = malloc(2 * N * sizeof(int64_t));
+        x->nb[i] = 0;
+    }
+    for (int64_t v = 0; v < N; v++) {
+        if (v * 2 % 4 == 0)
+            x->b[0][x->nb[0]++] = v * 2;
+        if ((v + 1) % 3 != 0)
+            x->b[1][x->nb[1]++] = v + 1;
+        int64_t t[2] = {v, v + N};
+        for (int j = 0; j < 2; j++)
+            if (t[j] % 2 != 0)
+                x->b[2][x->nb[2]++] = t[j];
+    }
+    x->nzip = x->nb[0];
+    for (int i = 1; i < 3; i++)
+        if (x->nb[i] < x->nzip)
+            x->nzip = x->nb[i];
+}
+
+static void expect_deinit(expect *x)
+{
+    for (int i = 0; i < 3; i++)
+        free(x->b[i]);
+}
+
+/* Collectors: 0..2 the branches, 3 the merge, 4 the zip. */
+typedef struct sinks {
+    weir_collector c[5];
+} sinks;
+
+static void sinks_init(sinks *s)
+{
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(weir_collector_init(&s->c[i], sizeof(int64_t)), 0);
+    cr_assert_eq(weir_collector_init(&s->c[4], 3 * sizeof(int64_t)), 0);
+}
+
+static void sinks_deinit(sinks *s)
+{
+    for (int i = 0; i < 5; i++)
+        weir_collector_deinit(&s->c[i]);
+}
+
+static weir_term *branch(const char *tag, weir_term *head, weir_term *filt, weir_collector *c)
+{
+    char out[32], col[32];
+    snprintf(out, sizeof out, "%s", tag);
+    snprintf(col, sizeof col, "%s.collect", tag);
+    return weir_seq(3, (weir_term *[]){head, filt,
+                                       weir_par(2, (weir_term *[]){weir_collect(col, c),
+                                                                   weir_id(out, sizeof(int64_t))})});
+}
+
+/* source -> par(3 branches: map/function + filter, each teed into a collect)
+ *        -> par(merge -> collect, zip -> collect). */
+static weir_term *build(sinks *s)
+{
+    weir_term *b0 =
+        branch("b0", weir_map("b0.double", sizeof(int64_t), sizeof(int64_t), m_double, NULL),
+               weir_filter("b0.keep4", sizeof(int64_t), f_keep4, NULL), &s->c[0]);
+    weir_term *b1 = branch("b1", weir_map("b1.inc", sizeof(int64_t), sizeof(int64_t), m_inc, NULL),
+                           weir_filter("b1.not3", sizeof(int64_t), f_not3, NULL), &s->c[1]);
+    weir_term *b2 =
+        branch("b2", weir_function("b2.twice", sizeof(int64_t), sizeof(int64_t), fn_twice, NULL),
+               weir_filter("b2.odd", sizeof(int64_t), f_odd, NULL), &s->c[2]);
+    weir_term *joins = weir_par(
+        2, (weir_term *[]){weir_seq(2, (weir_term *[]){weir_merge("merge"),
+                                                       weir_collect("merge.collect", &s->c[3])}),
+                           weir_seq(2, (weir_term *[]){weir_zip("zip", 0, NULL, NULL),
+                                                       weir_collect("zip.collect", &s->c[4])})});
+    return weir_seq(3, (weir_term *[]){weir_range_source("src", 0, N, 1),
+                                       weir_par(3, (weir_term *[]){b0, b1, b2}), joins});
+}
+
+static weir_pipeline_config pcfg(weir_exec_mode mode)
+{
+    weir_pipeline_config c;
+    weir_pipeline_config_init(&c);
+    c.mode = mode;
+    c.print_stats = false;
+    c.batch = 64;
+    c.capacity = 16; /* small: the flat-map spills, producers block */
+    return c;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Every collector holds a prefix of its expected sequence (the merge: a
+ * sub-multiset of the branches' union); all of it when `complete`. */
+static void check_results(const sinks *s, const expect *x, bool complete, const char *what)
+{
+    for (int i = 0; i < 3; i++) {
+        const weir_collector *c = &s->c[i];
+        cr_assert_leq(c->count, x->nb[i], "%s: branch %d has too many records", what, i);
+        if (complete)
+            cr_assert_eq(c->count, x->nb[i], "%s: branch %d incomplete", what, i);
+        if (c->count)
+            cr_assert_eq(memcmp(c->data, x->b[i], c->count * sizeof(int64_t)), 0,
+                         "%s: branch %d is not a prefix of its expected output", what, i);
+    }
+    const weir_collector *m = &s->c[3];
+    size_t total = x->nb[0] + x->nb[1] + x->nb[2];
+    cr_assert_leq(m->count, total, "%s: merge has too many records", what);
+    if (complete)
+        cr_assert_eq(m->count, total, "%s: merge incomplete", what);
+    if (m->count) {
+        int64_t *all = malloc(total * sizeof *all), *got = malloc(m->count * sizeof *got);
+        memcpy(all, x->b[0], x->nb[0] * sizeof *all);
+        memcpy(all + x->nb[0], x->b[1], x->nb[1] * sizeof *all);
+        memcpy(all + x->nb[0] + x->nb[1], x->b[2], x->nb[2] * sizeof *all);
+        memcpy(got, m->data, m->count * sizeof *got);
+        qsort(all, total, sizeof *all, cmp_i64);
+        qsort(got, m->count, sizeof *got, cmp_i64);
+        size_t j = 0;
+        for (size_t i = 0; i < m->count; i++) {
+            while (j < total && all[j] < got[i])
+                j++;
+            cr_assert(j < total && all[j] == got[i], "%s: merge has %lld, not expected (or twice)",
+                      what, (long long)got[i]);
+            j++;
+        }
+        free(all);
+        free(got);
+    }
+    const weir_collector *z = &s->c[4];
+    cr_assert_leq(z->count, x->nzip, "%s: zip has too many records", what);
+    if (complete)
+        cr_assert_eq(z->count, x->nzip, "%s: zip incomplete", what);
+    for (size_t k = 0; k < z->count; k++) {
+        const int64_t *t = (const int64_t *)z->data + 3 * k;
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(t[i], x->b[i][k], "%s: zip tuple %zu, field %d", what, k, i);
+    }
+}
+
+static weir_runtime *new_runtime(void)
+{
+    weir_config cfg;
+    weir_config_init(&cfg);
+    cfg.workers = 2;
+    cfg.affinity = WEIR_AFFINITY_NONE;
+    cfg.print_stats = false;
+    weir_runtime *rt = NULL;
+    cr_assert_eq(weir_runtime_create(&cfg, &rt), 0, "%s", weir_last_error());
+    return rt;
+}
+
+Test(alloc_fail, terms_and_pipeline_create_fail_cleanly_at_every_allocation)
+{
+    install();
+    weir_runtime *rt = new_runtime();
+    sinks s;
+    sinks_init(&s);
+    const long base = atomic_load(&T.live);
+    const weir_exec_mode modes[] = {WEIR_EXEC_POOL, WEIR_EXEC_THREADS, WEIR_EXEC_HYBRID};
+
+    /* Building the tree: a failed constructor leaves a hole (or a NULL
+     * root) that create reports; the tree is still the caller's. */
+    for (int sticky = 0; sticky < 2; sticky++) {
+        long points = -1;
+        for (long k = 1; k < 10000 && points < 0; k++) {
+            arm(k, sticky);
+            weir_term *root = build(&s);
+            long failed = atomic_load(&T.failed), calls = atomic_load(&T.calls);
+            disarm();
+            if (failed == 0)
+                points = calls;
+            weir_pipeline_config c = pcfg(WEIR_EXEC_POOL);
+            weir_pipeline *p = NULL;
+            int r = weir_pipeline_create(rt, root, &c, &p);
+            if (failed == 0) {
+                cr_assert_eq(r, 0, "%s", weir_last_error());
+                weir_pipeline_destroy(p);
+            } else {
+                cr_assert(r == -EINVAL || r == -ENOMEM, "build k=%ld: create gave %d (%s)", k, r,
+                          weir_last_error());
+                weir_term_destroy(root);
+            }
+            cr_assert_eq(atomic_load(&T.live), base, "build k=%ld: %ld blocks leaked", k,
+                         atomic_load(&T.live) - base);
+        }
+        cr_log_info("building the test tree (%s): %ld allocation points",
+                    sticky ? "k-th and later fail" : "k-th fails", points);
+    }
+
+    for (size_t m = 0; m < 3; m++) {
+        for (int sticky = 0; sticky < 2; sticky++) {
+            long points = -1;
+            for (long k = 1; k < 10000 && points < 0; k++) {
+                weir_term *root = build(&s);
+                cr_assert_not_null(root);
+                weir_pipeline_config c = pcfg(modes[m]);
+                weir_pipeline *p = NULL;
+                arm(k, sticky);
+                int r = weir_pipeline_create(rt, root, &c, &p);
+                long failed = atomic_load(&T.failed), calls = atomic_load(&T.calls);
+                disarm();
+                if (r == 0) {
+                    cr_assert_eq(failed, 0, "%s k=%ld: create succeeded after a failed allocation",
+                                 weir_exec_mode_name(modes[m]), k);
+                    points = calls;
+                    weir_pipeline_destroy(p);
+                } else {
+                    cr_assert_eq(r, -ENOMEM, "%s k=%ld: %d (%s)", weir_exec_mode_name(modes[m]),
+                                 k, r, weir_last_error());
+                    cr_assert_null(p);
+                    weir_term_destroy(root);
+                }
+                cr_assert_eq(atomic_load(&T.live), base, "%s k=%ld: %ld blocks leaked",
+                             weir_exec_mode_name(modes[m]), k, atomic_load(&T.live) - base);
+            }
+            cr_log_info("weir_pipeline_create (%s, %s): %ld allocation points",
+                        weir_exec_mode_name(modes[m]),
+                        sticky ? "k-th and later fail" : "k-th fails", points);
+        }
+    }
+    sinks_deinit(&s);
+    weir_runtime_destroy(rt);
+    cr_assert_eq(atomic_load(&T.live), 0);
+}
+
+/* Start and run with the k-th allocation after create failing. A fresh
+ * runtime each time: workers keep per-thread scratch buffers across
+ * pipelines, and a fresh one makes each run allocate them again. */
+static void run_at_every_k(weir_exec_mode mode, bool sticky, const expect *x)
+{
+    long points = -1, enomem = 0, survived = 0, start_points = 0;
+    for (long k = 1; k < 10000 && points < 0; k++) {
+        weir_runtime *rt = new_runtime();
+        sinks s;
+        sinks_init(&s);
+        weir_term *root = build(&s);
+        weir_pipeline_config c = pcfg(mode);
+        weir_pipeline *p = NULL;
+        cr_assert_eq(weir_pipeline_create(rt, root, &c, &p), 0, "%s", weir_last_error());
+        if (getenv("AF_DEBUG"))
+            fprintf(stderr, "run %s sticky=%d k=%ld\n", weir_exec_mode_name(mode), sticky, k);
+        arm(k, sticky);
+        my_calls = 0;
+        int rs = weir_pipeline_start(p);
+        if (my_calls > start_points)
+            start_points = my_calls;
+        int r = rs == 0 ? weir_pipeline_join(p) : rs;
+        long failed = atomic_load(&T.failed), calls = atomic_load(&T.calls);
+        disarm();
+        char what[96];
+        snprintf(what, sizeof what, "%s %s k=%ld", weir_exec_mode_name(mode),
+                 sticky ? "sticky" : "once", k);
+        cr_assert_eq(rs, 0, "%s: start gave %d (%s)", what, rs, weir_last_error());
+        if (r == 0) {
+            /* Nothing failed, or only allocations with a fallback (scratch
+             * buffers): then the results must be complete and exact. */
+            check_results(&s, x, true, what);
+            if (failed == 0)
+                points = calls;
+            else
+                survived++;
+        } else {
+            cr_assert_eq(r, -ENOMEM, "%s: join gave %d (%s)", what, r, weir_pipeline_error(p));
+            cr_assert_gt(failed, 0, "%s", what);
+            cr_assert(strstr(weir_pipeline_error(p), "term '"), "%s: error '%s' names no term",
+                      what, weir_pipeline_error(p));
+            check_results(&s, x, false, what);
+            enomem++;
+        }
+        weir_pipeline_destroy(p);
+        sinks_deinit(&s);
+        weir_runtime_destroy(rt);
+        cr_assert_eq(atomic_load(&T.live), 0, "%s: %ld blocks leaked", what,
+                     atomic_load(&T.live));
+    }
+    cr_log_info("weir_pipeline_start (%s): %ld allocation points on the calling thread",
+                weir_exec_mode_name(mode), start_points);
+    cr_log_info("run (%s, %s): %ld allocation points in the first clean run; "
+                "%ld runs failed with -ENOMEM, %ld absorbed a failure and completed",
+                weir_exec_mode_name(mode), sticky ? "k-th and later fail" : "k-th fails", points,
+                enomem, survived);
+}
+
+Test(alloc_fail, start_and_run_surface_enomem_from_join_with_consistent_outputs, .timeout = 600)
+{
+    install();
+    expect x;
+    expect_init(&x);
+    const weir_exec_mode modes[] = {WEIR_EXEC_POOL, WEIR_EXEC_THREADS, WEIR_EXEC_HYBRID};
+    for (size_t m = 0; m < 3; m++) {
+        run_at_every_k(modes[m], false, &x);
+        run_at_every_k(modes[m], true, &x);
+    }
+    expect_deinit(&x);
+}
