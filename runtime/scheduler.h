@@ -106,6 +106,7 @@ struct weir_worker {
     const unsigned *victims; /* plan.victims + index * (n-1) */
     const unsigned *class_end;
     uint64_t rng;
+    unsigned tick; /* find_work passes, for fairness (worker.c) */
 
     /* Statistics: written by this worker only. */
     alignas(WEIR_CACHELINE) weir__counters ctr;

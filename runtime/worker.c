@@ -92,7 +92,28 @@ bool weir__steal_round(weir_worker *w, weir_frame *sp, bool frames_only)
 /* One pass over every source of work. */
 static bool find_work(weir_worker *w)
 {
-    weir_job *job = weir__jd_take(&w->jd);
+    weir_job *job;
+    /* Fairness. Taking our newest job first (LIFO) is what keeps caches warm,
+     * but a job that resubmits itself for ever (a term stage that never has
+     * to wait) would then run alone: the injection queue and our older jobs
+     * would starve. So every 32 passes we look at the injection queue first,
+     * and 16 passes later we take our *oldest* job (a steal from our own
+     * deque's top). Other workers' deques are reached by stealing below. */
+    unsigned tick = ++w->tick % 32;
+    if (WEIR_UNLIKELY(tick == 0 || tick == 16)) {
+        job = NULL;
+        if (tick == 0) {
+            job = weir__inject_take(w->rt, w);
+        } else if (weir__jd_steal(&w->jd, &job) != WEIR__STEAL_OK) {
+            job = NULL;
+        }
+        if (job) {
+            weir__found_work(w);
+            weir__run_job(w, job);
+            return true;
+        }
+    }
+    job = weir__jd_take(&w->jd);
     if (job) {
         weir__found_work(w);
         weir__run_job(w, job);

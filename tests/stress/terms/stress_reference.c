@@ -124,9 +124,8 @@ typedef enum nkind {
     N_PAR,
 } nkind;
 
-static const char *const kind_names[] = {"src",   "map",   "filter", "flat", "id",
-                                         "tag",   "rsum",  "index",  "merge", "zip",
-                                         "sink",  "stop",  "seq",    "par"};
+static const char *const kind_names[] = {"src",   "map",   "filter", "flat", "id",   "tag", "rsum",
+                                         "index", "merge", "zip",    "sink", "stop", "seq", "par"};
 
 enum { MAXCH = 8 };
 
@@ -146,10 +145,10 @@ typedef struct node {
 /* Per-term state given to weir (mutable counters live here). */
 typedef struct tstate {
     const node *nd;
-    uint64_t count;  /* records seen (finish callbacks report it) */
-    uint64_t sum;    /* running sum */
-    int64_t pos;     /* pull / blocking source position */
-    uint64_t r;      /* source's private rng (chunk sizes) */
+    uint64_t count; /* records seen (finish callbacks report it) */
+    uint64_t sum;   /* running sum */
+    int64_t pos;    /* pull / blocking source position */
+    uint64_t r;     /* source's private rng (chunk sizes) */
     unsigned finish_calls;
     bool emit_error; /* a blocking source's emit failed */
     /* sinks */
@@ -470,10 +469,16 @@ static void print_tree(FILE *f, const node *n, int indent)
         return;
     fprintf(f, "%*s%s t%d", indent * 2, "", kind_names[n->k], n->uid);
     if (n->k == N_SRC)
-        fprintf(f, " (%s, %" PRId64 " records)", n->sub == 0 ? "pull" : n->sub == 1 ? "array" : "blocking",
+        fprintf(f, " (%s, %" PRId64 " records)",
+                n->sub == 0   ? "pull"
+                : n->sub == 1 ? "array"
+                              : "blocking",
                 n->n);
     if (n->k == N_SINK)
-        fprintf(f, " (%s, sink %d)", n->sub == 0 ? "sink" : n->sub == 1 ? "batch" : "collect",
+        fprintf(f, " (%s, sink %d)",
+                n->sub == 0   ? "sink"
+                : n->sub == 1 ? "batch"
+                              : "collect",
                 n->sink);
     if (n->k == N_ZIP)
         fprintf(f, " (%s, %d inputs)", n->sub == 0 ? "callback" : "concat+fold", (int)n->b);
@@ -1223,15 +1228,14 @@ static bool one_graph(uint64_t gseed, unsigned wmin, unsigned wmax, bool verbose
             snprintf(msg, sizeof msg,
                      "sink t%d (sink %d, %s): got %zu records, want %zu; first difference at "
                      "%zu%s",
-                     sn->uid, k, G->tainted[k] ? "after a merge: compared per path" : "exact",
-                     ngot, G->nwant[k], d, "");
+                     sn->uid, k, G->tainted[k] ? "after a merge: compared per path" : "exact", ngot,
+                     G->nwant[k], d, "");
             report(msg, root, &c, workers, gseed);
             bad = true;
         }
         if (sn->finish && s->finish_calls != 1) {
             char msg[200];
-            snprintf(msg, sizeof msg, "sink t%d: finish called %u times", sn->uid,
-                     s->finish_calls);
+            snprintf(msg, sizeof msg, "sink t%d: finish called %u times", sn->uid, s->finish_calls);
             report(msg, root, &c, workers, gseed);
             bad = true;
         }

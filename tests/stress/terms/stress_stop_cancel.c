@@ -149,7 +149,9 @@ typedef struct trial {
     unsigned workers;
     int how; /* stop/cancel: 0 delay, 1 from a source, 2 from a sink, 3 destroy (cancel) */
     unsigned delay_us;
-    _Atomic bool fired; /* a callback called stop / cancel */
+    /* A callback called stop / cancel. seq_cst (the default) here and in
+     * the watchdog: test bookkeeping between two threads, off the hot path. */
+    _Atomic bool fired;
 } trial;
 
 static trial *T;
@@ -404,7 +406,8 @@ static weir_term *build_op(op *o)
 
 static weir_term *build_sink(branch *b)
 {
-    return b->batch ? weir_batch_sink(b->name, IS, batch_fn, b) : weir_sink(b->name, IS, sink_fn, b);
+    return b->batch ? weir_batch_sink(b->name, IS, batch_fn, b)
+                    : weir_sink(b->name, IS, sink_fn, b);
 }
 
 static weir_term *build_source(source *s)
@@ -433,11 +436,10 @@ static weir_term *build(void)
         weir_term *m = weir_merge("m");
         if (T->merge_finish)
             m = weir_term_on_finish(m, merge_finish_fn);
-        comps[nc++] = WEIR_SEQ(weir_par2(build_source(&T->src[T->nsrc]),
-                                         build_source(&T->src[T->nsrc + 1])),
-                               weir_par2(weir_seq2(m, build_sink(&T->merge_sink)),
-                                         weir_seq2(weir_zip("z", IS, zip_fn, NULL),
-                                                   build_sink(&T->zip_sink))));
+        comps[nc++] = WEIR_SEQ(
+            weir_par2(build_source(&T->src[T->nsrc]), build_source(&T->src[T->nsrc + 1])),
+            weir_par2(weir_seq2(m, build_sink(&T->merge_sink)),
+                      weir_seq2(weir_zip("z", IS, zip_fn, NULL), build_sink(&T->zip_sink))));
     }
     return nc == 1 ? comps[0] : weir_par((size_t)nc, comps);
 }
@@ -657,8 +659,7 @@ static void check_stop(void)
 {
     for (int i = 0; i < T->nsrc + (T->mz ? 2 : 0); i++)
         if (T->src[i].emit_error)
-            FAIL("source %s: emit returned %d before any stop", T->src[i].name,
-                 T->src[i].emit_ret);
+            FAIL("source %s: emit returned %d before any stop", T->src[i].name, T->src[i].emit_ret);
     for (int i = 0; i < T->nsrc; i++) {
         uint64_t n = atomic_load_explicit(&T->src[i].produced, memory_order_relaxed);
         for (int j = 0; j < T->nbr[i]; j++) {
@@ -711,15 +712,15 @@ static void check_stop(void)
     for (size_t k = 0; k < g->n; k++)
         bad += g->v[k].id != (int64_t)k || g->v[k].value != (int64_t)k * 1000003 + (int64_t)k;
     if (bad || g->n != want)
-        FAIL("zip sink: %zu pairs, want %" PRIu64 " (%" PRIu64 " and %" PRIu64 " produced); %" PRIu64
-             " wrong",
+        FAIL("zip sink: %zu pairs, want %" PRIu64 " (%" PRIu64 " and %" PRIu64
+             " produced); %" PRIu64 " wrong",
              g->n, want, na, nb, bad);
     records_checked += T->merge_sink.got.n + T->zip_sink.got.n;
 }
 
 /* ----------------------------------------------------------- watchdog */
 
-static _Atomic double deadline; /* 0: disarmed */
+static _Atomic double deadline; /* 0: disarmed; seq_cst (default), see `fired` */
 static _Atomic bool watchdog_quit;
 
 static void *watchdog(void *arg)
@@ -758,11 +759,12 @@ static void one_trial(unsigned wmin, unsigned wmax)
     T->workers = wmin + rndn(wmax - wmin + 1);
     static const char *const tn[] = {"stop", "cancel", "error"};
     snprintf(desc, sizeof desc,
-             "%s trial %" PRIu64 " (how %d, fails '%s', mode %s, batch %u, capacity %u, %u workers, "
+             "%s trial %" PRIu64
+             " (how %d, fails '%s', mode %s, batch %u, capacity %u, %u workers, "
              "%d sources%s)",
              tn[type], trials[type], T->how, T->fail_name ? T->fail_name : "-",
-             weir_exec_mode_name(T->cfg.mode), T->cfg.batch, T->cfg.capacity, T->workers,
-             T->nsrc, T->mz ? " + merge/zip" : "");
+             weir_exec_mode_name(T->cfg.mode), T->cfg.batch, T->cfg.capacity, T->workers, T->nsrc,
+             T->mz ? " + merge/zip" : "");
     atomic_store(&deadline, stress_now() + 60);
 
     weir_term *t = build();

@@ -35,6 +35,8 @@ typedef struct stall {
     bool go;       /* never set by the tests that stall forever */
     bool poll;     /* wait in 5 ms slices and poll weir_emit_stopping() */
     int64_t first; /* records emitted before the stall */
+    /* seq_cst (the default) for these flags and the counters below: test
+     * bookkeeping between the source's thread and the test, off any hot path. */
     _Atomic bool stalled;
     _Atomic bool returned;
 } stall;
@@ -135,9 +137,9 @@ Test(terms_stall, a_stalled_blocking_source_shows_in_monitoring_and_cancel_ends_
         stall s;
         stall_init(&s, 100, true);
         seq_check out = {0};
-        weir_term *t =
-            WEIR_SEQ(weir_blocking_source("stalled", 8, stall_fn, &s),
-                     weir_map("twice", 8, 8, int64_twice, NULL), weir_sink("out", 8, evens_fn, &out));
+        weir_term *t = WEIR_SEQ(weir_blocking_source("stalled", 8, stall_fn, &s),
+                                weir_map("twice", 8, 8, int64_twice, NULL),
+                                weir_sink("out", 8, evens_fn, &out));
         weir_pipeline_config c = cfg_of(all_modes[k], 16, 64);
         weir_pipeline *p;
         cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0, "%s", weir_terms_last_error());
@@ -205,8 +207,8 @@ Test(terms_stall, stop_ends_a_stalled_blocking_source_and_keeps_what_it_emitted)
         stall s;
         stall_init(&s, 1000, true);
         seq_check chk;
-        weir_term *t = WEIR_SEQ(weir_blocking_source("stalled", 8, stall_fn, &s),
-                                weir_id("id", 8), seq_sink("out", &chk, 0));
+        weir_term *t = WEIR_SEQ(weir_blocking_source("stalled", 8, stall_fn, &s), weir_id("id", 8),
+                                seq_sink("out", &chk, 0));
         weir_pipeline_config c = cfg_of(all_modes[k], 16, 64);
         weir_pipeline *p;
         cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
@@ -436,20 +438,20 @@ static int nop_sink(void *state, const void *in)
  * Every worker busy with such a stage (an endless `counter * sink`): other
  * pipelines, and other stages of the same pipeline, must still get to run.
  *
- * DISABLED: fails today. A worker takes its own deque newest-first and
- * looks at the injection queue only when its deque is empty, so a job that
- * keeps resubmitting itself starves injected jobs (other pipelines) and the
- * older jobs of its deque (other stages) for as long as it runs. That is
- * the runtime's scheduling (runtime/worker.c, find_work), not the term
- * layer's: enable this test with the runtime fix.
+ * A worker takes its own deque newest-first, so a job that keeps
+ * resubmitting itself would starve injected jobs (other pipelines) and the
+ * older jobs of its deque (other stages); runtime/worker.c find_work() looks
+ * at the injection queue and at its oldest job every 32 passes (fairness).
+ * This test pins that.
  */
-Test(terms_stall, other_pipelines_run_beside_endless_stages_on_every_worker, .disabled = true)
+Test(terms_stall, other_pipelines_run_beside_endless_stages_on_every_worker)
 {
     unsigned nw = weir_runtime_workers(rt);
     cr_assert_leq(nw, 8);
     weir_pipeline *hp[8];
     for (unsigned i = 0; i < nw; i++) {
-        weir_term *t = weir_seq2(weir_counter_source("endless", 0), weir_sink("nop", 8, nop_sink, NULL));
+        weir_term *t =
+            weir_seq2(weir_counter_source("endless", 0), weir_sink("nop", 8, nop_sink, NULL));
         weir_pipeline_config c = cfg_of(WEIR_EXEC_POOL, 0, 0);
         cr_assert_eq(weir_pipeline_create(rt, t, &c, &hp[i]), 0);
         cr_assert_eq(weir_pipeline_start(hp[i]), 0);
