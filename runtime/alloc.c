@@ -137,13 +137,14 @@ int weir_set_allocator(const weir_allocator *a)
                            "weir_set_allocator: %ld blocks allocated by weir are still live "
                            "(destroy every weir object first)",
                            live);
-    if (a == NULL) {
-        atomic_store_explicit(&weir__current, &weir__libc, memory_order_release);
-        return 0;
-    }
-    weir__user = *a;
-    /* release: pairs with the acquire in weir__hook(). */
-    atomic_store_explicit(&weir__current, &weir__user, memory_order_release);
+    /* Copied into a static: a second call overwrites it, which is safe only
+     * because no weir call may run meanwhile (see the header). */
+    if (a != NULL)
+        weir__user = *a;
+    /* release: pairs with the acquire in weir__hook(), so the copy is
+     * complete before any allocation uses it. */
+    atomic_store_explicit(&weir__current, a != NULL ? &weir__user : &weir__libc,
+                          memory_order_release);
     return 0;
 }
 

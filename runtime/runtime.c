@@ -120,6 +120,8 @@ int weir_runtime_create(const weir_config *user_cfg, weir_runtime **out)
         }
     }
 
+    /* Thread stacks and thread-local storage come from the C library
+     * (mmap), outside the weir_allocator hook. */
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, cfg.stack_size ? cfg.stack_size : (size_t)8 << 20);

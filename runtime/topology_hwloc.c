@@ -49,6 +49,9 @@ int weir__topo_load(const weir_config *cfg, weir__topo *out)
     memset(out, 0, sizeof *out);
     const char *synthetic = cfg != NULL ? cfg->synthetic_topology : NULL;
 
+    /* hwloc allocates the topology tree with libc's malloc, outside the
+     * weir_allocator hook (hwloc has no allocator hook of its own); only the
+     * flattened PU array below goes through weir. */
     hwloc_topology_t topo;
     if (hwloc_topology_init(&topo) != 0)
         return weir__error(-ENOMEM, "topology: hwloc_topology_init failed");

@@ -46,6 +46,7 @@ int weir__exec_thread_start(weir__stage *s)
     pthread_attr_t attr;
     if (pthread_attr_init(&attr) != 0)
         return -EAGAIN;
+    /* The stack is the C library's (mmap), outside the weir_allocator hook. */
     size_t stack = s->p->cfg.thread_stack ? s->p->cfg.thread_stack : 256 * 1024;
     pthread_attr_setstacksize(&attr, stack);
     int r = pthread_create(&th->tid, &attr, weir__stage_thread, s);

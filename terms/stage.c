@@ -284,6 +284,10 @@ static int weir__push(weir__stage *s, unsigned i, const void *rec)
         case WEIR__K_BATCH_SINK:
             if (n->nbuf == 0 &&
                 !(n->tmp = weir__scratch_sink((size_t)s->p->cfg.batch * n->term->in_size))) {
+                /* Without a message the error would read "callback
+                 * returned -12", blaming a callback that never ran. */
+                if (s->err == 0 && !s->err_msg)
+                    s->err_msg = weir_strdup("out of memory for the batch sink's buffer");
                 weir__note_err(s, i, -ENOMEM);
                 return -ENOMEM;
             }

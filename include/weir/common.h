@@ -85,6 +85,7 @@ WEIR_API int weir_set_error(int err, const char *fmt, ...)
  * Outside the hook: hwloc's own allocations (topology discovery), the C
  * library's (thread stacks and thread-local storage in pthread_create(),
  * stdio buffers of FILEs the terms print to or read from) and the kernel's.
+ * liburcu's queue, used for submissions, is intrusive and allocates nothing.
  */
 typedef struct weir_allocator {
     void *(*malloc_fn)(size_t size, void *ctx);
@@ -99,8 +100,10 @@ typedef struct weir_allocator {
  * process. Set it while no weir object exists (before the first
  * weir_runtime_create(), or after everything was destroyed): a block is
  * always freed through the allocator that allocated it, so switching with
- * blocks alive would hand them to the wrong free. Not thread-safe against
- * any other weir call.
+ * blocks alive would hand them to the wrong free. Threads that ran
+ * pipeline stages (workers, stage threads) keep small scratch buffers until
+ * they exit: weir_runtime_destroy() and weir_pipeline_join() end those
+ * threads. Not thread-safe against any other weir call.
  * @return 0; -EINVAL if `a` lacks malloc_fn or free_fn; -EBUSY if blocks
  *         allocated through weir (objects not yet destroyed, memory from
  *         weir_malloc() not yet freed) are still live: nothing changes then.

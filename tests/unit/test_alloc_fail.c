@@ -13,7 +13,16 @@
  *     prefix of its expected output; never a crash or a hang.
  * After every failed call or destroy the allocator's live count is back to
  * where it was: a leak check that works without ASan. The number of
- * allocation points of each call is logged (cr_log_info).
+ * allocation points of each call is logged (cr_log_info, shown with
+ * --verbose). On the 2-core Debian 12 box, hwloc build:
+ *   weir_runtime_create        16 (2 workers), 94 (4 workers, scatter,
+ *                              synthetic 2-package topology)
+ *   building the test tree     97
+ *   weir_pipeline_create       145 pool, 205 threads, 146 hybrid
+ *   weir_pipeline_start        0 on the calling thread, every mode
+ *   the run                    25..50 depending on mode and shape (worker
+ *                              scratch, spill, collector growth); which
+ *                              allocation comes k-th varies with scheduling
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -22,6 +31,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "weir.h"
 #include "weir_build_config.h"
@@ -280,22 +290,34 @@ static void m_double(void *st, const void *in, void *out)
     *(int64_t *)out = *(const int64_t *)in * 2;
 }
 
-static bool f_keep4(void *st, const void *in)
-{
-    (void)st;
-    return *(const int64_t *)in % 4 == 0;
-}
-
 static void m_inc(void *st, const void *in, void *out)
 {
     (void)st;
     *(int64_t *)out = *(const int64_t *)in + 1;
 }
 
+static void m_triple(void *st, const void *in, void *out)
+{
+    (void)st;
+    *(int64_t *)out = *(const int64_t *)in * 3;
+}
+
+static bool f_keep4(void *st, const void *in)
+{
+    (void)st;
+    return *(const int64_t *)in % 4 == 0;
+}
+
 static bool f_not3(void *st, const void *in)
 {
     (void)st;
     return *(const int64_t *)in % 3 != 0;
+}
+
+static bool f_odd(void *st, const void *in)
+{
+    (void)st;
+    return *(const int64_t *)in % 2 != 0;
 }
 
 /* A flat-map: two records per input, so that a full stream makes the stage
@@ -308,46 +330,43 @@ static int fn_twice(void *st, const void *in, weir_emit *e)
     return r < 0 ? r : weir_emit_record(e, &w);
 }
 
-static bool f_odd(void *st, const void *in)
-{
-    (void)st;
-    return *(const int64_t *)in % 2 != 0;
-}
+static const weir_map_fn maps[3] = {m_double, m_inc, m_triple};
 
-/* What each collector must hold: branch outputs, merge (as a multiset) and
- * zip (triples of the branch outputs, up to the shortest). */
+/* What each collector must hold. mo[i]: branch i's map output (N records,
+ * what the merge (as a multiset) and the zip (as triples) see); b[i]: what
+ * branch i's filter keeps of it. */
 typedef struct expect {
-    int64_t *b[3];
+    int64_t *mo[3], *b[3];
     size_t nb[3];
-    size_t nzip;
 } expect;
 
 static void expect_init(expect *x)
 {
     for (int i = 0; i < 3; i++) {
+        x->mo[i] = malloc(N * sizeof(int64_t));
         x->b[i] = malloc(2 * N * sizeof(int64_t));
         x->nb[i] = 0;
     }
     for (int64_t v = 0; v < N; v++) {
-        if (v * 2 % 4 == 0)
-            x->b[0][x->nb[0]++] = v * 2;
-        if ((v + 1) % 3 != 0)
-            x->b[1][x->nb[1]++] = v + 1;
-        int64_t t[2] = {v, v + N};
+        for (int i = 0; i < 3; i++)
+            maps[i](NULL, &v, &x->mo[i][v]);
+        if (f_keep4(NULL, &x->mo[0][v]))
+            x->b[0][x->nb[0]++] = x->mo[0][v];
+        if (f_not3(NULL, &x->mo[1][v]))
+            x->b[1][x->nb[1]++] = x->mo[1][v];
+        int64_t t[2] = {x->mo[2][v], x->mo[2][v] + N};
         for (int j = 0; j < 2; j++)
-            if (t[j] % 2 != 0)
+            if (f_odd(NULL, &t[j]))
                 x->b[2][x->nb[2]++] = t[j];
     }
-    x->nzip = x->nb[0];
-    for (int i = 1; i < 3; i++)
-        if (x->nb[i] < x->nzip)
-            x->nzip = x->nb[i];
 }
 
 static void expect_deinit(expect *x)
 {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
+        free(x->mo[i]);
         free(x->b[i]);
+    }
 }
 
 /* Collectors: 0..2 the branches, 3 the merge, 4 the zip. */
@@ -368,46 +387,74 @@ static void sinks_deinit(sinks *s)
         weir_collector_deinit(&s->c[i]);
 }
 
-static weir_term *branch(const char *tag, weir_term *head, weir_term *filt, weir_collector *c)
+/*
+ * source -> par(3 branches) -> par(merge -> collect, zip -> collect), where
+ * branch i = map_i -> par(filter_i -> collect_i, id_i). The filters (and
+ * branch 2's flat-map before its filter) sit on a side path so that the
+ * three streams the zip reads carry one record per source record: a zip of
+ * streams with different rates from one source would stall for good on
+ * bounded streams, whatever the allocator does.
+ */
+static weir_term *branch(int i, weir_collector *c)
 {
-    char out[32], col[32];
-    snprintf(out, sizeof out, "%s", tag);
-    snprintf(col, sizeof col, "%s.collect", tag);
-    return weir_seq(3, (weir_term *[]){head, filt,
-                                       weir_par(2, (weir_term *[]){weir_collect(col, c),
-                                                                   weir_id(out, sizeof(int64_t))})});
+    static const char *const tag[3] = {"b0", "b1", "b2"};
+    char nm[32], col[32];
+    snprintf(nm, sizeof nm, "%s.map", tag[i]);
+    weir_term *map = weir_map(nm, sizeof(int64_t), sizeof(int64_t), maps[i], NULL);
+    snprintf(nm, sizeof nm, "%s.filter", tag[i]);
+    weir_term *filt = weir_filter(nm, sizeof(int64_t),
+                                  i == 0   ? f_keep4
+                                  : i == 1 ? f_not3
+                                           : f_odd,
+                                  NULL);
+    if (i == 2)
+        filt = weir_seq(2, (weir_term *[]){weir_function("b2.twice", sizeof(int64_t),
+                                                         sizeof(int64_t), fn_twice, NULL),
+                                           filt});
+    snprintf(col, sizeof col, "%s.collect", tag[i]);
+    weir_term *side = weir_seq(2, (weir_term *[]){filt, weir_collect(col, c)});
+    return weir_seq(
+        2,
+        (weir_term *[]){map, weir_par(2, (weir_term *[]){side, weir_id(tag[i], sizeof(int64_t))})});
 }
 
-/* source -> par(3 branches: map/function + filter, each teed into a collect)
- *        -> par(merge -> collect, zip -> collect). */
 static weir_term *build(sinks *s)
 {
-    weir_term *b0 =
-        branch("b0", weir_map("b0.double", sizeof(int64_t), sizeof(int64_t), m_double, NULL),
-               weir_filter("b0.keep4", sizeof(int64_t), f_keep4, NULL), &s->c[0]);
-    weir_term *b1 = branch("b1", weir_map("b1.inc", sizeof(int64_t), sizeof(int64_t), m_inc, NULL),
-                           weir_filter("b1.not3", sizeof(int64_t), f_not3, NULL), &s->c[1]);
-    weir_term *b2 =
-        branch("b2", weir_function("b2.twice", sizeof(int64_t), sizeof(int64_t), fn_twice, NULL),
-               weir_filter("b2.odd", sizeof(int64_t), f_odd, NULL), &s->c[2]);
+    weir_term *b =
+        weir_par(3, (weir_term *[]){branch(0, &s->c[0]), branch(1, &s->c[1]), branch(2, &s->c[2])});
     weir_term *joins = weir_par(
         2, (weir_term *[]){weir_seq(2, (weir_term *[]){weir_merge("merge"),
                                                        weir_collect("merge.collect", &s->c[3])}),
                            weir_seq(2, (weir_term *[]){weir_zip("zip", 0, NULL, NULL),
                                                        weir_collect("zip.collect", &s->c[4])})});
-    return weir_seq(3, (weir_term *[]){weir_range_source("src", 0, N, 1),
-                                       weir_par(3, (weir_term *[]){b0, b1, b2}), joins});
+    return weir_seq(3, (weir_term *[]){weir_range_source("src", 0, N, 1), b, joins});
 }
 
-static weir_pipeline_config pcfg(weir_exec_mode mode)
+/* Stream and batch shapes the runs are tried with: the batched path with
+ * small streams (the flat-map spills, producers block), one record at a
+ * time, and the per-callback profile (no batched path at all). */
+typedef struct shape {
+    unsigned batch, capacity;
+    bool profile;
+} shape;
+
+static const shape shapes[] = {{64, 16, false}, {1, 1, false}, {7, 4, true}};
+
+static weir_pipeline_config pcfg_shaped(weir_exec_mode mode, shape sh)
 {
     weir_pipeline_config c;
     weir_pipeline_config_init(&c);
     c.mode = mode;
     c.print_stats = false;
-    c.batch = 64;
-    c.capacity = 16; /* small: the flat-map spills, producers block */
+    c.batch = sh.batch;
+    c.capacity = sh.capacity;
+    c.profile = sh.profile;
     return c;
+}
+
+static weir_pipeline_config pcfg(weir_exec_mode mode)
+{
+    return pcfg_shaped(mode, shapes[0]);
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -417,7 +464,7 @@ static int cmp_i64(const void *a, const void *b)
 }
 
 /* Every collector holds a prefix of its expected sequence (the merge: a
- * sub-multiset of the branches' union); all of it when `complete`. */
+ * sub-multiset of the map outputs); all of it when `complete`. */
 static void check_results(const sinks *s, const expect *x, bool complete, const char *what)
 {
     for (int i = 0; i < 3; i++) {
@@ -430,15 +477,14 @@ static void check_results(const sinks *s, const expect *x, bool complete, const 
                          "%s: branch %d is not a prefix of its expected output", what, i);
     }
     const weir_collector *m = &s->c[3];
-    size_t total = x->nb[0] + x->nb[1] + x->nb[2];
+    const size_t total = 3 * (size_t)N;
     cr_assert_leq(m->count, total, "%s: merge has too many records", what);
     if (complete)
         cr_assert_eq(m->count, total, "%s: merge incomplete", what);
     if (m->count) {
         int64_t *all = malloc(total * sizeof *all), *got = malloc(m->count * sizeof *got);
-        memcpy(all, x->b[0], x->nb[0] * sizeof *all);
-        memcpy(all + x->nb[0], x->b[1], x->nb[1] * sizeof *all);
-        memcpy(all + x->nb[0] + x->nb[1], x->b[2], x->nb[2] * sizeof *all);
+        for (int i = 0; i < 3; i++)
+            memcpy(all + (size_t)i * N, x->mo[i], N * sizeof *all);
         memcpy(got, m->data, m->count * sizeof *got);
         qsort(all, total, sizeof *all, cmp_i64);
         qsort(got, m->count, sizeof *got, cmp_i64);
@@ -454,13 +500,13 @@ static void check_results(const sinks *s, const expect *x, bool complete, const 
         free(got);
     }
     const weir_collector *z = &s->c[4];
-    cr_assert_leq(z->count, x->nzip, "%s: zip has too many records", what);
+    cr_assert_leq(z->count, (size_t)N, "%s: zip has too many records", what);
     if (complete)
-        cr_assert_eq(z->count, x->nzip, "%s: zip incomplete", what);
+        cr_assert_eq(z->count, (size_t)N, "%s: zip incomplete", what);
     for (size_t k = 0; k < z->count; k++) {
         const int64_t *t = (const int64_t *)z->data + 3 * k;
         for (int i = 0; i < 3; i++)
-            cr_assert_eq(t[i], x->b[i][k], "%s: zip tuple %zu, field %d", what, k, i);
+            cr_assert_eq(t[i], x->mo[i][k], "%s: zip tuple %zu, field %d", what, k, i);
     }
 }
 
@@ -532,8 +578,8 @@ Test(alloc_fail, terms_and_pipeline_create_fail_cleanly_at_every_allocation)
                     points = calls;
                     weir_pipeline_destroy(p);
                 } else {
-                    cr_assert_eq(r, -ENOMEM, "%s k=%ld: %d (%s)", weir_exec_mode_name(modes[m]),
-                                 k, r, weir_last_error());
+                    cr_assert_eq(r, -ENOMEM, "%s k=%ld: %d (%s)", weir_exec_mode_name(modes[m]), k,
+                                 r, weir_last_error());
                     cr_assert_null(p);
                     weir_term_destroy(root);
                 }
@@ -553,7 +599,7 @@ Test(alloc_fail, terms_and_pipeline_create_fail_cleanly_at_every_allocation)
 /* Start and run with the k-th allocation after create failing. A fresh
  * runtime each time: workers keep per-thread scratch buffers across
  * pipelines, and a fresh one makes each run allocate them again. */
-static void run_at_every_k(weir_exec_mode mode, bool sticky, const expect *x)
+static void run_at_every_k(weir_exec_mode mode, shape sh, bool sticky, const expect *x)
 {
     long points = -1, enomem = 0, survived = 0, start_points = 0;
     for (long k = 1; k < 10000 && points < 0; k++) {
@@ -561,11 +607,9 @@ static void run_at_every_k(weir_exec_mode mode, bool sticky, const expect *x)
         sinks s;
         sinks_init(&s);
         weir_term *root = build(&s);
-        weir_pipeline_config c = pcfg(mode);
+        weir_pipeline_config c = pcfg_shaped(mode, sh);
         weir_pipeline *p = NULL;
         cr_assert_eq(weir_pipeline_create(rt, root, &c, &p), 0, "%s", weir_last_error());
-        if (getenv("AF_DEBUG"))
-            fprintf(stderr, "run %s sticky=%d k=%ld\n", weir_exec_mode_name(mode), sticky, k);
         arm(k, sticky);
         my_calls = 0;
         int rs = weir_pipeline_start(p);
@@ -575,7 +619,8 @@ static void run_at_every_k(weir_exec_mode mode, bool sticky, const expect *x)
         long failed = atomic_load(&T.failed), calls = atomic_load(&T.calls);
         disarm();
         char what[96];
-        snprintf(what, sizeof what, "%s %s k=%ld", weir_exec_mode_name(mode),
+        snprintf(what, sizeof what, "%s batch %u capacity %u%s, %s k=%ld",
+                 weir_exec_mode_name(mode), sh.batch, sh.capacity, sh.profile ? " profile" : "",
                  sticky ? "sticky" : "once", k);
         cr_assert_eq(rs, 0, "%s: start gave %d (%s)", what, rs, weir_last_error());
         if (r == 0) {
@@ -597,26 +642,122 @@ static void run_at_every_k(weir_exec_mode mode, bool sticky, const expect *x)
         weir_pipeline_destroy(p);
         sinks_deinit(&s);
         weir_runtime_destroy(rt);
-        cr_assert_eq(atomic_load(&T.live), 0, "%s: %ld blocks leaked", what,
-                     atomic_load(&T.live));
+        cr_assert_eq(atomic_load(&T.live), 0, "%s: %ld blocks leaked", what, atomic_load(&T.live));
     }
     cr_log_info("weir_pipeline_start (%s): %ld allocation points on the calling thread",
                 weir_exec_mode_name(mode), start_points);
-    cr_log_info("run (%s, %s): %ld allocation points in the first clean run; "
-                "%ld runs failed with -ENOMEM, %ld absorbed a failure and completed",
-                weir_exec_mode_name(mode), sticky ? "k-th and later fail" : "k-th fails", points,
-                enomem, survived);
+    cr_log_info("run (%s, batch %u capacity %u%s, %s): %ld allocation points in the first "
+                "clean run; %ld runs failed with -ENOMEM, %ld absorbed a failure and completed",
+                weir_exec_mode_name(mode), sh.batch, sh.capacity, sh.profile ? " profile" : "",
+                sticky ? "k-th and later fail" : "k-th fails", points, enomem, survived);
 }
 
-Test(alloc_fail, start_and_run_surface_enomem_from_join_with_consistent_outputs, .timeout = 600)
+Test(alloc_fail, start_and_run_surface_enomem_from_join_with_consistent_outputs)
 {
     install();
     expect x;
     expect_init(&x);
     const weir_exec_mode modes[] = {WEIR_EXEC_POOL, WEIR_EXEC_THREADS, WEIR_EXEC_HYBRID};
     for (size_t m = 0; m < 3; m++) {
-        run_at_every_k(modes[m], false, &x);
-        run_at_every_k(modes[m], true, &x);
+        for (size_t h = 0; h < sizeof shapes / sizeof shapes[0]; h++) {
+            run_at_every_k(modes[m], shapes[h], false, &x);
+            run_at_every_k(modes[m], shapes[h], true, &x);
+        }
     }
     expect_deinit(&x);
+}
+
+/* ------------------------------------------- built-ins, whole lifecycle */
+
+/* Built-in terms (each allocates its own state), a blocking source on its
+ * own thread and unnamed terms (generated names): the k-th allocation
+ * counted from the first constructor, through create, start, join and
+ * destroy. Whatever fails, nothing leaks and nothing hangs. */
+static void lifecycle_at_every_k(weir_exec_mode mode, bool sticky, const char *path)
+{
+    static double xs[500];
+    for (int i = 0; i < 500; i++)
+        xs[i] = i * 0.5;
+    FILE *devnull = fopen("/dev/null", "w");
+    cr_assert_not_null(devnull);
+    long points = -1, enomem = 0, einval = 0;
+    for (long k = 1; k < 10000 && points < 0; k++) {
+        /* A runtime per round: workers keep their scratch buffers until
+         * they exit, so only after its destroy must the count be zero. */
+        weir_runtime *rt = new_runtime();
+        weir_collector c[3];
+        cr_assert_eq(weir_collector_init(&c[0], sizeof(weir_line)), 0);
+        cr_assert_eq(weir_collector_init(&c[1], sizeof(weir_running)), 0);
+        cr_assert_eq(weir_collector_init(&c[2], sizeof(uint64_t) + sizeof(int64_t)), 0);
+        arm(k, sticky);
+        weir_term *root = weir_par(
+            4,
+            (weir_term *[]){
+                weir_seq(3,
+                         (weir_term *[]){weir_file_lines("lines", path),
+                                         weir_print(NULL, sizeof(weir_line), devnull, NULL, NULL),
+                                         weir_collect(NULL, &c[0])}),
+                weir_seq(3, (weir_term *[]){weir_array_source("xs", xs, 500, sizeof(double)),
+                                            weir_running_stats(NULL), weir_collect(NULL, &c[1])}),
+                weir_seq(3, (weir_term *[]){weir_range_source("ints", 0, 700, 1),
+                                            weir_add_index(NULL, sizeof(int64_t)),
+                                            weir_collect(NULL, &c[2])}),
+                weir_seq(3, (weir_term *[]){weir_array_source("ys", xs, 500, sizeof(double)),
+                                            weir_sum(NULL), weir_stop()}),
+            });
+        weir_pipeline_config pc = pcfg(mode);
+        weir_pipeline *p = NULL;
+        int r = weir_pipeline_create(rt, root, &pc, &p);
+        if (r == 0) {
+            cr_assert_eq(weir_pipeline_start(p), 0, "%s", weir_last_error());
+            r = weir_pipeline_join(p);
+            if (r != 0)
+                cr_assert(strstr(weir_pipeline_error(p), "term '"), "error '%s' names no term",
+                          weir_pipeline_error(p));
+            weir_pipeline_destroy(p);
+        } else {
+            weir_term_destroy(root);
+        }
+        long failed = atomic_load(&T.failed), calls = atomic_load(&T.calls);
+        disarm();
+        if (failed == 0) {
+            cr_assert_eq(r, 0, "k=%ld: %d (%s)", k, r, weir_last_error());
+            cr_assert_eq(c[0].count, 40);
+            cr_assert_eq(c[1].count, 500);
+            cr_assert_eq(c[2].count, 700);
+            points = calls;
+        } else if (r == -EINVAL) {
+            einval++; /* a constructor failed: create reports the hole */
+        } else if (r != 0) {
+            cr_assert_eq(r, -ENOMEM, "k=%ld: %d (%s)", k, r, weir_last_error());
+            enomem++;
+        }
+        for (int i = 0; i < 3; i++)
+            weir_collector_deinit(&c[i]);
+        weir_runtime_destroy(rt);
+        cr_assert_eq(atomic_load(&T.live), 0, "k=%ld: %ld blocks leaked", k, atomic_load(&T.live));
+    }
+    fclose(devnull);
+    cr_log_info("built-ins, construction to destroy (%s, %s): %ld allocation points; %ld runs "
+                "ended in -ENOMEM, %ld in -EINVAL (a constructor's NULL)",
+                weir_exec_mode_name(mode), sticky ? "k-th and later fail" : "k-th fails", points,
+                enomem, einval);
+}
+
+Test(alloc_fail, builtin_terms_fail_cleanly_from_construction_to_destroy)
+{
+    install();
+    char path[] = "/tmp/weir-alloc-lines-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    for (int i = 0; i < 40; i++)
+        fprintf(f, "line %d\n", i);
+    fclose(f);
+    const weir_exec_mode modes[] = {WEIR_EXEC_POOL, WEIR_EXEC_THREADS, WEIR_EXEC_HYBRID};
+    for (size_t m = 0; m < 3; m++) {
+        lifecycle_at_every_k(modes[m], false, path);
+        lifecycle_at_every_k(modes[m], true, path);
+    }
+    unlink(path);
 }
