@@ -31,6 +31,7 @@
 #include "internal.h"
 
 static void weir__submit(weir__stage *s, weir_worker *w);
+static void weir__unbusy_check(weir_pipeline *p, weir_worker *w);
 
 static void weir__stage_job(weir_worker *w, weir_job *job)
 {
@@ -61,11 +62,28 @@ static void weir__stage_job(weir_worker *w, weir_job *job)
     if (r == WEIR__FINISHED)
         return;
     if (r == WEIR__WAIT) {
+        weir_pipeline *p = s->p;
+        /* Once we are IDLE another worker may run us to the end and the
+         * pipeline may be destroyed: register as a watcher first (destroy
+         * waits for watchers), and touch only `p` afterwards — and not even
+         * `p` when the watch is off (hence the local copy of the flag).
+         * relaxed: the stage is running, the pipeline cannot be freed yet. */
+        const bool watch = p->watch_deadlock;
+        if (watch)
+            atomic_fetch_add_explicit(&p->watchers, 1, memory_order_relaxed);
         uint32_t exp = WEIR__ST_RUNNING;
         /* acq_rel: release our writes to whoever submits us next (its
          * fetch_or acquires them); acquire on failure: see above. */
-        if (atomic_compare_exchange_strong_explicit(&s->state, &exp, WEIR__ST_IDLE,
-                                                    memory_order_acq_rel, memory_order_acquire))
+        bool idle = atomic_compare_exchange_strong_explicit(
+            &s->state, &exp, WEIR__ST_IDLE, memory_order_acq_rel, memory_order_acquire);
+        if (watch) {
+            if (idle)
+                weir__unbusy_check(p, w);
+            /* release: our last access to the pipeline happens before
+             * destroy's acquire load sees the count drop. */
+            atomic_fetch_sub_explicit(&p->watchers, 1, memory_order_release);
+        }
+        if (idle)
             return;
     }
     if (timing)
@@ -112,7 +130,92 @@ void weir__stage_notify(weir__stage *s, weir_worker *w)
     uint32_t old = atomic_fetch_or_explicit(&s->state, WEIR__ST_NOTIFIED, memory_order_acq_rel);
     if (old != WEIR__ST_IDLE)
         return;
+    /* relaxed: an RMW; the stage's own decrement happens after its job runs,
+     * which the submit below orders after this increment. */
+    if (s->p->watch_deadlock)
+        atomic_fetch_add_explicit(&s->p->busy, 1, memory_order_relaxed);
     if (s->p->cfg.timing)
         atomic_store_explicit(&s->queued_at, weir__terms_now_ns(), memory_order_relaxed);
     weir__submit(s, w);
+}
+
+/*
+ * Deadlock watch. In a pipeline whose stages all run on the pool, a stage
+ * waits only for a stream event (input, or space) that another stage
+ * produces, and `busy` counts the stages that are notified or running.
+ * Notify increments it when it takes a stage out of IDLE; a stage decrements
+ * it after it went back to IDLE (the CAS above) or finished (weir__end). A
+ * stage always notifies the stages its progress unblocks *before* it goes
+ * idle, so `busy` cannot pass through 0 while work remains. If it reaches 0
+ * with stages still live, and every live stage is IDLE, nothing will ever
+ * notify them: that is a deadlock of bounded streams (e.g. a zip fed by two
+ * branches of one source, one of which filters: the zip waits on the empty
+ * side while the full side holds the source back). Fail the pipeline with
+ * -EDEADLK instead of hanging; join returns it. A stop or cancel racing with
+ * the check makes a stage non-IDLE first, so it is never misread. A thread
+ * that notifies several stages in a row (start, stop, cancel) holds a token
+ * of its own (weir__pipeline_busy/unbusy) for the whole loop: otherwise the
+ * first stages could run and go idle before the later ones are notified.
+ */
+void weir__stage_unbusy(weir__stage *s, weir_worker *w)
+{
+    if (s->p->watch_deadlock)
+        weir__unbusy_check(s->p, w);
+}
+
+void weir__pipeline_busy(weir_pipeline *p)
+{
+    if (!p->watch_deadlock)
+        return;
+    /* relaxed: RMWs; the caller holds the pipeline (a started pipeline
+     * whose API call is in progress), see weir__stage_notify() for busy */
+    atomic_fetch_add_explicit(&p->watchers, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->busy, 1, memory_order_relaxed);
+}
+
+void weir__pipeline_unbusy(weir_pipeline *p, weir_worker *w)
+{
+    if (!p->watch_deadlock)
+        return;
+    weir__unbusy_check(p, w);
+    /* release: see the stage path in weir__stage_job() */
+    atomic_fetch_sub_explicit(&p->watchers, 1, memory_order_release);
+}
+
+static void weir__unbusy_check(weir_pipeline *p, weir_worker *w)
+{
+    /* acq_rel: the last decrement sees every stage's state as written
+     * before its own decrement (the decrements form a release sequence). */
+    if (atomic_fetch_sub_explicit(&p->busy, 1, memory_order_acq_rel) != 1)
+        return;
+    /* acquire: pairs with the release in weir__pipeline_stage_done(). */
+    if (atomic_load_explicit(&p->live, memory_order_acquire) <= 0)
+        return;
+    weir__stage *waiting = NULL;
+    unsigned idle = 0;
+    for (unsigned k = 0; k < p->nstages; k++) {
+        weir__stage *t = p->stages[k];
+        /* acquire: pairs with the acq_rel state changes of notify / idle. */
+        uint32_t st = atomic_load_explicit(&t->state, memory_order_acquire);
+        if (st & WEIR__ST_DONE)
+            continue; /* finished (a finishing stage marks itself first) */
+        if (st != WEIR__ST_IDLE)
+            return; /* notified or running: not stuck */
+        idle++;
+        /* name a zip or merge if there is one: that is where it locks */
+        if (t->ninputs > 0 && (!waiting || (waiting->ninputs < 2 && t->ninputs > 1)))
+            waiting = t;
+    }
+    if (idle == 0)
+        return; /* the last stage finishing: the normal end */
+    /* seq_cst: a notify that slipped in after our scan made `busy` > 0 */
+    if (atomic_load_explicit(&p->busy, memory_order_seq_cst) != 0)
+        return;
+    if (!waiting)
+        waiting = p->stages[0];
+    weir__pipeline_fail(p, waiting->nodes[0].term, -EDEADLK,
+                        "pipeline deadlocked: every unfinished stage waits for input or for "
+                        "space in a bounded stream (a zip or merge fed by branches of one "
+                        "source that change the rate needs a larger stream capacity)",
+                        w);
 }

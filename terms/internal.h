@@ -307,6 +307,16 @@ struct weir_pipeline {
     _Atomic bool stopping;
     _Atomic bool cancelled;
     _Atomic int live; /* stages not finished */
+    /* Deadlock watch (pool-only pipelines, see exec.c): stages notified or
+     * running and not finished. When it drops to 0 while stages are live,
+     * every stage waits on another through a bounded stream: nothing can
+     * ever wake them. */
+    bool watch_deadlock;
+    _Atomic int busy;
+    /* threads inside the watch that may touch the pipeline after its last
+     * stage finished (a stage that just went idle, a notifying API call):
+     * destroy waits for 0 before it frees anything */
+    _Atomic int watchers;
     weir_latch done;
     bool joined;
 
@@ -347,6 +357,14 @@ void weir__exec_thread_free(weir__stage *s);
  * and cancel it, so that its stages stop resubmitting and destroy's drain
  * ends. */
 void weir__pipeline_shutdown(weir_pipeline *p, weir_worker *w);
+/* A pool stage stopped being busy because it finished (weir__end, while the
+ * pipeline is still live): when no stage of a watched pipeline is busy any
+ * more but some are live, fail it with -EDEADLK. */
+void weir__stage_unbusy(weir__stage *s, weir_worker *w);
+/* A token (busy + watcher) for a thread that notifies several stages in a
+ * row; pair with weir__pipeline_unbusy(). */
+void weir__pipeline_busy(weir_pipeline *p);
+void weir__pipeline_unbusy(weir_pipeline *p, weir_worker *w);
 void weir__pipeline_fail(weir_pipeline *p, weir_term *t, int err, const char *detail,
                          weir_worker *w);
 /* Notify every stage (cancel, stop of sources). */

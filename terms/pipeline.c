@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <ctype.h>
+#include <sched.h>
 #include <string.h>
 #include <strings.h>
 
@@ -193,12 +194,14 @@ void weir__pipeline_stage_done(weir_pipeline *p)
 
 void weir__pipeline_notify_all(weir_pipeline *p, bool sources_only, weir_worker *w)
 {
+    weir__pipeline_busy(p); /* see exec.c, "Deadlock watch" */
     for (unsigned k = 0; k < p->nstages; k++) {
         weir__stage *s = p->stages[k];
         if (sources_only && s->head != WEIR__H_PULL && s->head != WEIR__H_BLOCKING)
             continue;
         weir__stage_notify(s, w);
     }
+    weir__pipeline_unbusy(p, w);
 }
 
 /* Record the first error; later ones are dropped. Returns true if this call
@@ -279,6 +282,15 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
     /* `live` must be set before any stage can run and finish: stop, cancel
      * and join refuse to act until they see STARTED. */
     atomic_store_explicit(&p->live, (int)p->nstages, memory_order_relaxed);
+    /* The deadlock watch needs every stage on the pool: a stage on its own
+     * thread (threads/hybrid modes, blocking sources) can wake others from
+     * outside the accounting. */
+    p->watch_deadlock = p->nstages > 0;
+    for (unsigned k = 0; k < p->nstages; k++)
+        if (p->stages[k]->thread)
+            p->watch_deadlock = false;
+    atomic_store_explicit(&p->busy, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->watchers, 0, memory_order_relaxed);
     /* release: pairs with the acquire loads of phase in stop/cancel/join. */
     atomic_store_explicit(&p->phase, WEIR__P_STARTED, memory_order_release);
     if (p->nstages == 0) {
@@ -312,11 +324,13 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
         weir__terms_error(err, "%s", msg);
         return err;
     }
+    weir__pipeline_busy(p); /* see exec.c, "Deadlock watch" */
     for (k = 0; k < p->nstages; k++) {
         weir__stage *s = p->stages[k];
         if (!s->thread && s->head == WEIR__H_PULL)
             weir__stage_notify(s, NULL);
     }
+    weir__pipeline_unbusy(p, NULL);
     return 0;
 }
 
@@ -419,6 +433,11 @@ WEIR_API void weir_pipeline_destroy(weir_pipeline *p)
             weir_pipeline_cancel(p);
         weir_latch_wait(&p->done);
         weir__join_threads(p);
+        /* acquire: pairs with the watchers' release decrements (exec.c,
+         * "Deadlock watch"): a stage that went idle just before the end may
+         * still be checking the pipeline. */
+        while (atomic_load_explicit(&p->watchers, memory_order_acquire) != 0)
+            sched_yield();
     }
     if (p->cfg.print_stats)
         weir_pipeline_print_stats(p, stderr);
