@@ -110,6 +110,9 @@ struct weir_worker {
 
     /* Statistics: written by this worker only. */
     alignas(WEIR_CACHELINE) weir__counters ctr;
+    /* What weir_runtime_stats_reset() saw (one per weir_worker_stats field):
+     * readers report ctr - base, so a reset never writes the counters. */
+    _Atomic uint64_t stats_base[15];
 };
 
 struct weir_runtime {

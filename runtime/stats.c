@@ -4,7 +4,12 @@
 
 #include "scheduler.h"
 
-static void snapshot(const weir_worker *w, weir_worker_stats *o)
+#define NSTATS (sizeof(weir_worker_stats) / sizeof(uint64_t))
+_Static_assert(sizeof(((weir_worker *)0)->stats_base) == sizeof(weir_worker_stats),
+               "stats_base mirrors weir_worker_stats");
+
+/* The counters as the worker wrote them, since the runtime started. */
+static void raw_snapshot(const weir_worker *w, weir_worker_stats *o)
 {
 #define LD(f) atomic_load_explicit(&((weir_worker *)w)->ctr.f, memory_order_relaxed)
     o->tasks_run = LD(tasks_run);
@@ -34,6 +39,20 @@ static void snapshot(const weir_worker *w, weir_worker_stats *o)
             o->busy_ns += now - since;
     }
 #undef LD
+}
+
+/* Since the last weir_runtime_stats_reset(): the raw counters minus the base
+ * that reset recorded. Reset never writes the worker's counters (a relaxed
+ * load-and-store by the owner racing with a store from another thread could
+ * resurrect an old value); it records a base instead. */
+static void snapshot(const weir_worker *w, weir_worker_stats *o)
+{
+    raw_snapshot(w, o);
+    uint64_t *x = (uint64_t *)o;
+    for (size_t k = 0; k < NSTATS; k++) {
+        uint64_t b = atomic_load_explicit(&((weir_worker *)w)->stats_base[k], memory_order_relaxed);
+        x[k] = x[k] >= b ? x[k] - b : 0;
+    }
 }
 
 int weir_runtime_stats(const weir_runtime *rt, unsigned worker, weir_worker_stats *out)
@@ -68,13 +87,13 @@ void weir_runtime_stats_reset(weir_runtime *rt)
         return;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         weir_worker *w = rt->workers[i];
-        _Atomic uint64_t *c = (_Atomic uint64_t *)&w->ctr;
-        /* every counter up to (not including) the open-span fields */
-        for (size_t k = 0; k < offsetof(weir__counters, since_ns) / sizeof(uint64_t); k++)
-            atomic_store_explicit(&c[k], 0, memory_order_relaxed);
-        /* restart the open span now, so utilisation covers the new period */
-        atomic_store_explicit(&w->ctr.since_ns, weir__now_ns(), memory_order_relaxed);
-        atomic_store_explicit(&w->fj.spawns, 0, memory_order_relaxed);
+        weir_worker_stats raw;
+        raw_snapshot(w, &raw);
+        const uint64_t *x = (const uint64_t *)&raw;
+        /* relaxed: readers subtract whichever base they see; a reset is not
+         * ordered with concurrent reads */
+        for (size_t k = 0; k < NSTATS; k++)
+            atomic_store_explicit(&w->stats_base[k], x[k], memory_order_relaxed);
     }
 }
 

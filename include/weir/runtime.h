@@ -85,8 +85,10 @@ WEIR_API int weir_runtime_stats(const weir_runtime *rt, unsigned worker, weir_wo
 /** Sum of all workers' counters. */
 WEIR_API void weir_runtime_stats_total(const weir_runtime *rt, weir_worker_stats *out);
 
-/** Reset every worker's counters to zero (for benchmarks; racy by nature: call
- *  it while the runtime is idle). */
+/** Start counting afresh: later snapshots report what happened since this
+ *  call. Safe while workers run (it records a base per worker instead of
+ *  writing their counters); a snapshot taken concurrently with a reset may mix
+ *  the old and the new base. */
 WEIR_API void weir_runtime_stats_reset(weir_runtime *rt);
 
 /** Print the per-worker statistics table (the WEIR_STATS=1 output) to `f`. */
