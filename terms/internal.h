@@ -149,6 +149,7 @@ typedef struct weir__stream {
     uint64_t p_free;                         /* known free slots */
     uint32_t p_scan;                         /* resume point of the blocked scan */
     _Atomic uint64_t max_depth;              /* producer-written, relaxed */
+    _Atomic uint64_t last_publish_ns;        /* producer-written, relaxed: stall watch */
 
     /* Read-only after compile. */
     alignas(WEIR_CACHELINE) char *buf;

@@ -114,6 +114,19 @@ WEIR_API void weir_pipeline_stats_get(const weir_pipeline *p, weir_pipeline_stat
         if (p->cfg.starvation_ns && weir__wait_now(p->stages[k], now) > p->cfg.starvation_ns)
             out->starvations++;
     }
+    /* acquire: a started pipeline's streams (the phase's release in start) */
+    if (p->cfg.starvation_ns &&
+        atomic_load_explicit(&((weir_pipeline *)p)->phase, memory_order_acquire) ==
+            WEIR__P_STARTED) {
+        for (unsigned k = 0; k < p->nstreams; k++) {
+            weir__stream *st = p->streams[k];
+            /* relaxed: monitoring reads */
+            uint64_t last = atomic_load_explicit(&st->last_publish_ns, memory_order_relaxed);
+            if (!atomic_load_explicit(&st->ended, memory_order_relaxed) && now > last &&
+                now - last > p->cfg.starvation_ns)
+                out->stalled_streams++;
+        }
+    }
 }
 
 WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)
@@ -124,9 +137,10 @@ WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)
     weir_pipeline_stats_get(p, &ps);
     fprintf(f,
             "weir pipeline: %u terms, %u stages, %u streams, %u threads, mode %s, batch %u, "
-            "capacity %u, starvations %llu\n",
+            "capacity %u, starvations %llu, stalled streams %u\n",
             ps.terms, ps.stages, ps.streams, ps.threads, weir_exec_mode_name(p->cfg.mode),
-            p->cfg.batch, p->cfg.capacity, (unsigned long long)ps.starvations);
+            p->cfg.batch, p->cfg.capacity, (unsigned long long)ps.starvations,
+            ps.stalled_streams);
     /* A 10 000-branch fan-out would print 20 000 lines: show the first rows
      * and a summary of the rest. */
     const unsigned max_rows = 64;

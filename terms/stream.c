@@ -56,6 +56,7 @@ int weir__stream_init(weir__stream *s, const char *name, size_t size, uint64_t c
     atomic_init(&s->ended, 0);
     atomic_init(&s->waiting_on, WEIR__NOBODY);
     atomic_init(&s->max_depth, 0);
+    atomic_init(&s->last_publish_ns, 0);
     s->size = size;
     s->cap = cap;
     s->mask = cap - 1;
@@ -131,6 +132,8 @@ bool weir__stream_publish(weir__stream *s)
     /* release: pairs with the acquire in weir__stream_avail(); the records
      * below h are written before a consumer can see h. */
     atomic_store_explicit(&s->head, h, memory_order_release);
+    /* relaxed: a monitoring timestamp (one clock read per published batch) */
+    atomic_store_explicit(&s->last_publish_ns, weir__terms_now_ns(), memory_order_relaxed);
     uint64_t depth = s->cap - s->p_free; /* an upper bound: p_free is a lower bound */
     if (depth > atomic_load_explicit(&s->max_depth, memory_order_relaxed))
         atomic_store_explicit(&s->max_depth, depth, memory_order_relaxed);

@@ -515,6 +515,11 @@ typedef struct weir_pipeline_stats {
     unsigned threads;     /**< OS threads the pipeline started */
     uint64_t starvations; /**< sum over the stages */
     uint64_t activations; /**< sum over the stages */
+    /** Streams stalled now: not ended, and nothing published for longer than
+     *  the config's starvation_ns (a producer that went silent, such as a
+     *  blocking source stuck in its own I/O). Its consumers are starved of
+     *  input, which `starvations` (runnable but not run) does not count. */
+    unsigned stalled_streams;
 } weir_pipeline_stats;
 
 /** Number of primitive terms (composites excluded), in tree order. */

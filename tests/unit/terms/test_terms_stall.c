@@ -188,6 +188,13 @@ Test(terms_stall, a_stalled_blocking_source_shows_in_monitoring_and_cancel_ends_
         weir_pipeline_stats_get(p, &ps);
         cr_assert_eq(ps.starvations, 0, "waiting for input is not starving");
         cr_assert_eq(weir_pipeline_join_for(p, 50 * 1000 * 1000), -ETIMEDOUT, "still running");
+        /* ...but the silent producer is a stall: after more than the
+         * threshold without a publish (sleeps are lower bounds), its stream
+         * counts as stalled. */
+        usleep((useconds_t)(c.starvation_ns / 1000) + 50 * 1000);
+        weir_pipeline_stats_get(p, &ps);
+        cr_assert_geq(ps.stalled_streams, 1, "mode %s: the stall is not visible",
+                      weir_exec_mode_name(all_modes[k]));
 
         /* Cancel: the source notices at its next poll, join returns. */
         cr_assert_eq(weir_pipeline_cancel(p), 0);
