@@ -150,6 +150,7 @@ typedef struct weir__stream {
     uint32_t p_scan;                         /* resume point of the blocked scan */
     _Atomic uint64_t max_depth;              /* producer-written, relaxed */
     _Atomic uint64_t last_publish_ns;        /* producer-written, relaxed: stall watch */
+    bool stamp;                              /* keep last_publish_ns (starvation_ns != 0) */
 
     /* Read-only after compile. */
     alignas(WEIR_CACHELINE) char *buf;

@@ -292,8 +292,10 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
     atomic_store_explicit(&p->busy, 0, memory_order_relaxed);
     /* the stall watch measures silence from the start */
     uint64_t t0 = weir__terms_now_ns();
-    for (unsigned k = 0; k < p->nstreams; k++)
+    for (unsigned k = 0; k < p->nstreams; k++) {
+        p->streams[k]->stamp = p->cfg.starvation_ns != 0;
         atomic_store_explicit(&p->streams[k]->last_publish_ns, t0, memory_order_relaxed);
+    }
     atomic_store_explicit(&p->watchers, 0, memory_order_relaxed);
     /* release: pairs with the acquire loads of phase in stop/cancel/join. */
     atomic_store_explicit(&p->phase, WEIR__P_STARTED, memory_order_release);

@@ -132,8 +132,10 @@ bool weir__stream_publish(weir__stream *s)
     /* release: pairs with the acquire in weir__stream_avail(); the records
      * below h are written before a consumer can see h. */
     atomic_store_explicit(&s->head, h, memory_order_release);
-    /* relaxed: a monitoring timestamp (one clock read per published batch) */
-    atomic_store_explicit(&s->last_publish_ns, weir__terms_now_ns(), memory_order_relaxed);
+    /* relaxed: a monitoring timestamp (one clock read per published batch,
+     * only when the pipeline watches for stalls) */
+    if (s->stamp)
+        atomic_store_explicit(&s->last_publish_ns, weir__terms_now_ns(), memory_order_relaxed);
     uint64_t depth = s->cap - s->p_free; /* an upper bound: p_free is a lower bound */
     if (depth > atomic_load_explicit(&s->max_depth, memory_order_relaxed))
         atomic_store_explicit(&s->max_depth, depth, memory_order_relaxed);
