@@ -122,6 +122,17 @@ void weir__stage_notify(weir__stage *s, weir_worker *w)
         weir__thread *th = s->thread;
         pthread_mutex_lock(&th->mu);
         th->flag = true;
+        if (th->sleeping) {
+            /* The deadlock watch: the sleeper left `busy`; count it again on
+             * its behalf, before our own decrement (we are busy ourselves:
+             * a running stage or an API call's token), so `busy` cannot pass
+             * through 0 between our notify and its waking. relaxed: an RMW
+             * (see notify below); the state store is read by the scan of
+             * weir__unbusy_check(), release: pairs with its acquire load. */
+            th->sleeping = false;
+            atomic_fetch_add_explicit(&s->p->busy, 1, memory_order_relaxed);
+            atomic_store_explicit(&s->state, WEIR__ST_RUNNING, memory_order_release);
+        }
         pthread_cond_signal(&th->cv);
         pthread_mutex_unlock(&th->mu);
         return;
@@ -140,11 +151,17 @@ void weir__stage_notify(weir__stage *s, weir_worker *w)
 }
 
 /*
- * Deadlock watch. In a pipeline whose stages all run on the pool, a stage
- * waits only for a stream event (input, or space) that another stage
- * produces, and `busy` counts the stages that are notified or running.
- * Notify increments it when it takes a stage out of IDLE; a stage decrements
- * it after it went back to IDLE (the CAS above) or finished (weir__end). A
+ * Deadlock watch. A stage waits only for a stream event (input, or space)
+ * that another stage produces, and `busy` counts the stages that are
+ * notified or running. Notify increments it when it takes a stage out of
+ * IDLE; a stage decrements it after it went back to IDLE (the CAS above) or
+ * finished (weir__end). A stage on its own thread (threads and hybrid modes,
+ * blocking sources) counts as busy while awake: it is RUNNING from start,
+ * goes IDLE and decrements when it goes to sleep with no notification
+ * pending (weir__exec_thread_wait, under its mutex), and the notify that
+ * wakes it sets it RUNNING and increments on its behalf (above). A blocking
+ * source inside its own callback is awake, so a pipeline waiting on a slow
+ * source is never mistaken for a deadlock. A
  * stage always notifies the stages its progress unblocks *before* it goes
  * idle, so `busy` cannot pass through 0 while work remains. If it reaches 0
  * with stages still live, and every live stage is IDLE, nothing will ever

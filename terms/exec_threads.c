@@ -33,7 +33,23 @@ static void *weir__stage_thread(void *arg)
 void weir__exec_thread_wait(weir__stage *s)
 {
     weir__thread *th = s->thread;
+    weir_pipeline *p = s->p;
     pthread_mutex_lock(&th->mu);
+    if (!th->flag && p->watch_deadlock) {
+        /* Going to sleep with nothing pending: leave the deadlock watch's
+         * `busy` count (exec.c, "Deadlock watch"). IDLE and `sleeping` are
+         * set under the mutex, so the notify that wakes us sees them and
+         * counts us busy again. release: pairs with the acquire load of the
+         * scan in weir__unbusy_check(). The decrement happens outside the
+         * mutex: a deadlock verdict cancels the pipeline, which notifies
+         * this stage too. Our thread is joined before the pipeline is
+         * freed, so touching `p` here needs no watcher registration. */
+        th->sleeping = true;
+        atomic_store_explicit(&s->state, WEIR__ST_IDLE, memory_order_release);
+        pthread_mutex_unlock(&th->mu);
+        weir__stage_unbusy(s, NULL);
+        pthread_mutex_lock(&th->mu);
+    }
     while (!th->flag)
         pthread_cond_wait(&th->cv, &th->mu);
     th->flag = false;

@@ -250,6 +250,9 @@ typedef struct weir__thread {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool flag; /* a notification arrived (under mu) */
+    /* (under mu) the thread sleeps and left the deadlock watch's `busy`
+     * count: the notifier that wakes it counts it busy again (exec.c) */
+    bool sleeping;
 } weir__thread;
 
 typedef struct weir__stage {
@@ -309,10 +312,10 @@ struct weir_pipeline {
     _Atomic bool stopping;
     _Atomic bool cancelled;
     _Atomic int live; /* stages not finished */
-    /* Deadlock watch (pool-only pipelines, see exec.c): stages notified or
-     * running and not finished. When it drops to 0 while stages are live,
-     * every stage waits on another through a bounded stream: nothing can
-     * ever wake them. */
+    /* Deadlock watch (every mode, see exec.c): stages notified or running
+     * (a thread stage: awake) and not finished. When it drops to 0 while
+     * stages are live, every stage waits on another through a bounded
+     * stream: nothing can ever wake them. */
     bool watch_deadlock;
     _Atomic int busy;
     /* threads inside the watch that may touch the pipeline after its last

@@ -282,14 +282,19 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
     /* `live` must be set before any stage can run and finish: stop, cancel
      * and join refuse to act until they see STARTED. */
     atomic_store_explicit(&p->live, (int)p->nstages, memory_order_relaxed);
-    /* The deadlock watch needs every stage on the pool: a stage on its own
-     * thread (threads/hybrid modes, blocking sources) can wake others from
-     * outside the accounting. */
+    /* The deadlock watch (exec.c): a thread stage counts as busy from now
+     * until it first sleeps, like a notified pool stage. relaxed: the
+     * threads are created below (pthread_create orders these stores before
+     * them) and no pool stage runs before the notifications at the end. */
     p->watch_deadlock = p->nstages > 0;
-    for (unsigned k = 0; k < p->nstages; k++)
-        if (p->stages[k]->thread)
-            p->watch_deadlock = false;
-    atomic_store_explicit(&p->busy, 0, memory_order_relaxed);
+    int busy = 0;
+    for (unsigned k = 0; k < p->nstages; k++) {
+        if (p->stages[k]->thread) {
+            atomic_store_explicit(&p->stages[k]->state, WEIR__ST_RUNNING, memory_order_relaxed);
+            busy++;
+        }
+    }
+    atomic_store_explicit(&p->busy, busy, memory_order_relaxed);
     /* the stall watch measures silence from the start */
     uint64_t t0 = weir__terms_now_ns();
     for (unsigned k = 0; k < p->nstreams; k++) {
@@ -303,6 +308,11 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
         weir_latch_set(&p->done);
         return 0;
     }
+    /* Hold a token (exec.c, "Deadlock watch") from before the first thread
+     * runs until every pool source is notified: a thread stage may finish
+     * and its consumers go idle while the sources below are not notified
+     * yet, which must not read as "every stage waits". */
+    weir__pipeline_busy(p);
     int err = 0;
     unsigned k;
     for (k = 0; k < p->nstages; k++) {
@@ -327,10 +337,10 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
                 weir__stage_abandon(p->stages[k]);
         /* Pool stages that are IDLE still need one activation to see the
          * cancel: the notify above submitted them. */
+        weir__pipeline_unbusy(p, NULL);
         weir__terms_error(err, "%s", msg);
         return err;
     }
-    weir__pipeline_busy(p); /* see exec.c, "Deadlock watch" */
     for (k = 0; k < p->nstages; k++) {
         weir__stage *s = p->stages[k];
         if (!s->thread && s->head == WEIR__H_PULL)

@@ -805,8 +805,7 @@ static void weir__end(weir__stage *s, weir_worker *w)
      * acq_rel fetch_or in weir__stage_notify(). */
     atomic_fetch_or_explicit(&s->state, WEIR__ST_DONE, memory_order_release);
     /* before `live` drops: once it is 0 the pipeline may be destroyed */
-    if (!s->thread)
-        weir__stage_unbusy(s, w);
+    weir__stage_unbusy(s, w);
     weir__pipeline_stage_done(s->p);
 }
 
