@@ -79,6 +79,7 @@ struct weir_term {
     weir__fn fn;
     weir_finish_fn finish;
     weir_free_fn free_state;
+    weir_interrupt_fn interrupt; /* blocking sources: weir_term_on_interrupt() */
     int owner; /* WEIR__FREE / IN_COMPOSITE / IN_PIPELINE */
 
     /* composites */
@@ -149,8 +150,13 @@ typedef struct weir__stream {
     uint64_t p_free;                         /* known free slots */
     uint32_t p_scan;                         /* resume point of the blocked scan */
     _Atomic uint64_t max_depth;              /* producer-written, relaxed */
-    _Atomic uint64_t last_publish_ns;        /* producer-written, relaxed: stall watch */
-    bool stamp;                              /* keep last_publish_ns (starvation_ns != 0) */
+    /* The stall watch (stream.c): the clock at the last publish, kept only
+     * when stall_ns (the pipeline's starvation_ns) is not 0; stall_mark is
+     * the last_publish_ns value of the last silence counted in `stalls`. */
+    _Atomic uint64_t last_publish_ns; /* producer-written, relaxed */
+    _Atomic uint64_t stall_mark;      /* CAS by producer and monitoring readers */
+    _Atomic uint64_t stalls;          /* silences counted (input starvations) */
+    uint64_t stall_ns;                /* set at start, read-only while running */
 
     /* Read-only after compile. */
     alignas(WEIR_CACHELINE) char *buf;
@@ -191,6 +197,10 @@ void weir__stream_advance(weir__stream *s, unsigned i, uint64_t tail, weir_worke
 void weir__stream_detach(weir__stream *s, unsigned i, weir_worker *w);
 /* Records not yet consumed by the slowest attached consumer. */
 uint64_t weir__stream_depth(const weir__stream *s);
+/* Monitoring (any thread): the stream has not ended, an attached consumer
+ * has read everything, and nothing was published for longer than stall_ns.
+ * Counts the silence in `stalls` if nobody did yet. */
+bool weir__stream_stalled(weir__stream *s, uint64_t now);
 
 /* ------------------------------------------------------------------ stages */
 
@@ -287,6 +297,8 @@ typedef struct weir__stage {
     unsigned vec_from;
     size_t vec_size;      /* largest map output record */
     weir__thread *thread; /* non-NULL: runs on its own OS thread */
+    /* a blocking source's interrupt function was called (once per run) */
+    _Atomic bool interrupted;
     uint64_t last_now;    /* clock at the end of the last activation (timing) */
     uint64_t activations, ns, starvations, max_wait;
     _Atomic uint64_t st_activations, st_ns, st_starvations, st_max_wait;
@@ -372,6 +384,9 @@ void weir__pipeline_busy(weir_pipeline *p);
 void weir__pipeline_unbusy(weir_pipeline *p, weir_worker *w);
 void weir__pipeline_fail(weir_pipeline *p, weir_term *t, int err, const char *detail,
                          weir_worker *w);
+/* Call the interrupt functions of the blocking sources, once each (after
+ * stopping or cancelled became true). */
+void weir__pipeline_interrupt_sources(weir_pipeline *p);
 /* Notify every stage (cancel, stop of sources). */
 void weir__pipeline_notify_all(weir_pipeline *p, bool sources_only, weir_worker *w);
 /* A stage finished: the last one sets the latch. Must be the stage's last

@@ -204,6 +204,22 @@ void weir__pipeline_notify_all(weir_pipeline *p, bool sources_only, weir_worker 
     weir__pipeline_unbusy(p, w);
 }
 
+void weir__pipeline_interrupt_sources(weir_pipeline *p)
+{
+    for (unsigned k = 0; k < p->nstages; k++) {
+        weir__stage *s = p->stages[k];
+        weir__node *n0 = &s->nodes[0];
+        if (s->head != WEIR__H_BLOCKING || !n0->term->interrupt)
+            continue;
+        /* relaxed: decides who calls it; the flag the source then reads
+         * (stopping / cancelled) was stored before, in program order, and
+         * the user's wake-up (a mutex, a pipe) orders it before the
+         * source's weir_emit_stopping(). */
+        if (!atomic_exchange_explicit(&s->interrupted, true, memory_order_relaxed))
+            n0->term->interrupt(n0->state);
+    }
+}
+
 /* Record the first error; later ones are dropped. Returns true if this call
  * recorded it. */
 static bool weir__set_error(weir_pipeline *p, int err, const char *msg)
@@ -227,8 +243,10 @@ static void weir__cancel_all(weir_pipeline *p, weir_worker *w)
 {
     /* relaxed: the notifications below order it before the activations
      * that must see it (acq_rel fetch_or / mutex). */
-    if (!atomic_exchange_explicit(&p->cancelled, true, memory_order_relaxed))
+    if (!atomic_exchange_explicit(&p->cancelled, true, memory_order_relaxed)) {
         weir__pipeline_notify_all(p, false, w);
+        weir__pipeline_interrupt_sources(p);
+    }
 }
 
 void weir__pipeline_shutdown(weir_pipeline *p, weir_worker *w)
@@ -298,7 +316,7 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
     /* the stall watch measures silence from the start */
     uint64_t t0 = weir__terms_now_ns();
     for (unsigned k = 0; k < p->nstreams; k++) {
-        p->streams[k]->stamp = p->cfg.starvation_ns != 0;
+        p->streams[k]->stall_ns = p->cfg.starvation_ns;
         atomic_store_explicit(&p->streams[k]->last_publish_ns, t0, memory_order_relaxed);
     }
     atomic_store_explicit(&p->watchers, 0, memory_order_relaxed);
@@ -411,8 +429,10 @@ WEIR_API int weir_pipeline_stop(weir_pipeline *p)
     if (r < 0)
         return r;
     /* relaxed: the notifications below carry it to the sources. */
-    if (!atomic_exchange_explicit(&p->stopping, true, memory_order_relaxed))
+    if (!atomic_exchange_explicit(&p->stopping, true, memory_order_relaxed)) {
         weir__pipeline_notify_all(p, true, NULL);
+        weir__pipeline_interrupt_sources(p);
+    }
     return 0;
 }
 

@@ -92,6 +92,11 @@ WEIR_API int weir_pipeline_stream_stats(const weir_pipeline *p, unsigned i, weir
     out->records = weir__ld(&s->head);
     out->depth = weir__stream_depth(s);
     out->max_depth = weir__ld(&s->max_depth);
+    /* acquire: a started pipeline's streams (the phase's release in start) */
+    if (atomic_load_explicit(&((weir_pipeline *)p)->phase, memory_order_acquire) ==
+        WEIR__P_STARTED)
+        out->stalled = weir__stream_stalled((weir__stream *)s, weir__terms_now_ns());
+    out->stalls = weir__ld(&s->stalls);
     return 0;
 }
 
@@ -115,18 +120,15 @@ WEIR_API void weir_pipeline_stats_get(const weir_pipeline *p, weir_pipeline_stat
             out->starvations++;
     }
     /* acquire: a started pipeline's streams (the phase's release in start) */
-    if (p->cfg.starvation_ns &&
-        atomic_load_explicit(&((weir_pipeline *)p)->phase, memory_order_acquire) ==
-            WEIR__P_STARTED) {
-        for (unsigned k = 0; k < p->nstreams; k++) {
-            weir__stream *st = p->streams[k];
-            /* relaxed: monitoring reads */
-            uint64_t last = atomic_load_explicit(&st->last_publish_ns, memory_order_relaxed);
-            if (!atomic_load_explicit(&st->ended, memory_order_relaxed) && now > last &&
-                now - last > p->cfg.starvation_ns)
-                out->stalled_streams++;
-        }
+    bool started = atomic_load_explicit(&((weir_pipeline *)p)->phase, memory_order_acquire) ==
+                   WEIR__P_STARTED;
+    for (unsigned k = 0; k < p->nstreams; k++) {
+        weir__stream *st = p->streams[k];
+        if (started && weir__stream_stalled(st, now))
+            out->stalled_streams++;
+        out->input_starvations += weir__ld(&st->stalls);
     }
+    out->starvations += out->input_starvations;
 }
 
 WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)
@@ -137,10 +139,10 @@ WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)
     weir_pipeline_stats_get(p, &ps);
     fprintf(f,
             "weir pipeline: %u terms, %u stages, %u streams, %u threads, mode %s, batch %u, "
-            "capacity %u, starvations %llu, stalled streams %u\n",
+            "capacity %u, starvations %llu (of input %llu), stalled streams %u\n",
             ps.terms, ps.stages, ps.streams, ps.threads, weir_exec_mode_name(p->cfg.mode),
             p->cfg.batch, p->cfg.capacity, (unsigned long long)ps.starvations,
-            ps.stalled_streams);
+            (unsigned long long)ps.input_starvations, ps.stalled_streams);
     /* A 10 000-branch fan-out would print 20 000 lines: show the first rows
      * and a summary of the rest. */
     const unsigned max_rows = 64;
@@ -162,14 +164,15 @@ WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)
     if (p->nterms > max_rows)
         fprintf(f, "  ... %u more terms (all terms: %llu records in, %llu out)\n",
                 p->nterms - max_rows, (unsigned long long)rin, (unsigned long long)rout);
-    fprintf(f, "  %-20s %9s %10s %12s %8s %8s\n", "stream", "consumers", "capacity", "records",
-            "depth", "max");
+    fprintf(f, "  %-20s %9s %10s %12s %8s %8s %7s\n", "stream", "consumers", "capacity", "records",
+            "depth", "max", "stalls");
     for (unsigned i = 0; i < p->nstreams && i < max_rows; i++) {
         weir_stream_stats ss;
         weir_pipeline_stream_stats(p, i, &ss);
-        fprintf(f, "  %-20.20s %9u %10llu %12llu %8llu %8llu\n", ss.name, ss.consumers,
+        fprintf(f, "  %-20.20s %9u %10llu %12llu %8llu %8llu %7llu%s\n", ss.name, ss.consumers,
                 (unsigned long long)ss.capacity, (unsigned long long)ss.records,
-                (unsigned long long)ss.depth, (unsigned long long)ss.max_depth);
+                (unsigned long long)ss.depth, (unsigned long long)ss.max_depth,
+                (unsigned long long)ss.stalls, ss.stalled ? " stalled" : "");
     }
     if (p->nstreams > max_rows)
         fprintf(f, "  ... %u more streams\n", p->nstreams - max_rows);

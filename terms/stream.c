@@ -57,6 +57,9 @@ int weir__stream_init(weir__stream *s, const char *name, size_t size, uint64_t c
     atomic_init(&s->waiting_on, WEIR__NOBODY);
     atomic_init(&s->max_depth, 0);
     atomic_init(&s->last_publish_ns, 0);
+    atomic_init(&s->stall_mark, 0);
+    atomic_init(&s->stalls, 0);
+    s->stall_ns = 0;
     s->size = size;
     s->cap = cap;
     s->mask = cap - 1;
@@ -123,19 +126,78 @@ bool weir__stream_space(weir__stream *s, uint32_t want)
     return s->p_free > 0;
 }
 
+/*
+ * The stall watch. A stream is *stalled* while its producer publishes
+ * nothing for longer than the pipeline's starvation threshold although a
+ * consumer has read everything (a source silent in its own I/O, a filter
+ * dropping everything): its consumers are starved of input. A full stream
+ * is backpressure, not a stall. Each silence is counted once in `stalls`
+ * (an input starvation), by whoever sees it first: a monitoring reader
+ * while it lasts (weir__stream_stalled), or the producer when it publishes
+ * again. A silence is named by the last_publish_ns that began it; stamps
+ * only grow, so stall_mark moves forward by CAS and each value is counted
+ * by the one thread whose CAS installs it. relaxed throughout: monitoring
+ * data, read with no other data depending on it.
+ */
+static bool weir__stream_drained(const weir__stream *s, uint64_t head)
+{
+    for (unsigned i = 0; i < s->ncons; i++) {
+        uint64_t t =
+            atomic_load_explicit(&((weir__stream *)s)->cursors[i].tail, memory_order_relaxed);
+        if (t != WEIR__DETACHED && t >= head)
+            return true;
+    }
+    return false;
+}
+
+static void weir__stream_note_stall(weir__stream *s, uint64_t since)
+{
+    uint64_t m = atomic_load_explicit(&s->stall_mark, memory_order_relaxed);
+    while (m < since) {
+        if (atomic_compare_exchange_weak_explicit(&s->stall_mark, &m, since, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            atomic_fetch_add_explicit(&s->stalls, 1, memory_order_relaxed);
+            return;
+        }
+    }
+}
+
+/* Producer, at a publish after records [.., h_old): one clock read per
+ * published batch, only when the pipeline watches (starvation_ns != 0). */
+static void weir__stream_stamp(weir__stream *s, uint64_t h_old)
+{
+    uint64_t now = weir__terms_now_ns();
+    uint64_t prev = atomic_load_explicit(&s->last_publish_ns, memory_order_relaxed);
+    atomic_store_explicit(&s->last_publish_ns, now, memory_order_relaxed);
+    if (now > prev && now - prev > s->stall_ns && weir__stream_drained(s, h_old))
+        weir__stream_note_stall(s, prev);
+}
+
+bool weir__stream_stalled(weir__stream *s, uint64_t now)
+{
+    if (!s->stall_ns || atomic_load_explicit(&s->ended, memory_order_relaxed))
+        return false;
+    uint64_t last = atomic_load_explicit(&s->last_publish_ns, memory_order_relaxed);
+    if (now <= last || now - last <= s->stall_ns)
+        return false;
+    if (!weir__stream_drained(s, atomic_load_explicit(&s->head, memory_order_relaxed)))
+        return false;
+    weir__stream_note_stall(s, last);
+    return true;
+}
+
 bool weir__stream_publish(weir__stream *s)
 {
     uint64_t h = s->p_head;
     /* relaxed: the producer is the only writer of head. */
-    if (h == atomic_load_explicit(&s->head, memory_order_relaxed))
+    uint64_t h_old = atomic_load_explicit(&s->head, memory_order_relaxed);
+    if (h == h_old)
         return false;
     /* release: pairs with the acquire in weir__stream_avail(); the records
      * below h are written before a consumer can see h. */
     atomic_store_explicit(&s->head, h, memory_order_release);
-    /* relaxed: a monitoring timestamp (one clock read per published batch,
-     * only when the pipeline watches for stalls) */
-    if (s->stamp)
-        atomic_store_explicit(&s->last_publish_ns, weir__terms_now_ns(), memory_order_relaxed);
+    if (s->stall_ns)
+        weir__stream_stamp(s, h_old);
     uint64_t depth = s->cap - s->p_free; /* an upper bound: p_free is a lower bound */
     if (depth > atomic_load_explicit(&s->max_depth, memory_order_relaxed))
         atomic_store_explicit(&s->max_depth, depth, memory_order_relaxed);

@@ -282,6 +282,27 @@ WEIR_API weir_term *weir_term_on_finish(weir_term *t, weir_finish_fn fn)
     }
 }
 
+WEIR_API weir_term *weir_term_on_interrupt(weir_term *t, weir_interrupt_fn fn)
+{
+    if (!t)
+        return NULL;
+    if (t->owner != WEIR__FREE) {
+        weir__terms_error(-EBUSY, "weir_term_on_interrupt: term '%s' is already composed",
+                          t->name);
+        return NULL;
+    }
+    if (t->kind != WEIR__K_BLOCKING) {
+        weir__terms_error(-EINVAL,
+                          "weir_term_on_interrupt: %s '%s' is not a blocking source (only a "
+                          "blocking source waits where weir cannot wake it)",
+                          t->kind_name, t->name);
+        weir__term_free_rec(t);
+        return NULL;
+    }
+    t->interrupt = fn;
+    return t;
+}
+
 WEIR_API weir_term *weir_term_on_free(weir_term *t, weir_free_fn fn)
 {
     if (!t)

@@ -167,6 +167,9 @@ typedef int (*weir_zip_fn)(void *state, const void *const *in, size_t n, weir_em
 typedef int (*weir_finish_fn)(void *state, weir_emit *e);
 /** Frees a term's state when the term is destroyed. */
 typedef void (*weir_free_fn)(void *state);
+/** Wakes a blocking source blocked in a wait of its own (see
+ *  weir_term_on_interrupt()). */
+typedef void (*weir_interrupt_fn)(void *state);
 
 /* ---------------------------------------------------------- constructors */
 
@@ -223,6 +226,26 @@ WEIR_API weir_term *weir_stop(void);
  *  function, map, filter, sink, batch sink, merge or zip. @return t (NULL
  *  stays NULL; a wrong kind destroys t and returns NULL). */
 WEIR_API weir_term *weir_term_on_finish(weir_term *t, weir_finish_fn fn);
+
+/**
+ * Attach an interrupt function to a blocking source: weir calls it once, when
+ * the pipeline begins to stop or is cancelled (weir_pipeline_stop(),
+ * weir_pipeline_cancel(), a failing term, weir_pipeline_destroy() or
+ * weir_runtime_destroy() of a running pipeline), after weir_emit_stopping()
+ * became true, to wake the source's callback from a wait weir cannot see: a
+ * read on a silent socket, a condition variable. Shut the descriptor down,
+ * write to a self-pipe, signal the condition (GStreamer's GstBaseSrc::unlock
+ * is the model). It runs on the thread that stops or cancels (an API caller,
+ * or a worker when a term fails), possibly while the callback runs or after
+ * it returned: it must not block, must not call weir, and may only touch
+ * what stays valid until the pipeline is destroyed (the term's state does).
+ * Without one, a cancel reaches a source blocked in its own wait only when
+ * that wait returns (or if it waits in slices and polls weir_emit_stopping()).
+ * @return t (NULL stays NULL; a term that is composed already gives NULL
+ *   and -EBUSY; a term that is not a blocking source is destroyed and NULL
+ *   returned, -EINVAL).
+ */
+WEIR_API weir_term *weir_term_on_interrupt(weir_term *t, weir_interrupt_fn fn);
 
 /** Attach a function that frees the term's state at destroy. @return t. */
 WEIR_API weir_term *weir_term_on_free(weir_term *t, weir_free_fn fn);
@@ -374,7 +397,9 @@ typedef enum weir_exec_mode {
 } weir_exec_mode;
 
 /** Called (on the worker that noticed) when a stage waited longer than the
- *  starvation threshold between being made runnable and running. */
+ *  starvation threshold between being made runnable and running. Input
+ *  starvations (stalled streams) are counted in the statistics, without a
+ *  callback. */
 typedef void (*weir_starvation_fn)(void *arg, const char *term, uint64_t waited_ns);
 
 /**
@@ -397,7 +422,9 @@ typedef struct weir_pipeline_config {
      *  progress, for up to this many ns, before it yields to the scheduler
      *  (0 = yield after every activation). Default 50 us. */
     uint64_t slice_ns;
-    /** Starvation threshold in ns (0 = off). Default 100 ms. */
+    /** Starvation threshold in ns (0 = off): a stage runnable for longer
+     *  without running, or a stream silent for longer while its consumers
+     *  wait for input, counts as a starvation. Default 100 ms. */
     uint64_t starvation_ns;
     weir_starvation_fn on_starvation; /**< optional */
     void *starvation_arg;
@@ -508,17 +535,30 @@ typedef struct weir_stream_stats {
     uint64_t records;   /**< records published so far */
     uint64_t depth;     /**< records not yet consumed by the slowest consumer */
     uint64_t max_depth; /**< highest depth seen by the producer */
+    /** Stalled now: not ended, a consumer has read everything, and nothing
+     *  was published for longer than the config's starvation_ns (a full
+     *  stream is backpressure, not a stall). */
+    bool stalled;
+    /** Silences of that kind so far, each counted once (while it lasts, by
+     *  a statistics read, or when the producer publishes again): the input
+     *  starvations of this stream's consumers. */
+    uint64_t stalls;
 } weir_stream_stats;
 
 typedef struct weir_pipeline_stats {
     unsigned terms, stages, streams;
     unsigned threads;     /**< OS threads the pipeline started */
-    uint64_t starvations; /**< sum over the stages */
+    /** Starvations: waits longer than the config's starvation_ns, of two
+     *  kinds. A stage runnable but not run (the sum of the terms'
+     *  `starvations`, a wait in progress included), and a stage starved of
+     *  input: `input_starvations`, which this sum includes. */
+    uint64_t starvations;
+    /** Silences of a stream's producer while its consumers had read
+     *  everything (a blocking source stuck in its own I/O, a filter that
+     *  drops everything): the sum of the streams' `stalls`. */
+    uint64_t input_starvations;
     uint64_t activations; /**< sum over the stages */
-    /** Streams stalled now: not ended, and nothing published for longer than
-     *  the config's starvation_ns (a producer that went silent, such as a
-     *  blocking source stuck in its own I/O). Its consumers are starved of
-     *  input, which `starvations` (runnable but not run) does not count. */
+    /** Streams stalled now (weir_stream_stats.stalled). */
     unsigned stalled_streams;
 } weir_pipeline_stats;
 

@@ -380,7 +380,13 @@ Test(terms_lifecycle, monitoring_reports_terms_streams_and_starvation)
     cr_assert_eq(ps.stages, 3);
     cr_assert_eq(ps.streams, 1);
     cr_assert_eq(ps.threads, 0);
-    cr_assert_eq(ps.starvations, starved, "callback calls = counter");
+    /* with a 1 ns threshold the sinks' waits for input count too */
+    cr_assert_eq(ps.starvations - ps.input_starvations, starved,
+                 "callback calls = scheduling starvations");
+    weir_stream_stats ss;
+    cr_assert_eq(weir_pipeline_stream_stats(p, 0, &ss), 0);
+    cr_assert_eq(ss.stalls, ps.input_starvations, "input starvations = the stream's stalls");
+    cr_assert(!ss.stalled, "an ended stream is not stalled");
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);

@@ -167,8 +167,7 @@ Test(terms_stall, a_stalled_blocking_source_shows_in_monitoring_and_cancel_ends_
         /* The stall in the monitoring: the source's count stops at what it
          * emitted, everything reached the sink, the stream is empty, the
          * sink's stage does not run (it costs nothing while it waits), and
-         * the pipeline has not finished. Nothing is runnable, so there is no
-         * starvation: an idle stage is not a starved one. */
+         * the pipeline has not finished. */
         for (int i = 0; i < 10000 && term_stats(p, "out").records_in < 100; i++)
             usleep(1000);
         weir_term_stats src1 = term_stats(p, "stalled"), sink1 = term_stats(p, "out");
@@ -184,17 +183,23 @@ Test(terms_stall, a_stalled_blocking_source_shows_in_monitoring_and_cancel_ends_
         cr_assert_str_eq(ss.name, "stalled");
         cr_assert_eq(ss.records, 100);
         cr_assert_eq(ss.depth, 0);
-        weir_pipeline_stats ps;
-        weir_pipeline_stats_get(p, &ps);
-        cr_assert_eq(ps.starvations, 0, "waiting for input is not starving");
         cr_assert_eq(weir_pipeline_join_for(p, 50 * 1000 * 1000), -ETIMEDOUT, "still running");
-        /* ...but the silent producer is a stall: after more than the
-         * threshold without a publish (sleeps are lower bounds), its stream
-         * counts as stalled. */
+        /* The silent producer with consumers that read everything is a
+         * stall: after more than the threshold without a publish (sleeps
+         * are lower bounds), the stream is stalled and the silence counts,
+         * once, as an input starvation in the starvation counter. */
         usleep((useconds_t)(c.starvation_ns / 1000) + 50 * 1000);
-        weir_pipeline_stats_get(p, &ps);
-        cr_assert_geq(ps.stalled_streams, 1, "mode %s: the stall is not visible",
-                      weir_exec_mode_name(all_modes[k]));
+        weir_pipeline_stats ps;
+        for (int rd = 0; rd < 3; rd++) {
+            weir_pipeline_stats_get(p, &ps);
+            const char *m = weir_exec_mode_name(all_modes[k]);
+            cr_assert_geq(ps.stalled_streams, 1, "mode %s: the stall is not visible", m);
+            cr_assert_geq(ps.input_starvations, 1, "mode %s: the stall is not counted", m);
+            cr_assert_geq(ps.starvations, ps.input_starvations, "mode %s", m);
+            cr_assert_eq(weir_pipeline_stream_stats(p, 0, &ss), 0);
+            cr_assert(ss.stalled, "mode %s", m);
+            cr_assert_eq(ss.stalls, 1, "mode %s: one silence counts once, however often read", m);
+        }
 
         /* Cancel: the source notices at its next poll, join returns. */
         cr_assert_eq(weir_pipeline_cancel(p), 0);
@@ -245,11 +250,10 @@ Test(terms_stall, destroying_a_pipeline_with_a_stalled_source_cancels_it)
 }
 
 /*
- * The limit of the design, pinned: a source blocked in a wait of its own
- * (no timeout, like a read on a silent socket) cannot be interrupted by the
- * pipeline; cancel takes effect when that wait returns. There is no
- * callback to wake it: a source that must be cancellable waits in slices
- * and polls weir_emit_stopping() (the tests above).
+ * A source blocked in a wait of its own (no timeout, like a read on a silent
+ * socket) and without an interrupt function cannot be woken by the pipeline:
+ * cancel takes effect when that wait returns. Pinned here; the tests below
+ * give the source an interrupt function (weir_term_on_interrupt).
  */
 Test(terms_stall, a_source_blocked_in_its_own_wait_is_ended_when_the_wait_returns)
 {
@@ -270,6 +274,201 @@ Test(terms_stall, a_source_blocked_in_its_own_wait_is_ended_when_the_wait_return
     cr_assert_eq(weir_pipeline_join_for(p, 5 * SEC_NS), -ECANCELED);
     weir_pipeline_destroy(p);
     stall_deinit(&s);
+}
+
+/* A source reading a pipe that never delivers (the silent socket); its
+ * interrupt function closes the pipe's write end, so the read sees EOF. */
+typedef struct reader {
+    int fds[2];
+    int64_t first; /* records emitted before the read */
+    _Atomic int interrupts;
+    _Atomic bool blocked;
+    _Atomic bool returned;
+} reader;
+
+static int reader_fn(void *state, weir_emit *e)
+{
+    reader *r = state;
+    for (int64_t i = 0; i < r->first; i++) {
+        int rc = weir_emit_record(e, &i);
+        if (rc < 0)
+            return rc;
+    }
+    atomic_store(&r->blocked, true);
+    char c;
+    ssize_t n;
+    do
+        n = read(r->fds[0], &c, 1); /* blocks: nobody writes */
+    while (n < 0 && errno == EINTR);
+    atomic_store(&r->returned, true);
+    if (weir_emit_stopping(e))
+        return -ECANCELED;
+    return n == 0 ? 0 : -EIO;
+}
+
+static void reader_interrupt(void *state)
+{
+    reader *r = state;
+    atomic_fetch_add(&r->interrupts, 1);
+    close(r->fds[1]); /* once: weir calls it once per run */
+}
+
+static weir_pipeline *start_reader(reader *r, seq_check *chk, weir_exec_mode m)
+{
+    cr_assert_eq(pipe(r->fds), 0);
+    atomic_init(&r->interrupts, 0);
+    atomic_init(&r->blocked, false);
+    atomic_init(&r->returned, false);
+    weir_term *src =
+        weir_term_on_interrupt(weir_blocking_source("reader", 8, reader_fn, r), reader_interrupt);
+    cr_assert_not_null(src, "%s", weir_last_error());
+    weir_term *t = WEIR_SEQ(src, weir_id("id", 8), seq_sink("out", chk, 0));
+    weir_pipeline_config c = cfg_of(m, 16, 64);
+    weir_pipeline *p;
+    cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0, "%s", weir_last_error());
+    cr_assert_eq(weir_pipeline_start(p), 0);
+    wait_until(&r->blocked);
+    return p;
+}
+
+Test(terms_stall, cancel_wakes_a_source_blocked_in_its_own_read_through_its_interrupt_function)
+{
+    for (int k = 0; k < 3; k++) {
+        const char *m = weir_exec_mode_name(all_modes[k]);
+        reader r = {.first = 100};
+        seq_check chk;
+        weir_pipeline *p = start_reader(&r, &chk, all_modes[k]);
+        cr_assert_eq(atomic_load(&r.interrupts), 0, "%s: not before a stop or cancel", m);
+        cr_assert_eq(weir_pipeline_cancel(p), 0);
+        cr_assert_eq(weir_pipeline_join_for(p, 5 * SEC_NS), -ECANCELED, "%s: %s", m,
+                     weir_pipeline_error(p));
+        cr_assert(atomic_load(&r.returned));
+        cr_assert_eq(weir_pipeline_cancel(p), 0);
+        cr_assert_eq(atomic_load(&r.interrupts), 1, "%s: called once", m);
+        weir_pipeline_destroy(p);
+        close(r.fds[0]);
+    }
+}
+
+Test(terms_stall, stop_wakes_a_blocked_source_and_keeps_what_it_emitted)
+{
+    for (int k = 0; k < 3; k++) {
+        const char *m = weir_exec_mode_name(all_modes[k]);
+        reader r = {.first = 1000};
+        seq_check chk;
+        weir_pipeline *p = start_reader(&r, &chk, all_modes[k]);
+        cr_assert_eq(weir_pipeline_stop(p), 0);
+        cr_assert_eq(weir_pipeline_join_for(p, 5 * SEC_NS), 0, "%s: %s", m,
+                     weir_pipeline_error(p));
+        cr_assert_eq(chk.count, 1000, "%s: every record emitted before the stop arrives", m);
+        cr_assert_eq(chk.bad, 0);
+        cr_assert_eq(atomic_load(&r.interrupts), 1);
+        weir_pipeline_destroy(p);
+        close(r.fds[0]);
+    }
+}
+
+Test(terms_stall, destroy_wakes_a_blocked_source)
+{
+    for (int k = 0; k < 3; k++) {
+        reader r = {.first = 10};
+        seq_check chk;
+        weir_pipeline *p = start_reader(&r, &chk, all_modes[k]);
+        weir_pipeline_destroy(p); /* cancels, interrupts, joins */
+        cr_assert(atomic_load(&r.returned));
+        cr_assert_eq(atomic_load(&r.interrupts), 1);
+        close(r.fds[0]);
+    }
+}
+
+/* The interrupt function is called when a term fails elsewhere, too. */
+static int fail_at_5(void *state, const void *in)
+{
+    (void)state;
+    int64_t v;
+    memcpy(&v, in, sizeof v);
+    return v == 5 ? -EIO : 0;
+}
+
+Test(terms_stall, a_failing_term_wakes_a_blocked_source)
+{
+    for (int k = 0; k < 3; k++) {
+        reader r = {.first = 10};
+        cr_assert_eq(pipe(r.fds), 0);
+        weir_term *src = weir_term_on_interrupt(weir_blocking_source("reader", 8, reader_fn, &r),
+                                                reader_interrupt);
+        weir_term *t = weir_seq2(src, weir_sink("fails", 8, fail_at_5, NULL));
+        weir_pipeline_config c = cfg_of(all_modes[k], 16, 64);
+        weir_pipeline *p;
+        cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
+        cr_assert_eq(weir_pipeline_start(p), 0);
+        cr_assert_eq(weir_pipeline_join_for(p, 5 * SEC_NS), -EIO, "%s",
+                     weir_pipeline_error(p));
+        cr_assert(strstr(weir_pipeline_error(p), "fails") != NULL, "%s", weir_pipeline_error(p));
+        cr_assert_eq(atomic_load(&r.interrupts), 1);
+        weir_pipeline_destroy(p);
+        close(r.fds[0]);
+    }
+}
+
+Test(terms_stall, on_interrupt_refuses_what_is_not_a_free_blocking_source)
+{
+    cr_assert_null(weir_term_on_interrupt(NULL, reader_interrupt));
+    weir_term *f = weir_filter("f", 8, int64_even, NULL);
+    cr_assert_null(weir_term_on_interrupt(f, reader_interrupt), "a filter has no wait to wake");
+    cr_assert(strstr(weir_last_error(), "not a blocking source") != NULL, "%s",
+              weir_last_error());
+    reader r = {.first = 0};
+    weir_term *src = weir_blocking_source("reader", 8, reader_fn, &r);
+    weir_term *t = weir_seq2(src, weir_stop());
+    cr_assert_null(weir_term_on_interrupt(src, reader_interrupt), "composed already");
+    cr_assert(strstr(weir_last_error(), "already composed") != NULL, "%s", weir_last_error());
+    weir_term_destroy(t);
+}
+
+/* A silence that ends before anyone reads the statistics is counted by the
+ * producer when it publishes again. */
+typedef struct pauser {
+    unsigned pause_ms;
+} pauser;
+
+static int pause_fn(void *state, weir_emit *e)
+{
+    pauser *ps = state;
+    for (int64_t i = 0; i < 20; i++) {
+        if (i == 10)
+            usleep(ps->pause_ms * 1000u);
+        int r = weir_emit_record(e, &i);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+Test(terms_stall, a_silence_that_ended_is_counted_once_by_the_producer)
+{
+    for (int k = 0; k < 3; k++) {
+        const char *m = weir_exec_mode_name(all_modes[k]);
+        pauser ps = {.pause_ms = 400};
+        seq_check chk;
+        weir_term *t = weir_seq2(weir_blocking_source("pauses", 8, pause_fn, &ps),
+                                 seq_sink("out", &chk, 0));
+        weir_pipeline_config c = cfg_of(all_modes[k], 16, 64);
+        c.starvation_ns = 100 * 1000 * 1000;
+        weir_pipeline *p;
+        cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
+        cr_assert_eq(weir_pipeline_run(p), 0, "%s: %s", m, weir_pipeline_error(p));
+        cr_assert_eq(chk.count, 20);
+        weir_stream_stats ss;
+        cr_assert_eq(weir_pipeline_stream_stats(p, 0, &ss), 0);
+        cr_assert_geq(ss.stalls, 1, "%s: the 400 ms pause is a silence", m);
+        cr_assert(!ss.stalled);
+        weir_pipeline_stats pst;
+        weir_pipeline_stats_get(p, &pst);
+        cr_assert_eq(pst.input_starvations, ss.stalls, "%s", m);
+        cr_assert_geq(pst.starvations, pst.input_starvations, "%s", m);
+        weir_pipeline_destroy(p);
+    }
 }
 
 /* A blocking source emitting batches much larger than the stream: it waits
