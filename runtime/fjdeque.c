@@ -33,6 +33,7 @@
  * | weir__fj_sync_public | owner only   | weir__fj_steal                      |
  * | weir__fj_steal       | other worker | everything above, other steals      |
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,9 +69,21 @@ static inline uint32_t index_of(const weir_worker *w, const weir_frame *sp)
     return seg_base(w, w->cur_seg) + (uint32_t)(sp - w->fj.seg_begin);
 }
 
+/* Frames in segments 0..k together, c0 * (2^(k+1) - 1), in 64 bits: the
+ * bound check below must not wrap (or shift by 32) before it can fail.
+ * With k < WEIR__MAX_SEGS and seg_shift <= 20 (config.c caps deque_initial
+ * at 2^20) it stays below 2^53. */
+static inline uint64_t frames_upto(const weir_worker *w, unsigned k)
+{
+    return (((uint64_t)2 << k) - 1u) << w->seg_shift;
+}
+
+/* @return 0, -EOVERFLOW when segment k would take the frame count past what
+ *         a 32-bit index (and `bottom` one past the last frame) can hold,
+ *         or -ENOMEM. */
 static int alloc_segment(weir_worker *w, unsigned k)
 {
-    if (k >= WEIR__MAX_SEGS || ((uint64_t)seg_base(w, k) + seg_size(w, k)) > UINT32_MAX)
+    if (k >= WEIR__MAX_SEGS || frames_upto(w, k) > UINT32_MAX)
         return -EOVERFLOW;
     size_t bytes = (size_t)seg_size(w, k) * sizeof(weir_frame);
     weir_frame *s = weir__numa_alloc(&w->rt->topo, bytes, w->numa_os);
@@ -156,13 +169,23 @@ weir_frame *weir__fj_spawn_slow(weir_worker *w, weir_frame *sp)
     if (sp != w->fj.seg_end)
         return sp;
     unsigned k = w->cur_seg + 1;
-    if (!w->segs[k]) {
+    if (k >= WEIR__MAX_SEGS || !w->segs[k]) {
         int err = alloc_segment(w, k);
         if (err) {
             /* A spawn has no error channel (like a C stack overflow): the
-             * frame stack cannot grow, and continuing would corrupt it. */
-            fprintf(stderr, "weir: fatal: worker %u cannot grow its frame deque to %u frames: %s\n",
-                    w->index, seg_base(w, k) + seg_size(w, k), weir_strerror(err));
+             * frame stack cannot grow, and continuing would corrupt it. The
+             * message names the way out: frames reserved at create
+             * (tests/unit/test_fjgrow.c pins both the text and the abort). */
+            if (err == -EOVERFLOW)
+                fprintf(stderr,
+                        "weir: fatal: worker %u cannot grow its frame deque beyond %" PRIu64
+                        " frames: frame indices are 32-bit\n",
+                        w->index, frames_upto(w, w->cur_seg));
+            else
+                fprintf(stderr,
+                        "weir: fatal: worker %u cannot grow its frame deque to %" PRIu64
+                        " frames: %s (weir_config.deque_initial reserves frames at create)\n",
+                        w->index, frames_upto(w, k), weir_strerror(err));
             abort();
         }
     }

@@ -71,7 +71,13 @@ typedef struct weir_config {
     /** Print the per-worker statistics table to stderr at destroy. */
     bool print_stats;
     /** Frames in a worker's first fork-join deque segment (a power of two,
-     *  >= 2); later segments double. Default 1024. */
+     *  2..2^20, 64 bytes a frame); later segments double. Default 1024.
+     *  Also the reserve that rules out weir's one abort(): segment 0 is
+     *  allocated by weir_runtime_create() (-ENOMEM if it cannot be), later
+     *  segments by the spawn that needs them, and a spawn cannot report a
+     *  failed allocation, so it aborts. A worker whose frame stack stays
+     *  within deque_initial frames never allocates; include/weir/task.h says
+     *  how deep a run's stack gets. */
     unsigned deque_initial;
     /** Stack size of each worker thread in bytes (0 = 8 MiB). */
     size_t stack_size;

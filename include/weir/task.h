@@ -33,6 +33,20 @@
  * with one release read-modify-write, only when a thief or a parking worker
  * asked. So the spawn/sync of a frame that was never published contains no
  * atomic read-modify-write and no fence.
+ *
+ * Frames live on a per-worker stack that grows by segments, and a spawn has
+ * no error channel: if the next segment cannot be allocated, weir prints
+ * "weir: fatal: worker N cannot grow its frame deque to M frames: ..." and
+ * calls abort(), the only abort in the library (tests/unit/test_fjgrow.c).
+ * To rule it out, reserve the frames at create: weir_config.deque_initial
+ * frames per worker are allocated by weir_runtime_create() (-ENOMEM if they
+ * cannot be), and a worker whose stack stays within them never allocates.
+ * The stack holds the frames spawned and not yet synced (WEIR_CALL uses
+ * none), so with one worker it needs the most frames a run has outstanding
+ * at once (fib(n): n/2 rounded down; a loop of w spawns, then w syncs: w). A
+ * worker waiting in a sync for a stolen frame runs other stolen frames above
+ * its own, so with several workers a stack can be deeper by the frames
+ * those spawn: leave a margin, unless the frames thieves take spawn nothing.
  */
 #ifndef WEIR_TASK_H
 #define WEIR_TASK_H
