@@ -22,6 +22,20 @@
  *           join must return that error (or -ECANCELED if the cancel won) and
  *           weir_pipeline_error() must name the failing term.
  *
+ * Two more kinds of trial, with shapes of their own:
+ *
+ *   deadlock   src(n) * (filter even | id) * zip * sink, with a random
+ *              source kind (pull or blocking), mode, batch and capacity: a
+ *              bounded-stream deadlock once n is large against the capacity.
+ *              join must return 0 with the exact zip sum when everything fits
+ *              (n <= capacity), -EDEADLK when n is far beyond it (more than
+ *              8 x capacity + 8 x batch + 64), and one of the two in between;
+ *              never hang.
+ *   interrupt  a blocking source emits n records, then blocks in read() on a
+ *              pipe nobody writes; its interrupt function closes the write
+ *              end. stop (join 0, the sink got all n), cancel (-ECANCELED) or
+ *              destroy after a random delay; the interrupt runs exactly once.
+ *
  * A watchdog ends the program (exit 1) when a trial hangs (60 s). Prints one
  * summary line; exits 1 on a broken invariant.
  *
@@ -751,6 +765,237 @@ static void *watchdog(void *arg)
 enum { MAXW = 4 };
 static weir_runtime *rts[MAXW + 1];
 static uint64_t trials[3], cancel_max_ms;
+static uint64_t dl_trials, dl_detected, int_trials;
+
+/* ------------------------------------------------- deadlock trials */
+
+typedef struct dl_src {
+    int64_t n, next;
+} dl_src;
+
+static int dl_pull(void *state, void *out, size_t max, bool *end)
+{
+    dl_src *d = state;
+    int64_t *o = out;
+    size_t k = 0;
+    while (k < max && d->next < d->n)
+        o[k++] = d->next++;
+    *end = d->next == d->n;
+    return (int)k;
+}
+
+static int dl_blocking(void *state, weir_emit *e)
+{
+    dl_src *d = state;
+    for (; d->next < d->n; d->next++) {
+        int r = weir_emit_record(e, &d->next);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static bool dl_even(void *st, const void *in)
+{
+    (void)st;
+    int64_t x;
+    memcpy(&x, in, sizeof x);
+    return x % 2 == 0;
+}
+
+static int dl_zip(void *st, const void *const *in, size_t n, weir_emit *e)
+{
+    (void)st;
+    (void)n;
+    int64_t a, b;
+    memcpy(&a, in[0], sizeof a);
+    memcpy(&b, in[1], sizeof b);
+    int64_t c = a + b;
+    return weir_emit_record(e, &c);
+}
+
+typedef struct dl_sum {
+    int64_t count, sum;
+} dl_sum;
+
+static int dl_sink(void *st, const void *in)
+{
+    dl_sum *s = st;
+    int64_t x;
+    memcpy(&x, in, sizeof x);
+    s->count++;
+    s->sum += x;
+    return 0;
+}
+
+static void deadlock_trial(unsigned wmin, unsigned wmax)
+{
+    dl_src src = {.n = 1 + (int64_t)rndn(rndn(2) ? 200 : 20000), .next = 0};
+    dl_sum got = {0, 0};
+    weir_pipeline_config c;
+    weir_pipeline_config_init(&c);
+    c.mode = (weir_exec_mode)rndn(3);
+    c.batch = 1 + rndn(300);
+    c.capacity = 1u << rndn(11);
+    c.print_stats = false;
+    unsigned workers = wmin + rndn(wmax - wmin + 1);
+    bool blocking = rndn(2);
+    snprintf(desc, sizeof desc,
+             "deadlock trial %" PRIu64 " (n %" PRId64 ", %s source, mode %s, batch %u, "
+             "capacity %u, %u workers)",
+             dl_trials, src.n, blocking ? "blocking" : "pull", weir_exec_mode_name(c.mode),
+             c.batch, c.capacity, workers);
+    atomic_store(&deadline, stress_now() + 60);
+    weir_term *s = blocking ? weir_blocking_source("src", 8, dl_blocking, &src)
+                            : weir_source("src", 8, dl_pull, &src);
+    weir_term *t = WEIR_SEQ(s, WEIR_PAR(weir_filter("even", 8, dl_even, NULL), weir_id("all", 8)),
+                            weir_zip("pairs", 8, dl_zip, NULL), weir_sink("sum", 8, dl_sink, &got));
+    weir_pipeline *p;
+    int r = weir_pipeline_create(rts[workers], t, &c, &p);
+    if (r != 0) {
+        FAIL("create: %d %s", r, weir_last_error());
+        weir_term_destroy(t);
+        return;
+    }
+    dl_trials++;
+    r = weir_pipeline_start(p);
+    if (r == 0)
+        r = weir_pipeline_join_for(p, 30ull * 1000 * 1000 * 1000);
+    /* The zip pairs the j-th even number 2j with the j-th record j. */
+    int64_t pairs = (src.n + 1) / 2, want = 3 * (pairs * (pairs - 1) / 2);
+    bool fits = src.n <= (int64_t)c.capacity;
+    bool far = src.n > 8 * (int64_t)c.capacity + 8 * (int64_t)c.batch + 64;
+    if (r == -ETIMEDOUT) {
+        FAIL("join hung for 30 s (%s)", weir_pipeline_error(p));
+        weir_pipeline_cancel(p);
+        weir_pipeline_join(p);
+    } else if (r == 0) {
+        if (far)
+            FAIL("completed although n is far beyond the capacity (%" PRId64 " pairs)",
+                 got.count);
+        else if (got.count != pairs || got.sum != want)
+            FAIL("completed with %" PRId64 " pairs summing to %" PRId64 ", want %" PRId64
+                 " and %" PRId64,
+                 got.count, got.sum, pairs, want);
+    } else if (r == -EDEADLK) {
+        dl_detected++;
+        if (fits)
+            FAIL("-EDEADLK although every record fits: %s", weir_pipeline_error(p));
+        else if (strstr(weir_pipeline_error(p), "deadlocked") == NULL)
+            FAIL("-EDEADLK with the message \"%s\"", weir_pipeline_error(p));
+    } else {
+        FAIL("join returned %d (%s)", r, weir_pipeline_error(p));
+    }
+    weir_pipeline_destroy(p);
+    atomic_store(&deadline, 0.0);
+}
+
+/* ------------------------------------------------ interrupt trials */
+
+typedef struct int_src {
+    int fds[2];
+    int64_t n;
+    _Atomic int interrupts; /* seq_cst (default): test bookkeeping */
+    _Atomic bool blocked;
+} int_src;
+
+static int int_blocking(void *state, weir_emit *e)
+{
+    int_src *s = state;
+    for (int64_t i = 0; i < s->n; i++) {
+        int r = weir_emit_record(e, &i);
+        if (r < 0)
+            return r;
+    }
+    atomic_store(&s->blocked, true);
+    char ch;
+    ssize_t k;
+    do
+        k = read(s->fds[0], &ch, 1); /* nobody writes: only the interrupt ends it */
+    while (k < 0 && errno == EINTR);
+    return weir_emit_stopping(e) ? -ECANCELED : -EIO;
+}
+
+static void int_wake(void *state)
+{
+    int_src *s = state;
+    atomic_fetch_add(&s->interrupts, 1);
+    close(s->fds[1]);
+}
+
+static void interrupt_trial(unsigned wmin, unsigned wmax)
+{
+    int_src src = {.n = (int64_t)rndn(3000)};
+    if (pipe(src.fds) != 0) {
+        FAIL("pipe failed");
+        return;
+    }
+    atomic_init(&src.interrupts, 0);
+    atomic_init(&src.blocked, false);
+    dl_sum got = {0, 0};
+    weir_pipeline_config c;
+    weir_pipeline_config_init(&c);
+    c.mode = (weir_exec_mode)rndn(3);
+    c.batch = 1 + rndn(300);
+    c.capacity = 1u << rndn(13);
+    c.print_stats = false;
+    unsigned workers = wmin + rndn(wmax - wmin + 1);
+    int how = (int)rndn(3); /* stop, cancel, destroy */
+    unsigned delay_us = rndn(2) ? 0 : rndn(2000);
+    static const char *const hn[] = {"stop", "cancel", "destroy"};
+    snprintf(desc, sizeof desc,
+             "interrupt trial %" PRIu64 " (%s after %u us, n %" PRId64 ", mode %s, batch %u, "
+             "capacity %u, %u workers)",
+             int_trials, hn[how], delay_us, src.n, weir_exec_mode_name(c.mode), c.batch,
+             c.capacity, workers);
+    atomic_store(&deadline, stress_now() + 60);
+    weir_term *s = weir_term_on_interrupt(weir_blocking_source("src", 8, int_blocking, &src),
+                                          int_wake);
+    weir_term *t = weir_seq2(s, weir_sink("sum", 8, dl_sink, &got));
+    weir_pipeline *p;
+    int r = weir_pipeline_create(rts[workers], t, &c, &p);
+    if (r != 0) {
+        FAIL("create: %d %s", r, weir_last_error());
+        weir_term_destroy(t);
+        close(src.fds[0]);
+        close(src.fds[1]);
+        return;
+    }
+    int_trials++;
+    if (weir_pipeline_start(p) != 0)
+        FAIL("start: %s", weir_last_error());
+    if (delay_us)
+        usleep(delay_us);
+    if (how == 2) {
+        weir_pipeline_destroy(p); /* cancels, interrupts, joins */
+        p = NULL;
+    } else {
+        if (how == 0)
+            weir_pipeline_stop(p);
+        else
+            weir_pipeline_cancel(p);
+        r = weir_pipeline_join_for(p, 10ull * 1000 * 1000 * 1000);
+        if (r == -ETIMEDOUT)
+            FAIL("join hung for 10 s after the %s", hn[how]);
+        else if (how == 0 && r != 0)
+            FAIL("join after stop returned %d (%s)", r, weir_pipeline_error(p));
+        else if (how == 0 && got.count > src.n)
+            FAIL("the sink got %" PRId64 " of %" PRId64 " records", got.count, src.n);
+        else if (how == 0 && atomic_load(&src.blocked) && got.count != src.n)
+            FAIL("after the stop the sink got %" PRId64 " of the %" PRId64 " records emitted",
+                 got.count, src.n);
+        else if (how == 1 && r != -ECANCELED)
+            FAIL("join after cancel returned %d (%s)", r, weir_pipeline_error(p));
+    }
+    if (atomic_load(&src.interrupts) != 1)
+        FAIL("the interrupt function ran %d times", atomic_load(&src.interrupts));
+    if (p)
+        weir_pipeline_destroy(p);
+    if (atomic_load(&src.interrupts) == 0)
+        close(src.fds[1]);
+    close(src.fds[0]);
+    atomic_store(&deadline, 0.0);
+}
 
 static void one_trial(unsigned wmin, unsigned wmax)
 {
@@ -885,8 +1130,15 @@ int main(int argc, char **argv)
     if (pthread_create(&wd, NULL, watchdog, NULL) != 0)
         return 2;
     double end = stress_now() + o.seconds;
-    while (failures == 0 && stress_now() < end)
-        one_trial(wmin, wmax);
+    while (failures == 0 && stress_now() < end) {
+        unsigned kind = rndn(8);
+        if (kind == 0)
+            deadlock_trial(wmin, wmax);
+        else if (kind == 1)
+            interrupt_trial(wmin, wmax);
+        else
+            one_trial(wmin, wmax);
+    }
     atomic_store(&watchdog_quit, true);
     pthread_join(wd, NULL);
     for (unsigned w = wmin; w <= wmax; w++)
@@ -894,8 +1146,9 @@ int main(int argc, char **argv)
     free(T);
     printf("stress_stop_cancel: %" PRIu64 " stop trials (%" PRIu64 " records checked), %" PRIu64
            " cancel trials (slowest cancel-to-join %" PRIu64 " ms), %" PRIu64
-           " error trials, %" PRIu64 " failures (seed %lu, workers %u..%u)\n",
+           " error trials, %" PRIu64 " deadlock trials (%" PRIu64 " detected), %" PRIu64
+           " interrupt trials, %" PRIu64 " failures (seed %lu, workers %u..%u)\n",
            trials[T_STOP], records_checked, trials[T_CANCEL], cancel_max_ms, trials[T_ERROR],
-           failures, o.seed, wmin, wmax);
+           dl_trials, dl_detected, int_trials, failures, o.seed, wmin, wmax);
     return failures ? 1 : 0;
 }
