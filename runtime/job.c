@@ -123,10 +123,30 @@ int weir_submit(weir_runtime *rt, weir_job *job)
         weir_worker_submit(w, job);
         return 0;
     }
-    if (atomic_load_explicit(&rt->stopping, memory_order_relaxed))
-        return weir__error(-ESHUTDOWN, "weir_submit: the runtime is being destroyed");
+    /* A submit racing with destroy must either be refused or be run by the
+     * drain: announce ourselves, then look at `stopping`. seq_cst on both
+     * (a Dekker pair with destroy's seq_cst CAS of `stopping` and the
+     * worker's seq_cst loads of `stopping` then `submitters` before it
+     * leaves the drain, runtime/worker.c): if we read RUNNING, our increment
+     * precedes destroy's CAS in the single order of seq_cst operations, so
+     * a worker that saw STOPPING sees us in flight and stays. Nonzero
+     * `stopping` is STOPPING or DESTROYED (the handle kept alive by an
+     * attachment, see runtime.c, "Lifetime"). Two uncontended RMWs on the
+     * outside-submit path only; workers submit without them. */
+    atomic_fetch_add_explicit(&rt->submitters, 1, memory_order_seq_cst);
+    int st = atomic_load_explicit(&rt->stopping, memory_order_seq_cst);
+    if (st != WEIR__RT_RUNNING) {
+        /* relaxed: we touched nothing the workers need */
+        atomic_fetch_sub_explicit(&rt->submitters, 1, memory_order_relaxed);
+        return weir__error(-ESHUTDOWN, "weir_submit: the runtime %s",
+                           st == WEIR__RT_DESTROYED ? "was destroyed" : "is being destroyed");
+    }
     weir__inject(rt, job);
     weir__notify(rt);
+    /* release: pairs with the worker's seq_cst (so acquire) load of
+     * `submitters` in its drain: once it reads our decrement, its look at
+     * the injection queue sees the job. */
+    atomic_fetch_sub_explicit(&rt->submitters, 1, memory_order_release);
     return 0;
 }
 

@@ -136,11 +136,39 @@ struct weir_runtime {
     alignas(WEIR_CACHELINE) struct cds_wfcq_head ihead;
     alignas(WEIR_CACHELINE) struct cds_wfcq_tail itail;
 
+    /* Lifecycle state, one of WEIR__RT_*: RUNNING until weir_runtime_destroy()
+     * begins, STOPPING while it drains and joins the workers, DESTROYED once
+     * it freed everything but this struct (an attached layer still holds the
+     * handle; see "Lifetime" in runtime.c). Every nonzero value means
+     * "stopping" to the code that only asks that. */
     alignas(WEIR_CACHELINE) _Atomic int stopping;
+    /* References to this struct: one held by the owner from create to
+     * destroy, plus one per weir_runtime_attach(). Whoever drops the last
+     * one frees it (unref() and weir_runtime_detach() in runtime.c). */
+    _Atomic unsigned long refs;
+    /* Threads inside weir_submit() from outside the workers, between their
+     * check of `stopping` and the end of their injection: the workers do
+     * not leave destroy's drain while one is in flight (job.c, worker.c). */
+    _Atomic int submitters;
     _Atomic unsigned started; /* workers that have pinned themselves */
     weir_latch all_started;
     uint64_t created_ns;
 };
+
+enum { WEIR__RT_RUNNING = 0, WEIR__RT_STOPPING = 1, WEIR__RT_DESTROYED = 2 };
+
+/* True once weir_runtime_destroy() has freed the workers, deques, plan and
+ * topology of `rt`: only the struct is left, kept alive by an attachment.
+ * Calls that would read what was freed check this first.
+ * acquire: pairs with the release store of DESTROYED in destroy, so a caller
+ * that sees it also sees `workers` NULL. A caller that sees an earlier state
+ * and goes on to read the workers must not run concurrently with destroy
+ * (that stays a misuse; see runtime.h). */
+static inline bool weir__runtime_destroyed(const weir_runtime *r)
+{
+    return atomic_load_explicit(&((weir_runtime *)r)->stopping, memory_order_acquire) ==
+           WEIR__RT_DESTROYED;
+}
 
 /* fjdeque.c */
 int weir__fj_init(weir_worker *w, unsigned initial);

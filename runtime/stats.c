@@ -59,6 +59,8 @@ int weir_runtime_stats(const weir_runtime *rt, unsigned worker, weir_worker_stat
 {
     if (!rt || !out)
         return weir__error(-EINVAL, "weir_runtime_stats: NULL argument");
+    if (weir__runtime_destroyed(rt))
+        return weir__error(-ESHUTDOWN, "weir_runtime_stats: the runtime was destroyed");
     if (worker >= rt->nworkers)
         return weir__error(-EINVAL, "weir_runtime_stats: worker %u out of range (0..%u)", worker,
                            rt->nworkers - 1);
@@ -69,7 +71,7 @@ int weir_runtime_stats(const weir_runtime *rt, unsigned worker, weir_worker_stat
 void weir_runtime_stats_total(const weir_runtime *rt, weir_worker_stats *out)
 {
     memset(out, 0, sizeof *out);
-    if (!rt)
+    if (!rt || weir__runtime_destroyed(rt))
         return;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         weir_worker_stats s;
@@ -83,7 +85,7 @@ void weir_runtime_stats_total(const weir_runtime *rt, weir_worker_stats *out)
 
 void weir_runtime_stats_reset(weir_runtime *rt)
 {
-    if (!rt)
+    if (!rt || weir__runtime_destroyed(rt))
         return;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         weir_worker *w = rt->workers[i];
@@ -101,6 +103,10 @@ void weir_runtime_print_stats(const weir_runtime *rt, FILE *f)
 {
     if (!rt || !f)
         return;
+    if (weir__runtime_destroyed(rt)) {
+        fprintf(f, "weir: runtime destroyed (no worker statistics)\n");
+        return;
+    }
     fprintf(f, "weir: %u workers\n", rt->nworkers);
     fprintf(f, "%4s %4s %4s %12s %12s %10s %10s %10s %10s %9s %9s %8s %8s %8s %6s\n", "wkr", "pu",
             "numa", "tasks_run", "spawns", "jobs", "steal_att", "steals", "stolen", "leapfrog",

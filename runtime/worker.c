@@ -158,9 +158,14 @@ void *weir__worker_main(void *arg)
                 found = true;
                 break;
             }
-            if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
-                /* drain: stop only when a full pass found nothing */
-                if (!weir__work_pending(rt, NULL)) {
+            /* seq_cst, both loads: the Dekker pair with weir_submit() from
+             * outside (runtime/job.c) — a submitter that read RUNNING is
+             * seen here in flight, and we wait for its injection. */
+            if (atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
+                /* drain: stop only when no outside submit is in flight and
+                 * a full pass found nothing */
+                if (atomic_load_explicit(&rt->submitters, memory_order_seq_cst) == 0 &&
+                    !weir__work_pending(rt, NULL)) {
                     weir__found_work(w); /* leave the spinning count */
                     goto out;
                 }

@@ -157,10 +157,20 @@ WEIR_API int weir_pipeline_create(weir_runtime *rt, weir_term *root,
     int r = weir__check_config(&c, rt);
     if (r < 0)
         return r;
+    /* The pipeline keeps `rt` and may be destroyed after it: attach, so that
+     * the handle stays valid until weir_pipeline_destroy() detaches (the
+     * runtime's "Lifetime"). Every failure below detaches again. */
+    if (rt && (r = weir_runtime_attach(rt)) < 0) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", weir_last_error());
+        return weir__terms_error(r, "weir_pipeline_create: cannot attach to the runtime (%s)", why);
+    }
 
     weir_pipeline *p = weir_calloc(1, sizeof *p);
-    if (!p)
+    if (!p) {
+        weir_runtime_detach(rt);
         return weir__terms_error(-ENOMEM, "weir_pipeline_create: out of memory");
+    }
     p->rt = rt;
     p->cfg = c;
     p->root = root;
@@ -176,6 +186,7 @@ WEIR_API int weir_pipeline_create(weir_runtime *rt, weir_term *root,
     if (r < 0) {
         pthread_mutex_destroy(&p->errmu);
         weir_free(p);
+        weir_runtime_detach(rt);
         return r;
     }
     root->owner = WEIR__IN_PIPELINE;
@@ -480,5 +491,10 @@ WEIR_API void weir_pipeline_destroy(weir_pipeline *p)
     weir__compile_free(p);
     weir__term_free_tree(p->root);
     pthread_mutex_destroy(&p->errmu);
+    weir_runtime *rt = p->rt;
     weir_free(p);
+    /* The very last step: every stage has finished and every thread of the
+     * pipeline was joined above, so nothing of it can reach the runtime any
+     * more. When the runtime was destroyed first, this frees its handle. */
+    weir_runtime_detach(rt);
 }

@@ -177,6 +177,15 @@ WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)
     if (p->nstreams > max_rows)
         fprintf(f, "  ... %u more streams\n", p->nstreams - max_rows);
     if (p->rt) {
+        /* The pipeline's attachment keeps the handle valid after
+         * weir_runtime_destroy(), but not the workers: once destroy has
+         * begun, say so instead of reading their counters. (A live runtime
+         * has at least one worker; a destroyed one reports 0.) */
+        if (weir_runtime_stopping(p->rt)) {
+            fprintf(f, "  worker utilisation: the runtime %s\n",
+                    weir_runtime_workers(p->rt) ? "is being destroyed" : "was destroyed");
+            return;
+        }
         unsigned nw = weir_runtime_workers(p->rt);
         fprintf(f, "  worker utilisation (runtime-wide, busy / (busy + idle)):");
         for (unsigned w = 0; w < nw; w++) {

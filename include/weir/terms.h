@@ -455,6 +455,8 @@ WEIR_API const char *weir_exec_mode_name(weir_exec_mode m);
  *            two parallel outputs with the same name (names both branches),
  *            a term used twice in the tree;
  *   -EBUSY   `root` is a child of a composite or owned by another pipeline;
+ *   -ESHUTDOWN `rt` is being destroyed, or was destroyed (the pipeline
+ *            attaches to `rt`: see weir_runtime_attach());
  *   -ENOMEM.
  */
 WEIR_API int weir_pipeline_create(weir_runtime *rt, weir_term *root,
@@ -501,7 +503,18 @@ WEIR_API int weir_pipeline_cancel(weir_pipeline *p);
 /** Free a pipeline and its term tree. A running pipeline is cancelled and
  *  joined first, so this must not be called from one of its callbacks or
  *  from a worker while it runs. Prints the statistics when configured. NULL
- *  is ignored. */
+ *  is ignored.
+ *
+ *  It may come before or after weir_runtime_destroy() of the pipeline's
+ *  runtime: the pipeline is attached to it (weir_runtime_attach() in create)
+ *  and detaches as the very last step here, which frees the runtime's handle
+ *  when the runtime was destroyed first. A pipeline that was running when its
+ *  runtime was destroyed has been failed with -ESHUTDOWN (join returns it);
+ *  the statistics then say that the runtime was destroyed instead of showing
+ *  its workers. With statistics on, it must not run concurrently with
+ *  weir_runtime_destroy() (see weir_pipeline_print_stats()); without, it
+ *  may, once the pipeline is not running (its detach and destroy's drop of
+ *  the owner's reference may race). */
 WEIR_API void weir_pipeline_destroy(weir_pipeline *p);
 
 /** "term 'parse': callback returned -5 (Input/output error)" after a failure,
@@ -573,7 +586,10 @@ WEIR_API unsigned weir_pipeline_stream_count(const weir_pipeline *p);
 WEIR_API int weir_pipeline_stream_stats(const weir_pipeline *p, unsigned i, weir_stream_stats *out);
 WEIR_API void weir_pipeline_stats_get(const weir_pipeline *p, weir_pipeline_stats *out);
 /** The WEIR_STATS=1 output: terms, streams, and the runtime's per-worker
- *  utilisation (busy / (busy + idle), runtime-wide). */
+ *  utilisation (busy / (busy + idle), runtime-wide); once the runtime's
+ *  destroy has begun, a line that says so instead. The utilisation reads the
+ *  runtime's workers: not concurrently with weir_runtime_destroy() (before or
+ *  after it is fine). */
 WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f);
 
 #ifdef __cplusplus

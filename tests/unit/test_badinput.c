@@ -5,8 +5,9 @@
  *
  * Every row of the "Bad input" table in docs/reliability.md whose id starts
  * with C, E, R or J is pinned here (the term layer's rows, T, K, P and X, are
- * in terms/test_terms_badinput.c): the comment above each check names its
- * row. A check pins the exact return code and a fragment of the message
+ * in terms/test_terms_badinput.c; R12-R14, the runtime's lifetime, are in
+ * test_runtime.c, suite runtime_lifetime): the comment above each check
+ * names its row. A check pins the exact return code and a fragment of the message
  * (weir_last_error()) that tells the user what to fix, so a change of either
  * is a deliberate edit of this file and of the table.
  *

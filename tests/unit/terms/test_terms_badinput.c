@@ -7,6 +7,9 @@
  * Every row of the "Bad input" table in docs/reliability.md whose id starts
  * with T (constructors), K (composition and compile), P (pipeline calls) or
  * X (callbacks) is pinned here; the comment above each check names its row.
+ * P17 (a pipeline outliving its runtime) is here with P13 and, in every
+ * state and with statistics on, in test_terms_lifecycle.c (suite
+ * terms_runtime_lifetime).
  * Each check pins the exact return code and a fragment of the message
  * (weir_last_error() or weir_pipeline_error()) that tells the user what to
  * fix. Where the behaviour differs from the header's contract the row says
@@ -743,10 +746,8 @@ static void *destroy_runtime_thread(void *arg)
     return NULL;
 }
 
-/* A one-worker runtime whose worker is held by a job, and a thread that has
- * begun destroying it (its `stopping` flag is set, it waits for the worker).
- * The test waits for the flag, not for a time. */
-static void begin_destroy(held_runtime *h, pthread_t *t)
+/* A one-worker runtime whose worker is held by a job. */
+static void hold_runtime(held_runtime *h)
 {
     weir_config cfg;
     weir_config_init(&cfg);
@@ -758,6 +759,13 @@ static void begin_destroy(held_runtime *h, pthread_t *t)
     weir_latch_init(&h->release);
     cr_assert_eq(weir_submit(h->rt, &h->job), 0);
     weir_latch_wait(&h->started);
+}
+
+/* A thread that has begun destroying the held runtime (its `stopping` flag
+ * is set, it waits for the worker). The test waits for the flag, not for a
+ * time. */
+static void begin_destroy(held_runtime *h, pthread_t *t)
+{
     cr_assert_eq(pthread_create(t, NULL, destroy_runtime_thread, h->rt), 0);
     /* relaxed: only the flag itself matters (weir_submit reads it so too). */
     while (!atomic_load_explicit(&h->rt->stopping, memory_order_relaxed))
@@ -768,22 +776,34 @@ Test(terms_badinput, start_while_the_runtime_is_destroyed_fails_the_pipeline_wit
 {
     /* P13: start on a runtime whose destroy has begun is -ESHUTDOWN, in
      * every mode (the pipeline is tied to a runtime that is going away);
-     * join then reports that the pipeline was never started. */
+     * join then reports that the pipeline was never started. A create at
+     * that point fails with -ESHUTDOWN: the pipeline cannot attach. */
     held_runtime h;
     pthread_t t;
+    hold_runtime(&h);
+    weir_pipeline *p[3];
+    for (int k = 0; k < 3; k++) {
+        weir_pipeline_config c = cfg_of(all_modes[k], 0, 0);
+        cr_assert_eq(weir_pipeline_create(h.rt, weir_seq2(src("r"), sink8("k")), &c, &p[k]), 0);
+    }
     begin_destroy(&h, &t);
     for (int k = 0; k < 3; k++) {
         weir_pipeline_config c = cfg_of(all_modes[k], 0, 0);
-        weir_pipeline *p = NULL;
-        cr_assert_eq(weir_pipeline_create(h.rt, weir_seq2(src("r"), sink8("k")), &c, &p), 0);
-        EXPECT(weir_pipeline_start(p), -ESHUTDOWN, "being destroyed");
-        EXPECT(weir_pipeline_join(p), -EINVAL, "not started");
-        /* Before the runtime is gone: destroy may print statistics that
-         * read it (row P17). */
-        weir_pipeline_destroy(p);
+        weir_pipeline *q = (weir_pipeline *)0x1;
+        weir_term *root = weir_seq2(src("r2"), sink8("k2"));
+        EXPECT(weir_pipeline_create(h.rt, root, &c, &q), -ESHUTDOWN,
+               "weir_pipeline_create: cannot attach to the runtime "
+               "(weir_runtime_attach: the runtime is being destroyed)");
+        cr_assert_eq(q, (weir_pipeline *)0x1, "out must stay untouched");
+        weir_term_destroy(root);
+        EXPECT(weir_pipeline_start(p[k]), -ESHUTDOWN, "being destroyed");
+        EXPECT(weir_pipeline_join(p[k]), -EINVAL, "not started");
     }
     weir_latch_set(&h.release);
     pthread_join(t, NULL);
+    /* After the runtime (P17): the pipelines kept its handle attached. */
+    for (int k = 0; k < 3; k++)
+        weir_pipeline_destroy(p[k]);
 }
 
 /* P15: weir_runtime_destroy() drains queued jobs, and a running pool
@@ -798,7 +818,6 @@ Test(terms_badinput, destroying_the_runtime_under_a_running_pipeline_ends_it)
     cfg.affinity = WEIR_AFFINITY_NONE;
     weir_runtime *own = NULL;
     cr_assert_eq(weir_runtime_create(&cfg, &own), 0);
-    /* No statistics at destroy: they would read the freed runtime (P17). */
     weir_pipeline_config c = cfg_of(WEIR_EXEC_POOL, 0, 0);
     weir_pipeline *p = NULL;
     cr_assert_eq(

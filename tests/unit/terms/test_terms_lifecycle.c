@@ -5,6 +5,7 @@
  * No assertion depends on timing: joins use generous timeouts only to turn
  * a hang into a failure.
  */
+#include <sched.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -440,4 +441,180 @@ Test(terms_lifecycle, threads_are_counted_per_mode)
                      ps.threads);
         weir_pipeline_destroy(p);
     }
+}
+
+/* ------------------------------------------- a pipeline outlives its runtime
+ *
+ * Row P17 of docs/reliability.md: a pipeline is attached to its runtime
+ * (weir_runtime_attach() in create, detach at the end of destroy), so it may
+ * be destroyed after the runtime. These tests use a runtime of their own and
+ * statistics on (the pipeline's table goes to stderr at destroy, and to a
+ * memory stream when the test asks): under ASan they are the proof that
+ * nothing reads the freed runtime, and the live-block count that the last
+ * detach frees its handle. */
+
+TestSuite(terms_runtime_lifetime, .timeout = 30);
+
+/* runtime/internal.h: blocks allocated through weir and not yet freed
+ * (declared here: runtime/ and terms/ both have an internal.h). */
+long weir__alloc_live(void);
+
+static weir_runtime *own_runtime(void)
+{
+    weir_config c;
+    weir_config_init(&c);
+    c.workers = 2;
+    c.affinity = WEIR_AFFINITY_NONE;
+    c.print_stats = true; /* the runtime's table at destroy (stderr) */
+    weir_runtime *r = NULL;
+    cr_assert_eq(weir_runtime_create(&c, &r), 0, "runtime: %s", weir_last_error());
+    return r;
+}
+
+static weir_pipeline_config cfg_stats(weir_exec_mode m)
+{
+    weir_pipeline_config c = cfg_of(m, 64, 128);
+    c.print_stats = true; /* read at destroy, after the runtime is gone */
+    return c;
+}
+
+/* The pipeline's statistics table, as a string (free it). */
+static char *stats_text(const weir_pipeline *p)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_not_null(f);
+    weir_pipeline_print_stats(p, f);
+    fclose(f);
+    return buf;
+}
+
+static void expect_runtime_destroyed_in_stats(const weir_pipeline *p, const char *what)
+{
+    char *s = stats_text(p);
+    cr_assert(strstr(s, "worker utilisation: the runtime was destroyed"), "%s: table:\n%s", what,
+              s);
+    free(s);
+}
+
+Test(terms_runtime_lifetime, pipelines_created_but_not_started_may_be_destroyed_after_the_runtime)
+{
+    const long base = weir__alloc_live();
+    weir_runtime *own = own_runtime();
+    weir_pipeline *p[3];
+    for (int k = 0; k < 3; k++) {
+        weir_pipeline_config c = cfg_stats(all_modes[k]);
+        cr_assert_eq(
+            weir_pipeline_create(own, weir_seq2(weir_range_source("r", 0, 100, 1), weir_id("i", 8)),
+                                 &c, &p[k]),
+            0, "%s", weir_last_error());
+    }
+    weir_runtime_destroy(own);
+
+    /* Kept by the three attachments: a new pipeline cannot attach. */
+    weir_pipeline_config c = cfg_stats(WEIR_EXEC_POOL);
+    weir_term *t = weir_seq2(weir_range_source("r", 0, 100, 1), weir_id("i", 8));
+    weir_pipeline *q = NULL;
+    weir_clear_error();
+    cr_assert_eq(weir_pipeline_create(own, t, &c, &q), -ESHUTDOWN);
+    cr_assert(strstr(weir_last_error(), "weir_pipeline_create: cannot attach to the runtime "
+                                        "(weir_runtime_attach: the runtime was destroyed)"),
+              "message: %s", weir_last_error());
+    cr_assert_null(q);
+    weir_term_destroy(t);
+
+    for (int k = 0; k < 3; k++) {
+        const char *mode = weir_exec_mode_name(all_modes[k]);
+        weir_clear_error();
+        cr_assert_eq(weir_pipeline_start(p[k]), -ESHUTDOWN, "%s", mode);
+        cr_assert(strstr(weir_last_error(), "the runtime is being destroyed"), "%s: %s", mode,
+                  weir_last_error());
+        cr_assert_eq(weir_pipeline_join(p[k]), -EINVAL, "%s: never started", mode);
+        expect_runtime_destroyed_in_stats(p[k], mode);
+        weir_pipeline_destroy(p[k]); /* the last one frees the runtime's handle */
+    }
+    cr_assert_eq(weir__alloc_live(), base, "%ld blocks left", weir__alloc_live() - base);
+}
+
+Test(terms_runtime_lifetime, joined_pipelines_may_be_destroyed_after_the_runtime)
+{
+    const long base = weir__alloc_live();
+    weir_runtime *own = own_runtime();
+    weir_pipeline *p[3];
+    seq_check chk[3];
+    for (int k = 0; k < 3; k++) {
+        weir_pipeline_config c = cfg_stats(all_modes[k]);
+        weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 5000, 1), weir_id("a", 8),
+                                seq_sink("check", &chk[k], 0));
+        cr_assert_eq(weir_pipeline_create(own, t, &c, &p[k]), 0, "%s", weir_last_error());
+        cr_assert_eq(weir_pipeline_run(p[k]), 0, "%s", weir_pipeline_error(p[k]));
+        cr_assert_eq(chk[k].count, 5000);
+        cr_assert_eq(chk[k].bad, 0);
+    }
+    weir_runtime_destroy(own);
+    for (int k = 0; k < 3; k++) {
+        const char *mode = weir_exec_mode_name(all_modes[k]);
+        cr_assert_eq(weir_pipeline_join(p[k]), 0, "%s: joining again returns the same", mode);
+        cr_assert_eq(weir_pipeline_cancel(p[k]), 0, "%s: a cancel after the end is a no-op", mode);
+        weir_pipeline_stats ps;
+        weir_pipeline_stats_get(p[k], &ps);
+        cr_assert_gt(ps.activations, 0, "%s", mode);
+        expect_runtime_destroyed_in_stats(p[k], mode);
+        weir_pipeline_destroy(p[k]);
+    }
+    cr_assert_eq(weir__alloc_live(), base, "%ld blocks left", weir__alloc_live() - base);
+}
+
+Test(terms_runtime_lifetime, a_running_pool_pipeline_ends_with_eshutdown_and_outlives_the_runtime)
+{
+    const long base = weir__alloc_live();
+    weir_runtime *own = own_runtime();
+    _Atomic uint64_t n[2] = {0, 0};
+    weir_pipeline *p[2];
+    for (int i = 0; i < 2; i++) {
+        weir_pipeline_config c = cfg_stats(WEIR_EXEC_POOL);
+        weir_term *t =
+            WEIR_SEQ(weir_counter_source("src", 0), weir_id("a", 8), count_sink("sink", 8, &n[i]));
+        cr_assert_eq(weir_pipeline_create(own, t, &c, &p[i]), 0, "%s", weir_last_error());
+        cr_assert_eq(weir_pipeline_start(p[i]), 0);
+    }
+    /* Running for real: records have reached both sinks. */
+    for (int i = 0; i < 2; i++)
+        while (atomic_load(&n[i]) == 0)
+            sched_yield();
+    weir_runtime_destroy(own); /* the stages see it stopping and end */
+    /* The first is joined, the second destroyed without a join. */
+    cr_assert_eq(weir_pipeline_join_for(p[0], JOIN_LIMIT_NS), -ESHUTDOWN);
+    cr_assert(strstr(weir_pipeline_error(p[0]), "the runtime is being destroyed"), "%s",
+              weir_pipeline_error(p[0]));
+    expect_runtime_destroyed_in_stats(p[0], "pool");
+    weir_pipeline_destroy(p[0]);
+    weir_pipeline_destroy(p[1]); /* frees the runtime's handle */
+    cr_assert_eq(weir__alloc_live(), base, "%ld blocks left", weir__alloc_live() - base);
+}
+
+Test(terms_runtime_lifetime, a_threads_mode_pipeline_runs_on_after_its_runtime_is_destroyed)
+{
+    /* The threads mode never schedules on the runtime: destroying it does
+     * not end the pipeline, which stops normally afterwards. */
+    const long base = weir__alloc_live();
+    weir_runtime *own = own_runtime();
+    _Atomic uint64_t n = 0;
+    weir_pipeline_config c = cfg_stats(WEIR_EXEC_THREADS);
+    weir_term *t = weir_seq2(weir_counter_source("src", 0), count_sink("sink", 8, &n));
+    weir_pipeline *p = NULL;
+    cr_assert_eq(weir_pipeline_create(own, t, &c, &p), 0, "%s", weir_last_error());
+    cr_assert_eq(weir_pipeline_start(p), 0);
+    while (atomic_load(&n) == 0)
+        sched_yield();
+    weir_runtime_destroy(own);
+    uint64_t after = atomic_load(&n);
+    while (atomic_load(&n) == after)
+        sched_yield(); /* still running */
+    cr_assert_eq(weir_pipeline_stop(p), 0);
+    cr_assert_eq(weir_pipeline_join_for(p, JOIN_LIMIT_NS), 0, "%s", weir_pipeline_error(p));
+    expect_runtime_destroyed_in_stats(p, "threads");
+    weir_pipeline_destroy(p);
+    cr_assert_eq(weir__alloc_live(), base, "%ld blocks left", weir__alloc_live() - base);
 }
