@@ -325,7 +325,10 @@ typedef struct weir_line {
 
 /** Blocking source of the lines of a file ("-" = standard input), as
  *  weir_line records. The file is opened when the pipeline starts; failing
- *  to open it is the pipeline's error. */
+ *  to open or read it is the pipeline's error. A read that blocks (stdin, a
+ *  FIFO, a terminal) is woken by stop, cancel and destroy: the term comes
+ *  with an interrupt function (weir_term_on_interrupt) and a self-pipe,
+ *  created here (NULL with the errno when it cannot be). */
 WEIR_API weir_term *weir_file_lines(const char *name, const char *path);
 
 /** Pass-through of `size`-byte records (LogicSponge's Id). */

@@ -5,68 +5,151 @@
  * execution mode) and blocks in weir_emit_record() when its stream is full.
  * The file is opened on that thread when the pipeline starts, so a missing
  * file is the pipeline's error, named after the term.
+ *
+ * A read can block for ever (stdin, a FIFO, a terminal), so the source is
+ * interruptible: it reads through its own buffer and, before each read(2),
+ * poll(2)s the file together with a self-pipe that its interrupt function
+ * (weir_term_on_interrupt) writes to when the pipeline stops or is
+ * cancelled. A regular file polls readable at once: the cost is one poll
+ * per 64 KiB read.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../internal.h"
 
-/* Read the next line of `f` into `rec` (without its newline or a CR before
- * it; cut at WEIR_LINE_TEXT bytes, the rest of a long line read and
- * dropped). Straight into the record, which keeps only WEIR_LINE_TEXT bytes
- * anyway: no line buffer on the heap (getline's would come from libc's
- * malloc, outside the allocator hook, and grow with the longest line).
- * @return false at the end of the file with nothing read. */
-static bool weir__read_line(FILE *f, weir_line *rec)
+#define WEIR__LINES_BUF (64 * 1024)
+
+typedef struct weir__lines {
+    char *path;
+    int wake[2]; /* self-pipe: [1] written by the interrupt, [0] polled */
+    int fd;
+    char *buf; /* WEIR__LINES_BUF bytes, for one run */
+    size_t pos, len;
+} weir__lines;
+
+/* Refill the buffer. @return 1, 0 at the end of the file, -ECANCELED when
+ * interrupted, or -errno. */
+static int weir__lines_fill(weir__lines *L)
+{
+    for (;;) {
+        struct pollfd pf[2] = {{L->fd, POLLIN, 0}, {L->wake[0], POLLIN, 0}};
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (pf[1].revents)
+            return -ECANCELED; /* the interrupt: stop or cancel */
+        ssize_t k = read(L->fd, L->buf, WEIR__LINES_BUF);
+        if (k < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            return -errno;
+        }
+        L->pos = 0;
+        L->len = (size_t)k;
+        return k > 0;
+    }
+}
+
+/* Read the next line into `rec` (without its newline or a CR before it;
+ * cut at WEIR_LINE_TEXT bytes, the rest of a long line read and dropped).
+ * @return 1, 0 at the end of the file with nothing read, or a negative
+ * errno (-ECANCELED: interrupted; the partial line is dropped). */
+static int weir__read_line(weir__lines *L, weir_line *rec)
 {
     size_t len = 0; /* bytes of the line, newline excluded */
-    int c, last = EOF;
-    /* One lock per line rather than one per byte; never held while the
-     * record is emitted (which may block). */
-    flockfile(f);
-    while ((c = getc_unlocked(f)) != EOF && c != '\n') {
+    int last = -1;
+    bool any = false;
+    for (;;) {
+        if (L->pos == L->len) {
+            int r = weir__lines_fill(L);
+            if (r < 0)
+                return r;
+            if (r == 0) {
+                if (!any)
+                    return 0;
+                break; /* a last line without a newline */
+            }
+        }
+        any = true;
+        char c = L->buf[L->pos++];
+        if (c == '\n')
+            break;
         if (len < WEIR_LINE_TEXT)
-            rec->text[len] = (char)c;
+            rec->text[len] = c;
         len++;
-        last = c;
+        last = (unsigned char)c;
     }
-    funlockfile(f);
-    if (c == EOF && len == 0)
-        return false;
     if (last == '\r')
         len--;
     rec->truncated = len > WEIR_LINE_TEXT;
     rec->len = rec->truncated ? WEIR_LINE_TEXT : (uint32_t)len;
     if (rec->len < WEIR_LINE_TEXT)
         rec->text[rec->len] = 0; /* also drops a CR stored before it */
-    return true;
+    return 1;
 }
 
 static int weir__lines_run(void *state, weir_emit *e)
 {
-    const char *path = state;
-    bool use_stdin = strcmp(path, "-") == 0;
-    FILE *f = use_stdin ? stdin : fopen(path, "r");
-    if (!f)
-        return weir_emit_fail(e, -errno, "cannot open '%s'", path);
+    weir__lines *L = state;
+    bool use_stdin = strcmp(L->path, "-") == 0;
+    L->fd = use_stdin ? STDIN_FILENO : open(L->path, O_RDONLY | O_CLOEXEC);
+    if (L->fd < 0)
+        return weir_emit_fail(e, -errno, "cannot open '%s'", L->path);
+    L->buf = weir_malloc(WEIR__LINES_BUF);
+    if (!L->buf) {
+        if (!use_stdin)
+            close(L->fd);
+        return weir_emit_fail(e, -ENOMEM, "no memory for the read buffer of '%s'", L->path);
+    }
+    L->pos = L->len = 0;
     uint64_t number = 0;
-    int r = 0;
+    int r;
     weir_line rec;
     for (;;) {
         memset(&rec, 0, sizeof rec);
-        if (!weir__read_line(f, &rec))
+        r = weir__read_line(L, &rec);
+        if (r <= 0)
             break;
         rec.number = ++number;
         r = weir_emit_record(e, &rec);
         if (r < 0)
             break;
     }
-    if (r == 0 && ferror(f))
-        r = weir_emit_fail(e, -EIO, "read error on '%s'", path);
+    if (r < 0 && r != -ECANCELED)
+        r = weir_emit_fail(e, r, "read error on '%s'", L->path);
+    weir_free(L->buf);
+    L->buf = NULL;
     if (!use_stdin)
-        fclose(f);
+        close(L->fd);
     return r;
+}
+
+/* The interrupt: wake the poll. Called once, possibly while the run reads
+ * or after it returned; the pipe lives until the term is freed. */
+static void weir__lines_interrupt(void *state)
+{
+    weir__lines *L = state;
+    ssize_t k;
+    do
+        k = write(L->wake[1], "x", 1); /* non-blocking; one byte is enough */
+    while (k < 0 && errno == EINTR);
+}
+
+static void weir__lines_free(void *state)
+{
+    weir__lines *L = state;
+    close(L->wake[0]);
+    close(L->wake[1]);
+    weir_free(L->path);
+    weir_free(L);
 }
 
 WEIR_API weir_term *weir_file_lines(const char *name, const char *path)
@@ -75,16 +158,30 @@ WEIR_API weir_term *weir_file_lines(const char *name, const char *path)
         weir__terms_error(-EINVAL, "file lines '%s': path is NULL", name ? name : "(unnamed)");
         return NULL;
     }
+    weir__lines *L = weir_calloc(1, sizeof *L);
     char *copy = weir_strdup(path);
-    if (!copy) {
+    if (!L || !copy) {
+        weir_free(L);
+        weir_free(copy);
         weir__terms_error(-ENOMEM, "file lines: out of memory");
         return NULL;
     }
-    weir_term *t = weir_blocking_source(name, sizeof(weir_line), weir__lines_run, copy);
-    if (!t) {
+    L->path = copy;
+    if (pipe2(L->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        int err = -errno;
+        char eb[128];
+        weir__terms_error(err, "file lines '%s': cannot create its wake-up pipe: %s",
+                          name ? name : "(unnamed)", weir__errtext(err, eb, sizeof eb));
         weir_free(copy);
+        weir_free(L);
+        return NULL;
+    }
+    weir_term *t = weir_blocking_source(name, sizeof(weir_line), weir__lines_run, L);
+    if (!t) {
+        weir__lines_free(L);
         return NULL;
     }
     weir__term_set_kind(t, name, "file lines");
-    return weir_term_on_free(t, weir_free);
+    t = weir_term_on_interrupt(t, weir__lines_interrupt);
+    return weir_term_on_free(t, weir__lines_free);
 }

@@ -2,7 +2,9 @@
  * Term layer: built-in terms — sources (array, range, counter, file lines),
  * id, print, add-index, collect, running statistics.
  */
+#include <fcntl.h>
 #include <math.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -122,6 +124,71 @@ Test(terms_builtin, file_lines_reports_a_missing_file_with_the_term_name)
                   strstr(m, "/nonexistent/weir/file"),
               "%s", m);
     weir_pipeline_destroy(p);
+}
+
+Test(terms_builtin, file_lines_reports_a_read_error_with_the_errno)
+{
+    weir_term *t = weir_seq2(weir_file_lines("dir", "/tmp"), weir_stop());
+    weir_pipeline *p;
+    cr_assert_eq(run_mode(t, WEIR_EXEC_POOL, &p), -EISDIR);
+    const char *m = weir_pipeline_error(p);
+    cr_assert(strstr(m, "term 'dir'") && strstr(m, "read error on '/tmp'"), "%s", m);
+    weir_pipeline_destroy(p);
+}
+
+/* A FIFO whose writer never writes: the read blocks for ever, as on a
+ * silent stdin or socket. The source's built-in interrupt function wakes it
+ * on stop, cancel and destroy, after it delivered the lines already
+ * written. */
+Test(terms_builtin, file_lines_blocked_on_a_silent_fifo_ends_on_stop_cancel_and_destroy)
+{
+    char dir[] = "/tmp/weir-fifo-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    for (int k = 0; k < 3; k++) {
+        for (int how = 0; how < 3; how++) { /* stop, cancel, destroy */
+            /* O_RDWR: opening the FIFO does not wait for the reader, and
+             * the writer end stays open, so the reader never sees EOF. */
+            int w = open(path, O_RDWR);
+            cr_assert_geq(w, 0);
+            cr_assert_eq(write(w, "one\ntwo\n", 8), 8);
+            weir_collector out;
+            weir_collector_init(&out, sizeof(weir_line));
+            weir_term *t = weir_seq2(weir_file_lines("fifo", path), weir_collect(NULL, &out));
+            weir_pipeline_config c = cfg_of(all_modes[k], 0, 0);
+            weir_pipeline *p;
+            cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0, "%s", weir_last_error());
+            cr_assert_eq(weir_pipeline_start(p), 0);
+            for (int i = 0; i < 10000 && weir_pipeline_join_for(p, 1000 * 1000) == -ETIMEDOUT &&
+                            out.count < 2;
+                 i++)
+                ;
+            cr_assert_eq(out.count, 2, "mode %s: the lines written arrive",
+                         weir_exec_mode_name(all_modes[k]));
+            cr_assert_eq(weir_pipeline_join_for(p, 50 * 1000 * 1000), -ETIMEDOUT,
+                         "blocked in read()");
+            if (how == 2) {
+                weir_pipeline_destroy(p); /* cancels, interrupts, joins */
+            } else {
+                if (how == 0)
+                    cr_assert_eq(weir_pipeline_stop(p), 0);
+                else
+                    cr_assert_eq(weir_pipeline_cancel(p), 0);
+                int r = weir_pipeline_join_for(p, 5ull * 1000 * 1000 * 1000);
+                cr_assert_eq(r, how == 0 ? 0 : -ECANCELED, "mode %s, %s: join returned %d (%s)",
+                             weir_exec_mode_name(all_modes[k]), how == 0 ? "stop" : "cancel", r,
+                             weir_pipeline_error(p));
+                weir_pipeline_destroy(p);
+            }
+            cr_assert_str_eq(((const weir_line *)out.data)[1].text, "two");
+            weir_collector_deinit(&out);
+            close(w);
+        }
+    }
+    unlink(path);
+    rmdir(dir);
 }
 
 static void fmt_int(FILE *f, const void *rec, void *arg)
