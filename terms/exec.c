@@ -65,24 +65,19 @@ static void weir__stage_job(weir_worker *w, weir_job *job)
         weir_pipeline *p = s->p;
         /* Once we are IDLE another worker may run us to the end and the
          * pipeline may be destroyed: register as a watcher first (destroy
-         * waits for watchers), and touch only `p` afterwards — and not even
-         * `p` when the watch is off (hence the local copy of the flag).
+         * waits for watchers), and touch only `p` afterwards.
          * relaxed: the stage is running, the pipeline cannot be freed yet. */
-        const bool watch = p->watch_deadlock;
-        if (watch)
-            atomic_fetch_add_explicit(&p->watchers, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->watchers, 1, memory_order_relaxed);
         uint32_t exp = WEIR__ST_RUNNING;
         /* acq_rel: release our writes to whoever submits us next (its
          * fetch_or acquires them); acquire on failure: see above. */
         bool idle = atomic_compare_exchange_strong_explicit(
             &s->state, &exp, WEIR__ST_IDLE, memory_order_acq_rel, memory_order_acquire);
-        if (watch) {
-            if (idle)
-                weir__unbusy_check(p, w);
-            /* release: our last access to the pipeline happens before
-             * destroy's acquire load sees the count drop. */
-            atomic_fetch_sub_explicit(&p->watchers, 1, memory_order_release);
-        }
+        if (idle)
+            weir__unbusy_check(p, w);
+        /* release: our last access to the pipeline happens before destroy's
+         * acquire load sees the count drop. */
+        atomic_fetch_sub_explicit(&p->watchers, 1, memory_order_release);
         if (idle)
             return;
     }
@@ -143,8 +138,7 @@ void weir__stage_notify(weir__stage *s, weir_worker *w)
         return;
     /* relaxed: an RMW; the stage's own decrement happens after its job runs,
      * which the submit below orders after this increment. */
-    if (s->p->watch_deadlock)
-        atomic_fetch_add_explicit(&s->p->busy, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->p->busy, 1, memory_order_relaxed);
     if (s->p->cfg.timing)
         atomic_store_explicit(&s->queued_at, weir__terms_now_ns(), memory_order_relaxed);
     weir__submit(s, w);
@@ -176,14 +170,11 @@ void weir__stage_notify(weir__stage *s, weir_worker *w)
  */
 void weir__stage_unbusy(weir__stage *s, weir_worker *w)
 {
-    if (s->p->watch_deadlock)
-        weir__unbusy_check(s->p, w);
+    weir__unbusy_check(s->p, w);
 }
 
 void weir__pipeline_busy(weir_pipeline *p)
 {
-    if (!p->watch_deadlock)
-        return;
     /* relaxed: RMWs; the caller holds the pipeline (a started pipeline
      * whose API call is in progress), see weir__stage_notify() for busy */
     atomic_fetch_add_explicit(&p->watchers, 1, memory_order_relaxed);
@@ -192,8 +183,6 @@ void weir__pipeline_busy(weir_pipeline *p)
 
 void weir__pipeline_unbusy(weir_pipeline *p, weir_worker *w)
 {
-    if (!p->watch_deadlock)
-        return;
     weir__unbusy_check(p, w);
     /* release: see the stage path in weir__stage_job() */
     atomic_fetch_sub_explicit(&p->watchers, 1, memory_order_release);

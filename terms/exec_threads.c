@@ -33,9 +33,8 @@ static void *weir__stage_thread(void *arg)
 void weir__exec_thread_wait(weir__stage *s)
 {
     weir__thread *th = s->thread;
-    weir_pipeline *p = s->p;
     pthread_mutex_lock(&th->mu);
-    if (!th->flag && p->watch_deadlock) {
+    if (!th->flag) {
         /* Going to sleep with nothing pending: leave the deadlock watch's
          * `busy` count (exec.c, "Deadlock watch"). IDLE and `sleeping` are
          * set under the mutex, so the notify that wakes us sees them and

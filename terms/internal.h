@@ -328,7 +328,6 @@ struct weir_pipeline {
      * (a thread stage: awake) and not finished. When it drops to 0 while
      * stages are live, every stage waits on another through a bounded
      * stream: nothing can ever wake them. */
-    bool watch_deadlock;
     _Atomic int busy;
     /* threads inside the watch that may touch the pipeline after its last
      * stage finished (a stage that just went idle, a notifying API call):

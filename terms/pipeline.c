@@ -315,7 +315,6 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
      * until it first sleeps, like a notified pool stage. relaxed: the
      * threads are created below (pthread_create orders these stores before
      * them) and no pool stage runs before the notifications at the end. */
-    p->watch_deadlock = p->nstages > 0;
     int busy = 0;
     for (unsigned k = 0; k < p->nstages; k++) {
         if (p->stages[k]->thread) {
