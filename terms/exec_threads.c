@@ -68,10 +68,15 @@ int weir__exec_thread_start(weir__stage *s)
     pthread_attr_destroy(&attr);
     if (r != 0)
         return -r;
+    /* Plain store: read only by weir__exec_thread_join(), after the
+     * pipeline's latch, which weir_pipeline_start() cannot let be set before
+     * it has returned from here (its hold on `live`, pipeline.c), so a join
+     * on another thread sees every thread that was created. */
     th->started = true;
     return 0;
 }
 
+/* After the pipeline's latch (join, destroy), under the pipeline's errmu. */
 void weir__exec_thread_join(weir__stage *s)
 {
     if (s->thread && s->thread->started) {

@@ -7,7 +7,10 @@
  * is the decrement; the stage that brings it to zero sets the latch join
  * waits on. Every notification a stage sends targets a stage of the same
  * pipeline while the sender is still live, so the latch cannot be set (and
- * the pipeline freed) under a notifier's feet.
+ * the pipeline freed) under a notifier's feet. weir_pipeline_start() holds
+ * one more count while it creates the stages' threads, so that a join on
+ * another thread never sees the end before every thread is recorded for
+ * pthread_join() (issue 8: it used to skip, and leak, the last one).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,8 +312,14 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
                                                  memory_order_relaxed, memory_order_relaxed))
         return weir__terms_error(-EALREADY, "weir_pipeline_start: the pipeline was started before");
     /* `live` must be set before any stage can run and finish: stop, cancel
-     * and join refuse to act until they see STARTED. */
-    atomic_store_explicit(&p->live, (int)p->nstages, memory_order_relaxed);
+     * and join refuse to act until they see STARTED. One more than the
+     * stages: start itself holds the pipeline until it has created every
+     * thread and written their `started` flags (the weir__pipeline_stage_done()
+     * at its end), so
+     * a join that runs concurrently with start (on another thread) cannot
+     * see the end before every thread it has to pthread_join() is known,
+     * and never skips (leaks) one. */
+    atomic_store_explicit(&p->live, (int)p->nstages + 1, memory_order_relaxed);
     /* The deadlock watch (exec.c): a thread stage counts as busy from now
      * until it first sleeps, like a notified pool stage. relaxed: the
      * threads are created below (pthread_create orders these stores before
@@ -333,7 +342,7 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
     /* release: pairs with the acquire loads of phase in stop/cancel/join. */
     atomic_store_explicit(&p->phase, WEIR__P_STARTED, memory_order_release);
     if (p->nstages == 0) {
-        weir_latch_set(&p->done);
+        weir__pipeline_stage_done(p); /* start's hold: the end */
         return 0;
     }
     /* Hold a token (exec.c, "Deadlock watch") from before the first thread
@@ -367,6 +376,7 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
          * cancel: the notify above submitted them. */
         weir__pipeline_unbusy(p, NULL);
         weir__terms_error(err, "%s", msg);
+        weir__pipeline_stage_done(p); /* start's hold: the last access to p */
         return err;
     }
     for (k = 0; k < p->nstages; k++) {
@@ -375,6 +385,12 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
             weir__stage_notify(s, NULL);
     }
     weir__pipeline_unbusy(p, NULL);
+    /* Drop start's hold on `live`: the threads' `started` flags are written
+     * (exec_threads.c), and the acq_rel decrement releases them to the stage
+     * that sets the latch, hence to join. Once the stages are done this sets
+     * the latch itself; it is start's last access to p (a concurrent join
+     * may then return and the caller destroy the pipeline). */
+    weir__pipeline_stage_done(p);
     return 0;
 }
 

@@ -68,11 +68,16 @@
  * |------------------------------------|---------------------------|-----------------------------|
  * | constructors, composites, destroy  | the tree's owner          | other trees                 |
  * | weir_pipeline_create / destroy     | one thread                | nothing on that pipeline    |
- * | weir_pipeline_start                | any thread, callbacks too | stop, cancel, stats         |
- * | weir_pipeline_join / run           | any thread but a worker   | stop, cancel, stats         |
+ * | weir_pipeline_start                | any thread, callbacks too | stop, cancel, join, stats   |
+ * | weir_pipeline_join / run           | any thread but a worker   | start, join, stop, cancel,  |
+ * |                                    |                           | stats                       |
  * | weir_pipeline_stop / cancel        | any thread, callbacks too | everything but destroy      |
  * | weir_pipeline_*_stats, print_stats | any thread                | everything but destroy      |
  * | weir_emit_*                        | the callback given `e`    | -                           |
+ * A join (stop, cancel) that comes before a concurrent start has published
+ * the pipeline returns -EINVAL (not started); one that comes after waits for
+ * the end, and joins every thread the start creates. Two starts: one wins,
+ * the other returns -EALREADY.
  */
 #ifndef WEIR_TERMS_H
 #define WEIR_TERMS_H
@@ -247,7 +252,21 @@ WEIR_API weir_term *weir_term_on_finish(weir_term *t, weir_finish_fn fn);
  */
 WEIR_API weir_term *weir_term_on_interrupt(weir_term *t, weir_interrupt_fn fn);
 
-/** Attach a function that frees the term's state at destroy. @return t. */
+/**
+ * Attach a function that frees the term's state (the `state` given to its
+ * constructor) at destroy; a second call replaces the first function.
+ * Refused on a built-in that allocated its own state and frees it
+ * (weir_print, weir_add_index, weir_file_lines, weir_array_source,
+ * weir_range_source, weir_counter_source, weir_running_stats, weir_sum,
+ * weir_mean, weir_std*): `fn` would replace weir's free function, leaking
+ * that state, and would receive weir's private state, not anything of
+ * yours. Free what you passed to such a built-in (weir_print's `arg`)
+ * after the pipeline or tree is destroyed.
+ * @return t; NULL stays NULL; a composite (no state) is returned unchanged
+ *   with -EINVAL; a built-in that frees its own state gives NULL and
+ *   -EINVAL (weir_last_error() names it), and is destroyed unless it is
+ *   already composed (then nothing is freed: its tree owns it).
+ */
 WEIR_API weir_term *weir_term_on_free(weir_term *t, weir_free_fn fn);
 
 /** The term's name (its output stream key). */
@@ -325,10 +344,16 @@ typedef struct weir_line {
 
 /** Blocking source of the lines of a file ("-" = standard input), as
  *  weir_line records. The file is opened when the pipeline starts; failing
- *  to open or read it is the pipeline's error. A read that blocks (stdin, a
- *  FIFO, a terminal) is woken by stop, cancel and destroy: the term comes
- *  with an interrupt function (weir_term_on_interrupt) and a self-pipe,
- *  created here (NULL with the errno when it cannot be). */
+ *  to open or read it is the pipeline's error. A wait that blocks is woken
+ *  by stop, cancel and destroy: a read (stdin, a FIFO, a terminal) and also
+ *  the wait for a FIFO's first writer (the path is opened non-blocking and
+ *  the source then waits in poll(2) until a writer connects, so a FIFO
+ *  nobody opens for writing never holds a pipeline up; a writer that comes
+ *  late is read from the start, and the end of the file is when the writer
+ *  closes it, as with a blocking open). The term comes with an interrupt
+ *  function (weir_term_on_interrupt) and a self-pipe, created here (NULL
+ *  with the errno when it cannot be). Signals caught by a handler installed
+ *  without SA_RESTART are harmless: interrupted calls (EINTR) are retried. */
 WEIR_API weir_term *weir_file_lines(const char *name, const char *path);
 
 /** Pass-through of `size`-byte records (LogicSponge's Id). */
@@ -374,14 +399,27 @@ typedef struct weir_running {
     double value; /**< the last input */
     double sum;
     double mean;
-    double std; /**< sample standard deviation (0 while n < 2) */
+    /** sample standard deviation, divisor n - 1 (0 while n < 2); the
+     *  population one is std * sqrt((n - 1) / n) */
+    double std;
 } weir_running;
 
 /** double -> weir_running, one output per input. */
 WEIR_API weir_term *weir_running_stats(const char *name);
-/** double -> double: the running sum, mean, sample standard deviation. */
+/** double -> double: the running sum. */
 WEIR_API weir_term *weir_sum(const char *name);
+/** double -> double: the running mean. */
 WEIR_API weir_term *weir_mean(const char *name);
+/** double -> double: the running sample standard deviation, divisor n - 1
+ *  (R's sd(), numpy.std(ddof=1)); 0 while n < 2. On 2, 4, 4, 4, 5, 5, 7, 9:
+ *  2.138. */
+WEIR_API weir_term *weir_std_sample(const char *name);
+/** double -> double: the running population standard deviation, divisor n
+ *  (numpy.std()'s default, and LogicSponge's Std); 0 for n = 1. On
+ *  2, 4, 4, 4, 5, 5, 7, 9: 2.000. */
+WEIR_API weir_term *weir_std_population(const char *name);
+/** The same term as weir_std_sample() (kept for compatibility: weir_std
+ *  always was the sample deviation). Prefer the explicit names. */
 WEIR_API weir_term *weir_std(const char *name);
 
 /* --------------------------------------------------------------- pipeline */
