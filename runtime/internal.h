@@ -60,9 +60,18 @@ typedef struct weir__topo {
     weir__pu *pu;
     void *hw;        /* hwloc_topology_t when built with hwloc, else NULL */
     bool synthetic;  /* loaded from cfg->synthetic_topology: never pin for real */
+    /* OS indices of the machine's PUs that the process may not run on (the
+     * calling thread's affinity mask, a cgroup cpuset), sorted: they are not
+     * in `pu`, and are kept only so that an explicit place naming one gets a
+     * message that says why. Empty for a synthetic topology. */
+    int *excluded;
+    unsigned nexcluded;
 } weir__topo;
 
-/* Load the machine's topology, or cfg->synthetic_topology when set.
+/* Load the machine's topology, or cfg->synthetic_topology when set. The
+ * machine's is restricted to the PUs the calling thread may run on (its
+ * affinity mask, within the cgroup's cpuset): those are the PUs its threads
+ * inherit, so the default worker count and every policy see only them.
  * @return 0, -ENODEV (hwloc failed / bad synthetic string; message set),
  *         -ENOMEM. Pair with weir__topo_free(). */
 int weir__topo_load(const weir_config *cfg, weir__topo *out);

@@ -176,6 +176,15 @@ static int weir__find_pu(const weir__topo *t, unsigned os)
     return -1;
 }
 
+/* A PU of the machine that the process may not run on (weir__topo.excluded). */
+static bool weir__is_excluded(const weir__topo *t, unsigned os)
+{
+    for (unsigned i = 0; i < t->nexcluded; i++)
+        if (t->excluded[i] >= 0 && (unsigned)t->excluded[i] == os)
+            return true;
+    return false;
+}
+
 /* ---------------------------------------------------------------- victims */
 
 /* 0 = shares an L3 with w, 1 = shares a NUMA node, 2 = remote. A worker
@@ -258,8 +267,15 @@ int weir__plan_build(const weir__topo *t, const weir_config *cfg, weir__plan *ou
             if (place_idx[i] < 0) {
                 char have[96];
                 weir__format_pus(t, have, sizeof have);
-                err = weir__error(-EINVAL, "config.places: PU %u is not in the topology (PUs %s)",
-                                  cfg->places[i], have);
+                if (weir__is_excluded(t, cfg->places[i]))
+                    err = weir__error(-EINVAL,
+                                      "config.places: PU %u is outside the CPUs this process may "
+                                      "run on (allowed PUs %s)",
+                                      cfg->places[i], have);
+                else
+                    err =
+                        weir__error(-EINVAL, "config.places: PU %u is not in the topology (PUs %s)",
+                                    cfg->places[i], have);
                 goto fail;
             }
         }

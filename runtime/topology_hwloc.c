@@ -7,6 +7,7 @@
  * topology (cfg->synthetic_topology) is only a description for the planner:
  * its PUs do not exist, so this file never hands them to the OS.
  */
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -42,6 +43,75 @@ static unsigned weir__count(hwloc_topology_t topo, hwloc_obj_type_t type)
     return n > 0 ? (unsigned)n : 0;
 }
 
+static int weir__cmp_os(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* Restrict the machine's topology to the PUs the calling thread may run on:
+ * its affinity mask (taskset, sched_setaffinity, a launcher's binding) and
+ * the cgroup's cpuset (hwloc leaves disallowed PUs out already). The workers
+ * inherit that mask, so a PU outside it is one they cannot be pinned to, and
+ * counting it would start a worker too many (libgomp and oneTBB count the
+ * same mask). Cores, caches and NUMA nodes left without an allowed PU go
+ * too. The PUs cut away are listed in `excluded` for the planner's message.
+ * A mask that cannot be read leaves the machine whole: placement then errs
+ * as before rather than failing create. @return 0, -ENOMEM or -ENODEV. */
+static int weir__restrict_allowed(hwloc_topology_t topo, weir__topo *out)
+{
+    int err = 0;
+    hwloc_bitmap_t mask = hwloc_bitmap_alloc();
+    hwloc_bitmap_t cut = hwloc_bitmap_alloc();
+    if (mask == NULL || cut == NULL) {
+        err = weir__error(-ENOMEM, "topology: out of memory for a cpuset");
+        goto out;
+    }
+    /* The calling thread's binding is what sched_getaffinity(0) returns and
+     * what pthread_create() hands to each worker. */
+    if (hwloc_get_cpubind(topo, mask, HWLOC_CPUBIND_THREAD) != 0)
+        goto out;
+    hwloc_const_cpuset_t all = hwloc_topology_get_topology_cpuset(topo);
+    hwloc_bitmap_and(mask, mask, all);
+    if (hwloc_bitmap_iszero(mask) || hwloc_bitmap_isincluded(all, mask))
+        goto out; /* nothing allowed (cannot be) or everything: keep the machine */
+    hwloc_bitmap_andnot(cut, all, mask);
+    int n = hwloc_bitmap_weight(cut);
+    if (n > 0) {
+        out->excluded = weir__malloc((size_t)n * sizeof *out->excluded);
+        if (out->excluded == NULL) {
+            err = weir__error(-ENOMEM, "topology: out of memory for %d excluded PUs", n);
+            goto out;
+        }
+        unsigned k = 0;
+        unsigned id;
+        hwloc_bitmap_foreach_begin(id, cut)
+        {
+            if (k < (unsigned)n)
+                out->excluded[k++] = (int)id;
+        }
+        hwloc_bitmap_foreach_end();
+        out->nexcluded = k;
+        qsort(out->excluded, k, sizeof *out->excluded, weir__cmp_os);
+    }
+    if (hwloc_topology_restrict(topo, mask, HWLOC_RESTRICT_FLAG_REMOVE_CPULESS) != 0) {
+        int e = errno;
+        err = weir__error(e == ENOMEM ? -ENOMEM : -ENODEV,
+                          "topology: hwloc could not restrict the topology to the allowed PUs "
+                          "(%s)",
+                          strerror(e));
+    }
+out:
+    if (err < 0) {
+        weir__free(out->excluded);
+        out->excluded = NULL;
+        out->nexcluded = 0;
+    }
+    hwloc_bitmap_free(mask);
+    hwloc_bitmap_free(cut);
+    return err;
+}
+
 int weir__topo_load(const weir_config *cfg, weir__topo *out)
 {
     if (out == NULL)
@@ -68,14 +138,25 @@ int weir__topo_load(const weir_config *cfg, weir__topo *out)
         return weir__error(-ENODEV, "topology: hwloc could not load the %s topology (%s)",
                            synthetic != NULL ? "synthetic" : "machine", strerror(e));
     }
+    /* A synthetic topology describes another machine: the caller's mask
+     * says nothing about its PUs. */
+    if (synthetic == NULL) {
+        int err = weir__restrict_allowed(topo, out);
+        if (err < 0) {
+            hwloc_topology_destroy(topo);
+            return err;
+        }
+    }
 
     unsigned npu = weir__count(topo, HWLOC_OBJ_PU);
     if (npu == 0) {
+        weir__free(out->excluded);
         hwloc_topology_destroy(topo);
         return weir__error(-ENODEV, "topology: hwloc reports no processing unit");
     }
     weir__pu *pus = weir__calloc(npu, sizeof *pus);
     if (pus == NULL) {
+        weir__free(out->excluded);
         hwloc_topology_destroy(topo);
         return weir__error(-ENOMEM, "topology: out of memory for %u PUs", npu);
     }
@@ -92,6 +173,7 @@ int weir__topo_load(const weir_config *cfg, weir__topo *out)
             /* Cannot happen for i < the count hwloc gave, but a NULL here
              * must not become a crash inside the runtime's create(). */
             weir__free(pus);
+            weir__free(out->excluded);
             hwloc_topology_destroy(topo);
             return weir__error(-ENODEV, "topology: hwloc lost PU %u of %u", i, npu);
         }
@@ -141,6 +223,7 @@ void weir__topo_free(weir__topo *t)
     if (t->hw != NULL)
         hwloc_topology_destroy((hwloc_topology_t)t->hw);
     weir__free(t->pu);
+    weir__free(t->excluded);
     memset(t, 0, sizeof *t);
 }
 

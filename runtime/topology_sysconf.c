@@ -42,6 +42,20 @@ int weir__topo_load(const weir_config *cfg, weir__topo *out)
     weir__pu *pus = weir__calloc(npu, sizeof *pus);
     if (pus == NULL)
         return weir__error(-ENOMEM, "topology: out of memory for %u PUs", npu);
+    /* The machine's CPUs outside the mask, for the planner's message about
+     * an explicit place naming one (see weir__topo.excluded). */
+    long nconf = sysconf(_SC_NPROCESSORS_CONF);
+    if (have_mask && nconf > (long)npu) {
+        int ncpu = nconf < CPU_SETSIZE ? (int)nconf : CPU_SETSIZE;
+        out->excluded = weir__calloc((size_t)ncpu, sizeof *out->excluded);
+        if (out->excluded == NULL) {
+            weir__free(pus);
+            return weir__error(-ENOMEM, "topology: out of memory for %d CPUs", ncpu);
+        }
+        for (int cpu = 0; cpu < ncpu; cpu++)
+            if (!CPU_ISSET(cpu, &set))
+                out->excluded[out->nexcluded++] = cpu;
+    }
     unsigned k = 0;
     for (int cpu = 0; k < npu; cpu++) {
         if (have_mask && !CPU_ISSET(cpu, &set))
@@ -67,6 +81,7 @@ void weir__topo_free(weir__topo *t)
     if (t == NULL)
         return;
     weir__free(t->pu);
+    weir__free(t->excluded);
     memset(t, 0, sizeof *t);
 }
 
