@@ -31,9 +31,15 @@ extern "C" {
 #define WEIR_UNLIKELY(x) (x)
 #endif
 
-#define WEIR_VERSION_MAJOR 0
-#define WEIR_VERSION_MINOR 1
-#define WEIR_VERSION_PATCH 0
+/* The version of the headers: WEIR_VERSION_MAJOR, _MINOR, _PATCH, _STRING
+ * and _NUMBER, generated from the Meson project version. */
+#include "weir/version.h"
+
+/**
+ * The version of the library linked, "MAJOR.MINOR.PATCH" (WEIR_VERSION_STRING
+ * when the headers and the library come from the same build). Never NULL.
+ */
+WEIR_API const char *weir_version(void);
 
 /** The size of a cache line on the targets weir is tuned for. */
 #define WEIR_CACHELINE 64

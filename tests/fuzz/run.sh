@@ -56,6 +56,8 @@ out=$(cd "$out" && pwd)
 if [ -n "$build" ]; then
     [ -f "$build/weir_build_config.h" ] || { echo "run.sh: $build/weir_build_config.h not found" >&2; exit 2; }
     confdir=$(cd "$build" && pwd)
+    [ -f "$confdir/include/weir/version.h" ] || { echo "run.sh: $build/include/weir/version.h not found" >&2; exit 2; }
+    confdir="$confdir -I$confdir/include"
 else
     confdir=$out/conf
     mkdir -p "$confdir"
@@ -66,6 +68,16 @@ else
 #define WEIR_DEFAULT_SPIN 4096
 #define WEIR_DEFAULT_WORKERS 0
 #define WEIR_HAVE_HWLOC 0
+EOF
+    mkdir -p "$confdir/weir"
+    cat > "$confdir/weir/version.h" <<'EOF'
+/* Written by tests/fuzz/run.sh: the parsers do not depend on the version. */
+#pragma once
+#define WEIR_VERSION_MAJOR 0
+#define WEIR_VERSION_MINOR 0
+#define WEIR_VERSION_PATCH 0
+#define WEIR_VERSION_STRING "0.0.0"
+#define WEIR_VERSION_NUMBER 0
 EOF
 fi
 
