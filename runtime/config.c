@@ -446,3 +446,20 @@ int weir_config_from_env(weir_config *cfg)
     *cfg = tmp;
     return 0;
 }
+
+int weir__env_display(void)
+{
+    char buf[16];
+    const char *raw;
+    int have = weir__env("WEIR_DISPLAY_ENV", buf, sizeof buf, &raw);
+    if (have == 0)
+        return 0;
+    bool on;
+    if (have > 0 && strcasecmp(buf, "verbose") == 0)
+        return 2;
+    if (have < 0 || !weir__parse_bool(buf, &on))
+        return weir__error(
+            -EINVAL, "WEIR_DISPLAY_ENV: invalid value '" WEIR__QUOTE "' (expected 0, 1 or verbose)",
+            raw);
+    return on ? 1 : 0;
+}

@@ -177,15 +177,15 @@ weir_frame *weir__fj_spawn_slow(weir_worker *w, weir_frame *sp)
              * message names the way out: frames reserved at create
              * (tests/unit/test_fjgrow.c pins both the text and the abort). */
             if (err == -EOVERFLOW)
-                fprintf(stderr,
-                        "weir: fatal: worker %u cannot grow its frame deque beyond %" PRIu64
-                        " frames: frame indices are 32-bit\n",
-                        w->index, frames_upto(w, w->cur_seg));
+                weir__log(WEIR_LOG_FATAL,
+                          "worker %u cannot grow its frame deque beyond %" PRIu64
+                          " frames: frame indices are 32-bit",
+                          w->index, frames_upto(w, w->cur_seg));
             else
-                fprintf(stderr,
-                        "weir: fatal: worker %u cannot grow its frame deque to %" PRIu64
-                        " frames: %s (weir_config.deque_initial reserves frames at create)\n",
-                        w->index, frames_upto(w, k), weir_strerror(err));
+                weir__log(WEIR_LOG_FATAL,
+                          "worker %u cannot grow its frame deque to %" PRIu64
+                          " frames: %s (weir_config.deque_initial reserves frames at create)",
+                          w->index, frames_upto(w, k), weir_strerror(err));
             abort();
         }
     }

@@ -19,6 +19,14 @@
  * (a negative errno), so that callers can write `return weir__error(-EINVAL, ...)`. */
 int weir__error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---------------------------------------------------------------- log */
+
+/* Send a message to the log sink (weir_set_log(); stderr by default):
+ * one sentence, without the "weir: " prefix or a newline. */
+void weir__log(weir_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same for a finished text (the WEIR_DISPLAY_ENV report). */
+void weir__log_text(weir_log_level level, const char *msg);
+
 /* ---------------------------------------------------------------- allocation */
 
 /* Every allocation of the runtime goes through these: they are the public
@@ -34,6 +42,12 @@ void weir__free(void *p);
 void weir__alloc_fail_after(long k);
 /* Blocks allocated through weir and not yet freed (a leak check for tests). */
 long weir__alloc_live(void);
+
+/* ---------------------------------------------------------------- environment */
+
+/* WEIR_DISPLAY_ENV: 0 (unset, empty or false), 1 (true) or 2 ("verbose").
+ * @return that, or -EINVAL with a message naming the value. */
+int weir__env_display(void);
 
 /* ---------------------------------------------------------------- topology */
 

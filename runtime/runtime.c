@@ -1,6 +1,7 @@
 /* Runtime lifecycle: plan, allocate workers on their NUMA nodes, start, stop. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "scheduler.h"
@@ -103,6 +104,27 @@ static void stop_and_join(weir_runtime *rt, unsigned started)
         pthread_join(rt->workers[i]->thread, NULL);
 }
 
+/* WEIR_DISPLAY_ENV: the report of the first runtime created in the process,
+ * like OMP_DISPLAY_ENV (once per process). A bad value is a warning, not a
+ * failed create: the variable only asks for a report. */
+static void weir__display_once(const weir_runtime *rt)
+{
+    static atomic_flag shown = ATOMIC_FLAG_INIT;
+    if (getenv("WEIR_DISPLAY_ENV") == NULL)
+        return;
+    /* relaxed: only the flag's own value matters, nothing is published. */
+    if (atomic_flag_test_and_set_explicit(&shown, memory_order_relaxed))
+        return;
+    char saved[256];
+    snprintf(saved, sizeof saved, "%s", weir_last_error());
+    int level = weir__env_display();
+    if (level < 0)
+        weir__log(WEIR_LOG_WARNING, "%s; no report", weir_last_error());
+    else if (level > 0)
+        weir__display_env(rt, level);
+    weir__error(0, "%s", saved);
+}
+
 int weir_runtime_create(const weir_config *user_cfg, weir_runtime **out)
 {
     if (!out)
@@ -125,6 +147,11 @@ int weir_runtime_create(const weir_config *user_cfg, weir_runtime **out)
         return weir__error(-ENOMEM, "weir_runtime_create: out of memory");
     rt->cfg = cfg;
     cds_wfcq_init(&rt->ihead, &rt->itail);
+    if (weir__config_sources(&cfg, rt->cfg_src) < 0) {
+        cds_wfcq_destroy(&rt->ihead, &rt->itail);
+        weir__free(rt);
+        return weir__error(-ENOMEM, "weir_runtime_create: out of memory");
+    }
     atomic_init(&rt->epoch, 0);
     atomic_init(&rt->waiters, 0);
     atomic_init(&rt->stopping, WEIR__RT_RUNNING);
@@ -207,8 +234,9 @@ int weir_runtime_create(const weir_config *user_cfg, weir_runtime **out)
     weir_latch_wait(&rt->all_started);
     rt->failed_pins = weir_runtime_failed_pins(rt);
     if (rt->failed_pins && !rt->topo.synthetic)
-        fprintf(stderr, "weir: warning: %u of %u workers could not be pinned (running unpinned)\n",
-                rt->failed_pins, n);
+        weir__log(WEIR_LOG_WARNING, "%u of %u workers could not be pinned (running unpinned)",
+                  rt->failed_pins, n);
+    weir__display_once(rt);
     *out = rt;
     return 0;
 }
@@ -219,7 +247,8 @@ void weir_runtime_destroy(weir_runtime *rt)
         return;
     if (weir__self() && weir__self()->rt == rt) {
         weir__error(-EDEADLK, "weir_runtime_destroy: called from a worker of the runtime");
-        fprintf(stderr, "weir: weir_runtime_destroy called from one of its own workers; ignored\n");
+        weir__log(WEIR_LOG_WARNING,
+                  "weir_runtime_destroy called from one of its own workers; ignored");
         return;
     }
     /* A second destroy is a misuse; while an attachment keeps the struct
@@ -230,7 +259,7 @@ void weir_runtime_destroy(weir_runtime *rt)
                                                  memory_order_seq_cst, memory_order_relaxed)) {
         weir__error(-EALREADY, "weir_runtime_destroy: the runtime is already %s",
                     exp == WEIR__RT_DESTROYED ? "destroyed" : "being destroyed");
-        fprintf(stderr, "weir: weir_runtime_destroy called twice on one runtime; ignored\n");
+        weir__log(WEIR_LOG_WARNING, "weir_runtime_destroy called twice on one runtime; ignored");
         return;
     }
     stop_and_join(rt, rt->nworkers);
@@ -275,7 +304,7 @@ void weir_runtime_detach(weir_runtime *rt)
     do {
         if (n == 0 || (n == 1 && !weir__runtime_destroyed(rt))) {
             weir__error(-EINVAL, "weir_runtime_detach: the runtime has no attachment left");
-            fprintf(stderr, "weir: weir_runtime_detach without a matching attach; ignored\n");
+            weir__log(WEIR_LOG_WARNING, "weir_runtime_detach without a matching attach; ignored");
             return;
         }
     } while (!atomic_compare_exchange_weak_explicit(&rt->refs, &n, n - 1, memory_order_acq_rel,

@@ -115,12 +115,28 @@ struct weir_worker {
     _Atomic uint64_t stats_base[15];
 };
 
+/* The fields whose origin the description reports (describe.c), and the
+ * three origins. */
+enum {
+    WEIR__CFG_WORKERS,
+    WEIR__CFG_AFFINITY,
+    WEIR__CFG_PLACES,
+    WEIR__CFG_NUMA,
+    WEIR__CFG_SPIN,
+    WEIR__CFG_STATS,
+    WEIR__CFG_DEQUE,
+    WEIR__CFG_STACK,
+    WEIR__CFG_NFIELDS
+};
+enum { WEIR__SRC_DEFAULT, WEIR__SRC_CONFIG, WEIR__SRC_ENV };
+
 struct weir_runtime {
     unsigned nworkers;
     weir_worker **workers;
     weir__topo topo;
     weir__plan plan;
     weir_config cfg;
+    unsigned char cfg_src[WEIR__CFG_NFIELDS]; /* WEIR__SRC_* of each field, set at create */
     unsigned failed_pins;
 
     /* Parking: an eventcount. `epoch` is the futex word; `waiters` counts
@@ -169,6 +185,14 @@ static inline bool weir__runtime_destroyed(const weir_runtime *r)
     return atomic_load_explicit(&((weir_runtime *)r)->stopping, memory_order_acquire) ==
            WEIR__RT_DESTROYED;
 }
+
+/* describe.c */
+/* Where each field of `cfg` came from (WEIR__SRC_* into src[WEIR__CFG_*]),
+ * judged against the build defaults and the environment. @return 0 or
+ * -ENOMEM. */
+int weir__config_sources(const weir_config *cfg, unsigned char *src);
+/* The WEIR_DISPLAY_ENV report of `rt` to the log (level 2: verbose). */
+void weir__display_env(const weir_runtime *rt, int level);
 
 /* fjdeque.c */
 int weir__fj_init(weir_worker *w, unsigned initial);

@@ -72,6 +72,37 @@ WEIR_API int weir_set_error(int err, const char *fmt, ...)
 #endif
     ;
 
+/* ---------------------------------------------------------------- log */
+
+/** How serious a line of weir's log is. */
+typedef enum weir_log_level {
+    WEIR_LOG_FATAL = 0, /**< the process is about to abort (a frame deque that cannot grow) */
+    WEIR_LOG_ERROR,     /**< reserved for failures nobody else will report */
+    WEIR_LOG_WARNING,   /**< a fallback (a failed pin) or an ignored misuse */
+    WEIR_LOG_INFO,      /**< what was asked for: the WEIR_DISPLAY_ENV report */
+} weir_log_level;
+
+/**
+ * A log sink. `msg` is the text without a "weir: " prefix and without a
+ * trailing newline (an info report spans several lines); it is valid only
+ * during the call. Called from whichever thread logs (workers included), so
+ * it must be thread-safe, and it must not call back into the runtime that
+ * logs (a warning may come from inside weir_runtime_create()).
+ */
+typedef void (*weir_log_fn)(weir_log_level level, const char *msg, void *ctx);
+
+/**
+ * Route weir's log through `fn` (NULL restores the default: each line
+ * written to stderr as "weir: <level>: <msg>", an info report as it is).
+ * Global to the process; any thread, at any time. Every line weir writes on
+ * its own goes through the sink; the statistics tables of WEIR_STATS=1 go to
+ * the FILE that weir_runtime_print_stats() is given (stderr at destroy).
+ */
+WEIR_API void weir_set_log(weir_log_fn fn, void *ctx);
+
+/** "fatal", "error", "warning" or "info". */
+WEIR_API const char *weir_log_level_name(weir_log_level level);
+
 /* ---------------------------------------------------------------- memory */
 
 /**

@@ -150,6 +150,24 @@ WEIR_API void weir_runtime_stats_reset(weir_runtime *rt);
  *  for a destroyed runtime, one line that says so. */
 WEIR_API void weir_runtime_print_stats(const weir_runtime *rt, FILE *f);
 
+/**
+ * Describe `rt` as WEIR_DISPLAY_ENV=1 does: the version, the topology and
+ * allowed PUs, the resolved configuration with where each value came from
+ * (default, config or environment), and the placement table: worker, PU,
+ * NUMA node, L3, pinned, and its victims nearest first. Several lines, each
+ * ending in a newline, like snprintf: at most `len` bytes are written to
+ * `buf`, always NUL-terminated when `len` > 0; the return value is the
+ * length of the whole text, so a larger buffer can be tried.
+ * Not concurrently with weir_runtime_destroy().
+ * @return the length; -EINVAL for NULL `rt` (or NULL `buf` with `len` > 0);
+ *         -ESHUTDOWN for a destroyed runtime.
+ */
+WEIR_API int weir_runtime_describe(const weir_runtime *rt, char *buf, size_t len);
+
+/** weir_runtime_describe() written to `f`. @return 0; -EINVAL for NULL;
+ *  -ESHUTDOWN for a destroyed runtime. */
+WEIR_API int weir_runtime_print_description(const weir_runtime *rt, FILE *f);
+
 /** The worker running the calling thread if it is a worker of `rt`, else NULL. */
 WEIR_API weir_worker *weir_runtime_self(const weir_runtime *rt);
 
