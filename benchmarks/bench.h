@@ -247,6 +247,11 @@ int bench_chain(const bench_opts *o, int argc, char **argv);
 int bench_fib(const bench_opts *o, int argc, char **argv);
 int bench_nqueens(const bench_opts *o, int argc, char **argv);
 int bench_uts(const bench_opts *o, int argc, char **argv);
+/* uts.c: the UTS published trees (--tree T1|T3) on the SHA-1 generator */
+int bench_uts_published(const bench_opts *o, int argc, char **argv);
+/* nqueens_board.c: --shape bitmask|board, and the BOTS/Cilk board shape */
+int bench_nqueens_shape(int argc, char **argv, bool *board);
+int bench_nqueens_board(const bench_opts *o);
 int bench_skynet(const bench_opts *o, int argc, char **argv);
 int bench_submit(const bench_opts *o, int argc, char **argv);
 int bench_idle(const bench_opts *o, int argc, char **argv);

@@ -179,7 +179,10 @@ int bench_nqueens(const bench_opts *o, int argc, char **argv)
         TBB_VARIANT(nq_tbb_v),
     };
     static const bench_spec spec = {"nqueens", variants, NVARIANTS(variants), NULL, false};
-    int rc = bench_no_extra_args(argc, argv);
+    bool board = false;
+    int rc = bench_nqueens_shape(argc, argv, &board);
+    if (rc == 0 && board)
+        return bench_nqueens_board(o);
     bench_ctx c = {0};
     if (rc == 0)
         rc = size_arg(o, 10, 1, 20, &c.n);
@@ -237,7 +240,9 @@ int bench_uts(const bench_opts *o, int argc, char **argv)
         TBB_VARIANT(uts_tbb_v),
     };
     static const bench_spec spec = {"uts", variants, NVARIANTS(variants), "nodes_per_s", true};
-    int rc = bench_no_extra_args(argc, argv);
+    if (argc > 1) /* --tree T1|T3: the published trees, uts.c */
+        return bench_uts_published(o, argc, argv);
+    int rc = 0;
     bench_ctx c = {0};
     if (rc == 0)
         rc = size_arg(o, UTS_DEFAULT_N, 1, UINT32_MAX, &c.n);

@@ -43,14 +43,24 @@ static const bench_cmd commands[] = {
     {"nqueens", bench_nqueens, "count the solutions of n queens, one task per placement",
      "  --n N        board size, 1..20 (default 10)\n"
      "  variants     " PEERS "\n"
-     "  Every level spawns one task per legal column and syncs them all.\n"},
+     "  Every level spawns one task per legal column and syncs them all.\n"
+     "  --shape S    bitmask (default: three words a task) or board: the BOTS/Cilk\n"
+     "               shape, one task per column, each copies its parent's board and\n"
+     "               checks it with ok() (bench nqueens-board; variants serial,weir)\n"},
     {"uts", bench_uts, "count the nodes of an unbalanced tree (UTS-style, binomial)",
      "  --n N        children of the root (default 20000: 2714769 nodes); every\n"
      "               other node has 8 children with probability 0.124 (hash-based,\n"
      "               deterministic); about 125 nodes per root child on average\n"
      "  variants     " PEERS "\n"
      "  The children of a node are split in halves, one spawn per split.\n"
-     "  Extra: nodes_per_s (= node count / median). The result is the node count.\n"},
+     "  Extra: nodes_per_s (= node count / median). The result is the node count.\n"
+     "  --tree T     T1 or T3: the published UTS trees on the SHA-1 generator (bench\n"
+     "               uts-T1 / uts-T3; variants serial,weir), one task per node:\n"
+     "               T1 geometric, depth 10, b 4, seed 19: 4130071 nodes;\n"
+     "               T3 binomial, b0 2000, q 0.124875, m 8, seed 42: 4112897 nodes.\n"
+     "               The count is checked against the published one. With --tree,\n"
+     "               --n scales the tree (T1: depth, T3: root branching) and the\n"
+     "               count is checked against serial only.\n"},
     {"skynet", bench_skynet, "skynet: a 10-ary tree of tasks, sum of the leaf ids",
      "  --n N        leaves, a power of 10 (default 1M)\n"
      "  variants     " PEERS "\n"

@@ -196,9 +196,15 @@ weir_frame *weir__fj_spawn_slow(weir_worker *w, weir_frame *sp)
     return w->fj.seg_begin;
 }
 
-weir_frame *weir__fj_shrink(weir_worker *w, weir_frame *sp)
+/* Owner, from weir__fj_rest(): frame `t`, just popped, begins the current
+ * segment. The stack pointer must not rest there (task.h: a caller holding
+ * the end of the previous segment would otherwise see this segment's state
+ * after its callee returned, and write past that end): make the previous
+ * segment current and rest at its end. Segment 0 has none before it. */
+weir_frame *weir__fj_shrink(weir_worker *w, weir_frame *t)
 {
-    (void)sp; /* == fj.seg_begin */
+    if (w->cur_seg == 0)
+        return t;
     unsigned k = w->cur_seg - 1;
     w->cur_seg = k;
     w->fj.seg_begin = w->segs[k];

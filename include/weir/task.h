@@ -142,12 +142,25 @@ static inline weir_frame *weir__fj_pushed(weir_worker *w, weir_frame *t)
     return t + 1;
 }
 
+/* The stack pointer is kept in one form: within (seg_begin, seg_end] of the
+ * current segment (segment 0 also allows seg_begin), so that a caller whose
+ * callee (WEIR_CALL, a stolen frame) grew and shrank the stack finds the
+ * segment state it left. Hence a pop never crosses a segment (sp - 1 is in
+ * the current one), and the stack pointer after the pop is the popped frame
+ * unless that frame begins a segment: then the previous segment becomes
+ * current and the stack pointer is its end (weir__fj_rest). */
 static inline weir_frame *weir__fj_pop(weir_worker *w, weir_frame *sp)
 {
-    struct weir__fj_head *h = (struct weir__fj_head *)(void *)w;
-    if (WEIR_UNLIKELY(sp == h->seg_begin))
-        sp = weir__fj_shrink(w, sp);
+    (void)w;
     return sp - 1;
+}
+
+static inline weir_frame *weir__fj_rest(weir_worker *w, weir_frame *t)
+{
+    struct weir__fj_head *h = (struct weir__fj_head *)(void *)w;
+    if (WEIR_UNLIKELY(t == h->seg_begin))
+        t = weir__fj_shrink(w, t);
+    return t;
 }
 
 #define WEIR__X(...) __VA_ARGS__
@@ -185,9 +198,11 @@ static inline weir_frame *weir__fj_pop(weir_worker *w, weir_frame *sp)
     {                                                                                              \
         weir_frame *weir_t = weir__fj_pop(weir_w, *weir_spp);                                      \
         NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
-        *weir_spp = weir_t;                                                                        \
-        if (WEIR_LIKELY(!(weir_t->run & WEIR__PUB)) || weir__fj_sync_public(weir_w, weir_t))                     \
-            return NAME##_weir_impl(weir_w, weir_t WEIR__X FP);                                    \
+        if (WEIR_LIKELY(!(weir_t->run & WEIR__PUB)) || weir__fj_sync_public(weir_w, weir_t)) {   \
+            *weir_spp = weir__fj_rest(weir_w, weir_t);                                             \
+            return NAME##_weir_impl(weir_w, *weir_spp WEIR__X FP);                                 \
+        }                                                                                          \
+        *weir_spp = weir__fj_rest(weir_w, weir_t);                                                 \
         return f->res;                                                                             \
     }                                                                                              \
     static inline __attribute__((unused)) RT NAME##_run(weir_runtime *weir_rt WEIR__X PD)         \
@@ -233,9 +248,11 @@ static inline weir_frame *weir__fj_pop(weir_worker *w, weir_frame *sp)
         weir_frame *weir_t = weir__fj_pop(weir_w, *weir_spp);                                      \
         NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
         (void)f;                                                                                   \
-        *weir_spp = weir_t;                                                                        \
-        if (WEIR_LIKELY(!(weir_t->run & WEIR__PUB)) || weir__fj_sync_public(weir_w, weir_t))                     \
-            NAME##_weir_impl(weir_w, weir_t WEIR__X FP);                                           \
+        int weir_inline =                                                                          \
+            WEIR_LIKELY(!(weir_t->run & WEIR__PUB)) || weir__fj_sync_public(weir_w, weir_t);       \
+        *weir_spp = weir__fj_rest(weir_w, weir_t);                                                 \
+        if (weir_inline)                                                                           \
+            NAME##_weir_impl(weir_w, *weir_spp WEIR__X FP);                                        \
     }                                                                                              \
     static inline __attribute__((unused)) void NAME##_run(weir_runtime *weir_rt WEIR__X PD)       \
     {                                                                                              \
