@@ -26,7 +26,7 @@ static int stress_parse(int argc, char **argv, stress_opts *o, const char *usage
                 goto bad;
         } else if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
             long w = strtol(argv[++i], &end, 10);
-            if (*end || w < 1 || w > 64)
+            if (*end || w < 1 || w > 256)
                 goto bad;
             o->workers = (unsigned)w;
         } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
