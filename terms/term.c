@@ -303,6 +303,18 @@ WEIR_API weir_term *weir_term_on_interrupt(weir_term *t, weir_interrupt_fn fn)
     return t;
 }
 
+/* A built-in that allocated its own state: it was made from a generic
+ * constructor, renamed by weir__term_set_kind() (so its kind is no longer
+ * the generic one), and then gave weir_term_on_free() its own free function.
+ * The built-in's own call finds no free function yet and is accepted; any
+ * later one is a user's. Built-ins whose state is the caller's (weir_collect:
+ * the collector) or that have none (weir_id) attach no free function and are
+ * not caught: there the user's function gets what the user passed, or NULL. */
+static bool weir__frees_own_state(const weir_term *t)
+{
+    return t->free_state && strcmp(t->kind_name, weir__kind_name(t->kind)) != 0;
+}
+
 WEIR_API weir_term *weir_term_on_free(weir_term *t, weir_free_fn fn)
 {
     if (!t)
@@ -310,6 +322,20 @@ WEIR_API weir_term *weir_term_on_free(weir_term *t, weir_free_fn fn)
     if (t->kind == WEIR__K_SEQ || t->kind == WEIR__K_PAR) {
         weir__terms_error(-EINVAL, "weir_term_on_free: '%s' is a composite (no state)", t->name);
         return t;
+    }
+    if (weir__frees_own_state(t)) {
+        /* Replacing the free function would leak the built-in's state and
+         * hand the user's function weir's private struct. Refuse loudly, as
+         * weir_term_on_finish() and weir_term_on_interrupt() refuse a wrong
+         * kind: the NULL reaches weir_pipeline_create() with this message. */
+        weir__terms_error(-EINVAL,
+                          "weir_term_on_free: %s '%s' is a built-in that frees its own state "
+                          "(weir's, not the caller's); free what you passed to it after the "
+                          "pipeline is destroyed",
+                          t->kind_name, t->name);
+        if (t->owner == WEIR__FREE)
+            weir__term_free_rec(t);
+        return NULL;
     }
     t->free_state = fn;
     return t;

@@ -12,6 +12,33 @@
  * (weir_term_on_interrupt) writes to when the pipeline stops or is
  * cancelled. A regular file polls readable at once: the cost is one poll
  * per 64 KiB read.
+ *
+ * The open can block for ever too: a blocking open(2) of a FIFO waits for a
+ * writer, where no self-pipe reaches it (a stop, a cancel and a destroy
+ * hung). So the path is opened with O_NONBLOCK, which returns at once for a
+ * FIFO without a writer, and the descriptor stays non-blocking: every read
+ * is preceded by the poll anyway, and EAGAIN (someone else took the data)
+ * goes back to it. Regular files ignore O_NONBLOCK.
+ *
+ * What makes this right for a FIFO nobody has opened for writing yet: a
+ * read(2) then returns 0, which must not be taken for the end of the file
+ * (a blocking open would still be waiting for the writer). It never is,
+ * because the read only follows a poll that reported the FIFO, and Linux
+ * reports a FIFO's read end neither readable nor POLLHUP until a writer
+ * connected after our open (fs/pipe.c: pipe_poll() sets EPOLLHUP only when
+ * there is no writer and the writer counter differs from the one saved at
+ * the open). Until then the poll waits for the writer or the interrupt,
+ * exactly where the blocking open waited; once the writer is gone, POLLHUP
+ * and a read of 0 are its end of file, as with the blocking open. Checked
+ * in tests/unit/terms/test_terms_reliability2.c (a silent FIFO, a writer
+ * that connects late).
+ *
+ * A signal caught by a handler installed without SA_RESTART makes a
+ * blocking system call fail with EINTR: every call here retries it (open,
+ * poll, read, and the interrupt's write), so a program's signals never
+ * fail the pipeline. close(2) is not retried: on Linux the descriptor is
+ * released even when it reports EINTR, and a retry could close a
+ * descriptor another thread just got.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +73,8 @@ static int weir__lines_fill(weir__lines *L)
         }
         if (pf[1].revents)
             return -ECANCELED; /* the interrupt: stop or cancel */
+        /* Only after the poll reported the file: for a FIFO that means a
+         * writer connected, so 0 below is its end (see the top). */
         ssize_t k = read(L->fd, L->buf, WEIR__LINES_BUF);
         if (k < 0) {
             if (errno == EINTR || errno == EAGAIN)
@@ -100,7 +129,13 @@ static int weir__lines_run(void *state, weir_emit *e)
 {
     weir__lines *L = state;
     bool use_stdin = strcmp(L->path, "-") == 0;
-    L->fd = use_stdin ? STDIN_FILENO : open(L->path, O_RDONLY | O_CLOEXEC);
+    if (use_stdin) {
+        L->fd = STDIN_FILENO; /* its flags are the program's: not changed */
+    } else {
+        do
+            L->fd = open(L->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        while (L->fd < 0 && errno == EINTR);
+    }
     if (L->fd < 0)
         return weir_emit_fail(e, -errno, "cannot open '%s'", L->path);
     L->buf = weir_malloc(WEIR__LINES_BUF);

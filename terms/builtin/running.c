@@ -1,7 +1,13 @@
 /*
- * weir terms — running statistics (sum, mean, sample standard deviation)
- * with Welford's update, which stays accurate where the textbook
- * sum-of-squares formula cancels catastrophically.
+ * weir terms — running statistics (sum, mean, sample and population
+ * standard deviation) with Welford's update, which stays accurate where the
+ * textbook sum-of-squares formula cancels catastrophically.
+ *
+ * Both deviations come from the same sum of squared deviations m2: the
+ * sample one divides it by n - 1 (an unbiased variance estimate from a
+ * sample), the population one by n (numpy.std's default, and what
+ * LogicSponge's Std computes). weir_std was the sample one before the two
+ * explicit names existed and stays so.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -9,7 +15,13 @@
 
 #include "../internal.h"
 
-typedef enum { WEIR__RUN_ALL, WEIR__RUN_SUM, WEIR__RUN_MEAN, WEIR__RUN_STD } weir__run_kind;
+typedef enum {
+    WEIR__RUN_ALL,
+    WEIR__RUN_SUM,
+    WEIR__RUN_MEAN,
+    WEIR__RUN_STD_SAMPLE,
+    WEIR__RUN_STD_POPULATION,
+} weir__run_kind;
 
 typedef struct weir__welford {
     weir__run_kind kind;
@@ -26,9 +38,16 @@ static void weir__welford_step(weir__welford *w, double x)
     w->m2 += d * (x - w->mean);
 }
 
+/* Divisor n - 1; 0 while n < 2 (one value says nothing about the spread). */
 static double weir__welford_std(const weir__welford *w)
 {
     return w->n < 2 ? 0.0 : sqrt(w->m2 / (double)(w->n - 1));
+}
+
+/* Divisor n; m2 is 0 for n = 1, so one value gives 0. */
+static double weir__welford_std_population(const weir__welford *w)
+{
+    return w->n == 0 ? 0.0 : sqrt(w->m2 / (double)w->n);
 }
 
 static void weir__running_all(void *state, const void *in, void *out)
@@ -53,6 +72,9 @@ static void weir__running_one(void *state, const void *in, void *out)
         break;
     case WEIR__RUN_MEAN:
         y = w->mean;
+        break;
+    case WEIR__RUN_STD_POPULATION:
+        y = weir__welford_std_population(w);
         break;
     default:
         y = weir__welford_std(w);
@@ -95,7 +117,19 @@ WEIR_API weir_term *weir_mean(const char *name)
     return weir__running(name, WEIR__RUN_MEAN, "mean");
 }
 
+WEIR_API weir_term *weir_std_sample(const char *name)
+{
+    return weir__running(name, WEIR__RUN_STD_SAMPLE, "std sample");
+}
+
+WEIR_API weir_term *weir_std_population(const char *name)
+{
+    return weir__running(name, WEIR__RUN_STD_POPULATION, "std population");
+}
+
+/* The compatibility name keeps its kind, "std", in statistics and in the
+ * names it generates ("std#3"), as before. */
 WEIR_API weir_term *weir_std(const char *name)
 {
-    return weir__running(name, WEIR__RUN_STD, "std");
+    return weir__running(name, WEIR__RUN_STD_SAMPLE, "std");
 }
