@@ -167,6 +167,9 @@ typedef struct trial {
     /* A callback called stop / cancel. seq_cst (the default) here and in
      * the watchdog: test bookkeeping between two threads, off the hot path. */
     _Atomic bool fired;
+    /* Calls of the triggering callback so far (relaxed: a progress gauge the
+     * main thread reads while waiting, see wait_for_trigger()). */
+    _Atomic uint64_t trigger_calls;
 } trial;
 
 static trial *T;
@@ -184,8 +187,11 @@ static void trigger(void)
 static int hook_call(hook *h, weir_emit *e, const char *name)
 {
     uint64_t c = h->calls++;
-    if (h->trigger && c == h->at)
-        trigger();
+    if (h->trigger) {
+        atomic_store_explicit(&T->trigger_calls, c + 1, memory_order_relaxed);
+        if (c == h->at)
+            trigger();
+    }
     if (h->fail && c == h->at) {
         if (h->emit_fail && e)
             return weir_emit_fail(e, -EIO, "injected failure in '%s' at call %" PRIu64, name, c);
@@ -769,6 +775,78 @@ static void *watchdog(void *arg)
 enum { SWEEPW = 4, MAXW = 256 };
 static weir_runtime *rts[MAXW + 1];
 static uint64_t trials[3], cancel_max_ms;
+static uint64_t overloaded_waits, slow_triggers;
+
+static double cpu_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static uint64_t records_produced(void)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < MAXSRC; i++)
+        n += atomic_load_explicit(&T->src[i].produced, memory_order_relaxed);
+    return n;
+}
+
+/* A cancel trial whose cancel comes from a callback (a source's or a sink's
+ * call `at`) that has not come within 5 s. Wait 20 s more and tell a starved
+ * stage from a starved process: the process's CPU time over the wait says
+ * whether the workers (and stage threads) ran at all. Returns join's result,
+ * -ETIMEDOUT if the callback never came (the caller then cancels).
+ *
+ *   the callback ran, but has not reached `at` yet   slow (TSan, a loaded
+ *                                                    machine): noted, no failure
+ *   it did not run, and the process got >= 2 s of    starved: a stage runnable
+ *   CPU (10 % of a core; thousands of activations    (or one waiting on a lost
+ *   even under TSan)                                 wake-up) was not run while
+ *                                                    the others were: failure
+ *   it did not run, and the process got < 2 s        the machine is overloaded
+ *                                                    (the threads were not
+ *                                                    scheduled): noted, no failure
+ *
+ * The runtime bounds how long a queued stage waits while workers run (every
+ * 32nd pass takes the injection queue, every 16th after it the oldest job of
+ * the worker's own deque: runtime/worker.c, find_work), and a threads-mode
+ * stage is an OS thread, so only the second case would be a bug. */
+static int wait_for_trigger(void)
+{
+    double cpu0 = cpu_seconds(), t0 = stress_now();
+    uint64_t calls0 = atomic_load_explicit(&T->trigger_calls, memory_order_relaxed);
+    uint64_t recs0 = records_produced();
+    int r = weir_pipeline_join_for(T->p, 20ull * 1000 * 1000 * 1000);
+    if (r != -ETIMEDOUT || atomic_load(&T->fired))
+        return r;
+    double cpu = cpu_seconds() - cpu0, wall = stress_now() - t0;
+    uint64_t calls = atomic_load_explicit(&T->trigger_calls, memory_order_relaxed) - calls0;
+    uint64_t recs = records_produced() - recs0;
+    if (calls > 0) {
+        slow_triggers++;
+        fprintf(stderr,
+                "stress_stop_cancel: note: %s: the cancelling callback ran %" PRIu64
+                " times in the last %.0f s (the process got %.1f s of CPU) and has not reached "
+                "its call yet: slow, not starved; cancelling from here\n",
+                desc, calls, wall, cpu);
+    } else if (cpu >= 2.0) {
+        FAIL("the cancelling callback did not run for 25 s although the process got %.1f s of "
+             "CPU in the last %.0f s (sources produced %" PRIu64
+             " records meanwhile): a stage starved:",
+             cpu, wall, recs);
+        weir_pipeline_print_stats(T->p, stderr);
+    } else {
+        overloaded_waits++;
+        fprintf(stderr,
+                "stress_stop_cancel: note: %s: the cancelling callback did not run for 25 s, "
+                "but the process got only %.2f s of CPU in the last %.0f s (sources produced "
+                "%" PRIu64 " records): the machine is overloaded, not a starved stage; "
+                "cancelling from here\n",
+                desc, cpu, wall, recs);
+    }
+    return -ETIMEDOUT;
+}
 static uint64_t dl_trials, dl_detected, int_trials;
 
 /* ------------------------------------------------- deadlock trials */
@@ -1060,15 +1138,12 @@ static void one_trial(unsigned wmin, unsigned wmax)
              * sanitizer on a loaded machine, give a callback that has not
              * fired yet more time before calling it starved. */
             if (r == -ETIMEDOUT && T->how != 0 && !atomic_load(&T->fired))
-                r = weir_pipeline_join_for(T->p, 20ull * 1000 * 1000 * 1000);
+                r = wait_for_trigger();
             if (r == -ETIMEDOUT && (T->how == 0 || atomic_load(&T->fired))) {
                 FAIL("join did not return within 5 s of the cancel");
             } else if (r == -ETIMEDOUT) {
-                /* The callback that is to cancel has not run for 25 s although
-                 * its source is endless: a stage is starved (see the stall
-                 * unit test). Report it, then cancel from here. */
-                FAIL("the cancelling callback did not run for 25 s (a stage starved):");
-                weir_pipeline_print_stats(T->p, stderr);
+                /* The callback that is to cancel has not come: reported (or
+                 * noted) by wait_for_trigger(); cancel from here. */
                 weir_pipeline_cancel(T->p);
                 r = weir_pipeline_join(T->p); /* the watchdog bounds it */
             }
@@ -1149,11 +1224,17 @@ int main(int argc, char **argv)
     for (unsigned w = wmin; w <= wmax; w++)
         weir_runtime_destroy(rts[w]);
     free(T);
+    char extra[160] = "";
+    if (overloaded_waits || slow_triggers)
+        snprintf(extra, sizeof extra,
+                 "; %" PRIu64 " cancelling callbacks late on an overloaded machine, %" PRIu64
+                 " slow (noted, not failures)",
+                 overloaded_waits, slow_triggers);
     printf("stress_stop_cancel: %" PRIu64 " stop trials (%" PRIu64 " records checked), %" PRIu64
            " cancel trials (slowest cancel-to-join %" PRIu64 " ms), %" PRIu64
            " error trials, %" PRIu64 " deadlock trials (%" PRIu64 " detected), %" PRIu64
-           " interrupt trials, %" PRIu64 " failures (seed %lu, workers %u..%u)\n",
+           " interrupt trials, %" PRIu64 " failures (seed %lu, workers %u..%u)%s\n",
            trials[T_STOP], records_checked, trials[T_CANCEL], cancel_max_ms, trials[T_ERROR],
-           dl_trials, dl_detected, int_trials, failures, o.seed, wmin, wmax);
+           dl_trials, dl_detected, int_trials, failures, o.seed, wmin, wmax, extra);
     return failures ? 1 : 0;
 }
