@@ -57,9 +57,11 @@ static int weir__oom(void)
 
 /* ------------------------------------------------------------- 1. walk */
 
-static int weir__walk(weir_pipeline *p, weir__tvec *prims, weir_term *t)
+static int weir__walk(weir_pipeline *p, weir__tvec *prims, weir_term *t, weir_term *group)
 {
-    if (t->kind == WEIR__K_SEQ || t->kind == WEIR__K_PAR) {
+    if (t->kind == WEIR__K_PARALLEL && !group)
+        group = t; /* a weir_parallel inside another joins the outer one */
+    if (t->kind == WEIR__K_SEQ || t->kind == WEIR__K_PAR || t->kind == WEIR__K_PARALLEL) {
         if (t->nchildren == 0)
             return weir__terms_error(-EINVAL, "empty %s: a composite needs at least one term",
                                      t->kind_name);
@@ -73,13 +75,14 @@ static int weir__walk(weir_pipeline *p, weir__tvec *prims, weir_term *t)
                                          "%s: term '%s' (#%zu) is used twice: a term can appear "
                                          "in one place of one tree",
                                          t->kind_name, c->name, i + 1);
-            int r = weir__walk(p, prims, c);
+            int r = weir__walk(p, prims, c, group);
             if (r < 0)
                 return r;
         }
         return 0;
     }
     t->index = (unsigned)prims->n;
+    t->group = group;
     return weir__tvec_push(prims, t) < 0 ? weir__oom() : 0;
 }
 
@@ -93,6 +96,7 @@ static bool weir__has_output(const weir_term *t)
     case WEIR__K_STOP:
     case WEIR__K_SEQ:
     case WEIR__K_PAR:
+    case WEIR__K_PARALLEL:
         return false;
     default:
         return true;
@@ -236,6 +240,8 @@ static int weir__cmp_named(const void *a, const void *b)
 static int weir__eval(weir_term *t, const weir__tvec *ins, weir__tvec *outs)
 {
     int r = 0;
+    if (t->kind == WEIR__K_PARALLEL)
+        return weir__eval(t->children[0], ins, outs); /* a marker: same inputs */
     if (t->kind == WEIR__K_SEQ) {
         weir__tvec cur = {0}, next = {0};
         for (size_t i = 0; i < ins->n && r == 0; i++)
@@ -300,10 +306,33 @@ static int weir__eval(weir_term *t, const weir__tvec *ins, weir__tvec *outs)
     return weir__eval_primitive(t, ins, outs);
 }
 
+/* Every weir_parallel must hold function, map and filter terms (a chain, or
+ * a par of chains: each branch then is a parallel stage of its own). */
+static int weir__check_groups(weir_pipeline *p)
+{
+    for (unsigned k = 0; k < p->nterms; k++) {
+        weir_term *t = p->terms[k];
+        weir_term *g = t->group;
+        if (!g)
+            continue;
+        if (t->kind != WEIR__K_FUNCTION && t->kind != WEIR__K_MAP && t->kind != WEIR__K_FILTER)
+            return weir__terms_error(-EINVAL,
+                                     "%s '%s': %s '%s' cannot run as replicas; only function, "
+                                     "map and filter terms (or a seq of them) can",
+                                     g->kind_name, g->name, t->kind_name, t->name);
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------- 3. fuse */
 
 static bool weir__fusable(const weir_pipeline *p, const weir_term *pr, const weir_term *c)
 {
+    /* A replicated term starts a stage of its own (its dispatcher reads a
+     * stream), and the replicated run stays one stage in every mode:
+     * adjacent weir_parallel terms fuse into one parallel stage. */
+    if (c->group)
+        return pr->group && pr->nconsumers == 1 && c->ninputs == 1;
     if (p->cfg.mode == WEIR_EXEC_THREADS)
         return false;
     if (pr->nconsumers != 1 || c->ninputs != 1)
@@ -417,9 +446,27 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
         if (!s->buf)
             return weir__oom();
     }
+    /* A parallel stage: its leading replicated nodes, then a serial tail. */
+    unsigned npar = 0;
+    unsigned width = 0; /* adjacent groups fused: the widest wins */
+    bool all = false;   /* a width of 0 (every worker) is the widest */
+    bool ordered = false;
+    while (npar < n && s->nodes[npar].term->group) {
+        const weir_term *g = s->nodes[npar].term->group;
+        if (g->width == 0)
+            all = true;
+        else if (g->width > width)
+            width = g->width;
+        if (!g->unordered)
+            ordered = true; /* one ordered group orders the stage */
+        npar++;
+    }
+    if (all)
+        width = 0;
     /* Maps and filters (then at most a sink) after the head can run a batch
-     * at a time; the per-callback profile keeps the per-record path. */
-    s->vec_from = s->head == WEIR__H_INPUT ? 0 : 1;
+     * at a time; the per-callback profile keeps the per-record path. For a
+     * parallel stage that is the serial tail, run at commit. */
+    s->vec_from = npar ? npar : s->head == WEIR__H_INPUT ? 0 : 1;
     s->vec = !p->cfg.profile && (s->head == WEIR__H_INPUT || s->head == WEIR__H_PULL) &&
              s->vec_from < s->nnodes;
     for (unsigned i = s->vec_from; s->vec && i < s->nnodes; i++) {
@@ -436,6 +483,11 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
     if (s->vec && (s->nodes[s->vec_from].kind == WEIR__K_SINK ||
                    s->nodes[s->vec_from].kind == WEIR__K_BATCH_SINK))
         s->vec = false; /* nothing to batch: the record goes straight to the sink */
+    if (npar) {
+        int r = weir__par_build(s, npar, width, ordered);
+        if (r < 0)
+            return weir__oom();
+    }
     if (weir__on_thread(p, s->head)) {
         s->thread = weir_calloc(1, sizeof *s->thread);
         if (!s->thread)
@@ -506,6 +558,7 @@ void weir__compile_free(weir_pipeline *p)
         weir_free(s->spill);
         weir_free(s->err_msg);
         weir__exec_thread_free(s);
+        weir__par_free(s);
         weir_free(s);
     }
     weir_free(p->stages);
@@ -529,7 +582,7 @@ void weir__compile_free(weir_pipeline *p)
 int weir__compile(weir_pipeline *p)
 {
     weir__tvec prims = {0}, ins = {0}, outs = {0};
-    int r = weir__walk(p, &prims, p->root);
+    int r = weir__walk(p, &prims, p->root, NULL);
     p->terms = prims.v;
     p->nterms = (unsigned)prims.n;
     if (r < 0)
@@ -542,6 +595,10 @@ int weir__compile(weir_pipeline *p)
 
     r = weir__eval(p->root, &ins, &outs);
     weir__tvec_free(&outs);
+    if (r < 0)
+        goto fail;
+
+    r = weir__check_groups(p);
     if (r < 0)
         goto fail;
 

@@ -57,6 +57,36 @@ WEIR_API weir_term *weir_par(size_t n, weir_term *const terms[])
     return weir__composite(WEIR__K_PAR, n, terms);
 }
 
+WEIR_API weir_term *weir_parallel_order(weir_term *t, unsigned width, weir_order order)
+{
+    if (order != WEIR_ORDERED && order != WEIR_UNORDERED) {
+        if (t && t->owner == WEIR__FREE)
+            weir_term_destroy(t);
+        weir__terms_error(-EINVAL, "weir_parallel: order must be WEIR_ORDERED or WEIR_UNORDERED (got %d)",
+                          (int)order);
+        return NULL;
+    }
+    if (width > WEIR_PARALLEL_MAX_WIDTH) {
+        if (t && t->owner == WEIR__FREE)
+            weir_term_destroy(t);
+        weir__terms_error(-EINVAL, "weir_parallel: width %u is above the limit of %u", width,
+                          (unsigned)WEIR_PARALLEL_MAX_WIDTH);
+        return NULL;
+    }
+    weir_term *const one[1] = {t};
+    weir_term *g = weir__composite(WEIR__K_PARALLEL, 1, one);
+    if (g) {
+        g->width = width;
+        g->unordered = order == WEIR_UNORDERED;
+    }
+    return g;
+}
+
+WEIR_API weir_term *weir_parallel(weir_term *t, unsigned width)
+{
+    return weir_parallel_order(t, width, WEIR_ORDERED);
+}
+
 WEIR_API weir_term *weir_merge(const char *name)
 {
     /* Input and output sizes are decided at compile time: all inputs must

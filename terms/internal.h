@@ -50,6 +50,7 @@ typedef enum weir__kind {
     WEIR__K_STOP,
     WEIR__K_SEQ,
     WEIR__K_PAR,
+    WEIR__K_PARALLEL, /* composite: one child run as data-parallel replicas */
 } weir__kind;
 
 /* Who owns a term. */
@@ -82,6 +83,11 @@ struct weir_term {
     weir_interrupt_fn interrupt; /* blocking sources: weir_term_on_interrupt() */
     int owner; /* WEIR__FREE / IN_COMPOSITE / IN_PIPELINE */
 
+    /* weir_parallel composites: replicas at once (0 = the runtime's workers)
+     * and whether the output keeps the input order */
+    unsigned width;
+    bool unordered;
+
     /* composites */
     size_t nchildren;
     weir_term **children;
@@ -97,6 +103,7 @@ struct weir_term {
     unsigned *consumer_slot; /* which input of the consumer this is */
     struct weir__stage *stage;
     unsigned node;            /* index in stage->nodes */
+    struct weir_term *group;  /* the weir_parallel composite it runs in, or NULL */
     struct weir__stream *out; /* the stream this term writes, if it ends a stage */
 };
 
@@ -265,6 +272,8 @@ typedef struct weir__thread {
     bool sleeping;
 } weir__thread;
 
+struct weir__par;
+
 typedef struct weir__stage {
     weir_job job;
     /* The notification state: written by every notifier (producers,
@@ -297,12 +306,91 @@ typedef struct weir__stage {
     unsigned vec_from;
     size_t vec_size;      /* largest map output record */
     weir__thread *thread; /* non-NULL: runs on its own OS thread */
+    /* Data-parallel stage (parallel.c): nodes [0, par->end) run as replicas
+     * on batches of the input, the rest (the serial tail) in order at
+     * commit. NULL for a serial stage. */
+    struct weir__par *par;
+    /* A replica's context (a shadow stage, parallel.c): records leaving the
+     * last node are appended to coll instead of a stream. */
+    bool collect;
+    char *coll;
+    size_t coll_n, coll_cap;
     /* a blocking source's interrupt function was called (once per run) */
     _Atomic bool interrupted;
     uint64_t last_now;    /* clock at the end of the last activation (timing) */
     uint64_t activations, ns, starvations, max_wait;
     _Atomic uint64_t st_activations, st_ns, st_starvations, st_max_wait;
 } weir__stage;
+
+/* --------------------------------------------------------- parallel stages */
+
+/* Replica slot states (weir__slot.state). */
+enum { WEIR__SL_RUNNING = 1, WEIR__SL_DONE = 2 };
+
+/*
+ * One batch in flight in a data-parallel stage: records [begin, begin + n)
+ * of the input stream, processed by one replica job into shadow->coll.
+ * The dispatcher (the stage's serial activation) fills seq/begin/n and
+ * submits the job; the replica writes its output and stores DONE (release);
+ * the dispatcher loads DONE (acquire), commits the output in order and
+ * reuses the slot. See parallel.c for the protocol.
+ */
+typedef struct weir__slot {
+    weir_job job;
+    alignas(WEIR_CACHELINE) _Atomic uint32_t state;
+    /* written by the dispatcher before the submit, read by the replica */
+    uint64_t seq, begin, n;
+    struct weir__stage *stage;  /* the real stage */
+    struct weir__stage *shadow; /* the replica's nodes, counters, output */
+    /* dispatcher-private */
+    bool seen_done; /* DONE observed, counters absorbed */
+    bool out_done;  /* output committed (unordered: before release) */
+    size_t ci;      /* output records committed so far */
+} weir__slot;
+
+typedef struct weir__par_threads weir__par_threads;
+
+typedef struct weir__par {
+    unsigned end;      /* nodes [0, end) are replicated */
+    unsigned width;    /* replicas at once */
+    unsigned nslots;   /* batches in flight or awaiting commit (>= width) */
+    bool ordered;
+    weir__slot *slots; /* [nslots], slot of seq = slots[seq % nslots] */
+    /* dispatcher-private (the stage's one activation at a time) */
+    uint64_t next;    /* next batch sequence number to dispatch */
+    uint64_t release; /* oldest batch not yet released (input tail) */
+    uint64_t claim;   /* input position claimed up to */
+    unsigned running; /* dispatched, DONE not yet observed */
+    unsigned max_running;
+    uint64_t max_reorder; /* most batches done but waiting for an earlier one */
+    /* published for monitoring (relaxed) */
+    _Atomic unsigned st_running, st_max_running;
+    _Atomic uint64_t st_reorder, st_max_reorder, st_batches;
+    weir__par_threads *threads; /* threads mode: the replicas' own threads */
+} weir__par;
+
+/* compile.c -> parallel.c: give stage `s` (whose first `end` nodes are
+ * replicated) its slots and shadows. */
+int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered);
+void weir__par_free(weir__stage *s);
+/* stage.c -> parallel.c: the head step of a parallel stage (STEP_* codes);
+ * `cancelled`: only wait for the replicas in flight. */
+int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled);
+/* Replicas still running (dispatcher side). */
+unsigned weir__par_running(const weir__stage *s);
+/* The stage ends: stop and join replica threads (threads mode). */
+void weir__par_shutdown(weir__stage *s);
+
+/* stage.c helpers used by parallel.c (see stage.c). */
+enum { WEIR__STEP_PROGRESS, WEIR__STEP_WAIT, WEIR__STEP_ENDED, WEIR__STEP_ERROR };
+int weir__push(weir__stage *s, unsigned i, const void *rec);
+/* Push up to n records (`stride` bytes apart) into nodes [i, nnodes) and
+ * the output; @return how many were taken (fewer: the output is full). */
+size_t weir__push_run(weir__stage *s, unsigned i, const char *base, size_t stride, size_t n);
+bool weir__run_records(weir__stage *s, const weir__stream *st, uint64_t pos, size_t n);
+bool weir__out_ready(weir__stage *s);
+void weir__derive_counts(weir__stage *s);
+void weir__note_err(weir__stage *s, unsigned node, int err);
 
 /* ---------------------------------------------------------------- pipeline */
 
@@ -350,6 +438,11 @@ void weir__compile_free(weir_pipeline *p);
 
 /* stage.c: one activation (shared by every execution mode). */
 weir__run weir__stage_run(weir__stage *s, weir_worker *w);
+/* trace.c: weir__stage_run inside a trace event named after the stage's
+ * terms, then the depths of its streams; name the calling thread's track. */
+weir__run weir__stage_run_traced(weir__stage *s, weir_worker *w);
+void weir__trace_stage_thread(const weir__stage *s);
+void weir__trace_stage_name(const weir__stage *s, const char *prefix, char *buf, size_t len);
 /* Point every node's emit at the right push function (compile time). */
 void weir__stage_bind_emits(weir__stage *s);
 /* Thread body of a blocking source. */

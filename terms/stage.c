@@ -26,8 +26,12 @@
 
 _Thread_local weir__stage *weir__current_stage;
 
-/* What a head step found, before the common epilogue decides. */
-enum { STEP_PROGRESS, STEP_WAIT, STEP_ENDED, STEP_ERROR };
+/* What a head step found, before the common epilogue decides
+ * (WEIR__STEP_*, shared with parallel.c). */
+#define STEP_PROGRESS WEIR__STEP_PROGRESS
+#define STEP_WAIT     WEIR__STEP_WAIT
+#define STEP_ENDED    WEIR__STEP_ENDED
+#define STEP_ERROR    WEIR__STEP_ERROR
 
 static inline bool weir__cancelled(const weir_pipeline *p)
 {
@@ -42,7 +46,7 @@ static inline bool weir__stopping(const weir_pipeline *p)
     return atomic_load_explicit(&((weir_pipeline *)p)->stopping, memory_order_relaxed);
 }
 
-static inline void weir__note_err(weir__stage *s, unsigned node, int err)
+void weir__note_err(weir__stage *s, unsigned node, int err)
 {
     if (s->err == 0) {
         s->err = err;
@@ -79,16 +83,39 @@ static int weir__spill_push(weir__stage *s, const void *rec)
     return 0;
 }
 
-static inline bool weir__out_ready(weir__stage *s)
+bool weir__out_ready(weir__stage *s)
 {
     return s->spill_n == 0 && (s->out->p_free > 0 || weir__stream_space(s->out, weir__want(s)));
+}
+
+/* A replica (parallel.c) appends its output to its own growing buffer; the
+ * dispatcher commits it in order. */
+static int weir__collect(weir__stage *s, const void *rec, size_t size)
+{
+    if (s->coll_n == s->coll_cap) {
+        size_t cap = s->coll_cap ? s->coll_cap * 2 : 64;
+        char *n = weir_realloc(s->coll, cap * size);
+        if (!n) {
+            if (!s->err_msg)
+                s->err_msg = weir_strdup("out of memory in a replica's output buffer");
+            weir__note_err(s, s->nnodes - 1, -ENOMEM);
+            return -ENOMEM;
+        }
+        s->coll = n;
+        s->coll_cap = cap;
+    }
+    memcpy(s->coll + s->coll_n * size, rec, size);
+    s->coll_n++;
+    return 0;
 }
 
 static int weir__out_write(weir__stage *s, const void *rec)
 {
     weir__stream *o = s->out;
     if (!o)
-        return 0;
+        return WEIR_UNLIKELY(s->collect)
+                   ? weir__collect(s, rec, s->nodes[s->nnodes - 1].term->out_size)
+                   : 0;
     if (WEIR_LIKELY(s->spill_n == 0) && (o->p_free > 0 || weir__stream_space(o, weir__want(s)))) {
         memcpy(weir__stream_slot(o, o->p_head), rec, o->size);
         o->p_head++;
@@ -236,7 +263,7 @@ static int weir__flush_batch(weir__stage *s, weir__node *n);
     } while (0)
 
 /* Push one record into node i and everything after it. */
-static int weir__push(weir__stage *s, unsigned i, const void *rec)
+int weir__push(weir__stage *s, unsigned i, const void *rec)
 {
     const bool prof = s->p->cfg.profile;
     for (; i < s->nnodes; i++) {
@@ -359,6 +386,12 @@ static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base
     const void **ptr = sc->ptrs;
     int flip = 0;
     unsigned i = s->vec_from;
+    /* Cancellation is checked between records (a relaxed load, see
+     * weir__cancelled()): a cancel or a failure elsewhere stops a batch of
+     * slow callbacks after the current one. What is left of the batch is
+     * dropped, as cancel drops everything in flight. */
+    const _Atomic bool *cx = &s->p->cancelled;
+#define WEIR__CX() WEIR_UNLIKELY(atomic_load_explicit(cx, memory_order_relaxed))
     for (; i < s->nnodes && n; i++) {
         weir__node *nd = &s->nodes[i];
         if (nd->kind == WEIR__K_MAP) {
@@ -370,12 +403,17 @@ static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base
             if (base) {
                 const char *in = base;
                 char *o = out;
-                for (size_t k = 0; k < n; k++, in += stride, o += osz)
+                for (size_t k = 0; k < n; k++, in += stride, o += osz) {
+                    if (WEIR__CX())
+                        return;
                     fn(st, in, o);
+                }
                 base = out;
                 stride = osz;
             } else {
                 for (size_t k = 0; k < n; k++) {
+                    if (WEIR__CX())
+                        return;
                     fn(st, ptr[k], out + k * osz);
                     ptr[k] = out + k * osz;
                 }
@@ -386,14 +424,20 @@ static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base
                 void *st = nd->state;
                 size_t m = 0;
                 if (base) {
-                    for (size_t k = 0; k < n; k++)
+                    for (size_t k = 0; k < n; k++) {
+                        if (WEIR__CX())
+                            return;
                         if (pred(st, base + k * stride))
                             ptr[m++] = base + k * stride;
+                    }
                     base = NULL;
                 } else {
-                    for (size_t k = 0; k < n; k++)
+                    for (size_t k = 0; k < n; k++) {
+                        if (WEIR__CX())
+                            return;
                         if (pred(st, ptr[k]))
                             ptr[m++] = ptr[k];
+                    }
                 }
                 n = m;
             }
@@ -411,6 +455,8 @@ static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base
             if (base) {
                 const char *in = base;
                 for (size_t k = 0; k < n; k++, in += stride) {
+                    if (WEIR__CX())
+                        return;
                     int r = fn(st, in);
                     if (WEIR_UNLIKELY(r < 0)) {
                         weir__note_err(s, i, r);
@@ -419,6 +465,8 @@ static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base
                 }
             } else {
                 for (size_t k = 0; k < n; k++) {
+                    if (WEIR__CX())
+                        return;
                     int r = fn(st, ptr[k]);
                     if (WEIR_UNLIKELY(r < 0)) {
                         weir__note_err(s, i, r);
@@ -427,13 +475,122 @@ static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base
                 }
             }
         } else {
-            for (size_t k = 0; k < n && !s->err; k++)
+            for (size_t k = 0; k < n && !s->err && !WEIR__CX(); k++)
                 weir__push(s, i, base ? base + k * stride : ptr[k]); /* batch sink: its buffer */
         }
     } else if (s->out) {
         for (size_t k = 0; k < n; k++)
             weir__out_write(s, base ? base + k * stride : ptr[k]);
+#undef WEIR__CX
+    } else if (s->collect) {
+        /* a replica: the caller reserved room for n records */
+        const size_t osz = s->nodes[s->nnodes - 1].term->out_size;
+        char *o = s->coll + s->coll_n * osz;
+        if (base && stride == osz)
+            memcpy(o, base, n * osz);
+        else
+            for (size_t k = 0; k < n; k++)
+                memcpy(o + k * osz, base ? base + k * stride : ptr[k], osz);
+        s->coll_n += n;
     }
+}
+
+size_t weir__push_run(weir__stage *s, unsigned i, const char *base, size_t stride, size_t n)
+{
+    weir__stream *o = s->out;
+    if (i == s->nnodes) {
+        /* nothing after: straight into the output ring */
+        if (!o)
+            return n; /* nobody reads it: dropped */
+        size_t done = 0;
+        while (done < n) {
+            if (!weir__out_ready(s))
+                break;
+            uint64_t k = o->cap - (o->p_head & o->mask); /* contiguous */
+            if (k > o->p_free)
+                k = o->p_free;
+            if (k > n - done)
+                k = n - done;
+            if (stride == o->size) {
+                memcpy(weir__stream_slot(o, o->p_head), base + done * stride, (size_t)k * stride);
+            } else {
+                for (uint64_t j = 0; j < k; j++)
+                    memcpy(weir__stream_slot(o, o->p_head + j), base + (done + j) * stride,
+                           o->size);
+            }
+            o->p_head += k;
+            o->p_free -= k;
+            done += (size_t)k;
+        }
+        return done;
+    }
+    weir__scratch *sc;
+    if (s->vec && s->vec_from == i) {
+        /* maps and filters: never more outputs than inputs */
+        if (o) {
+            if (!weir__out_ready(s))
+                return 0;
+            if (n > o->p_free)
+                n = (size_t)o->p_free;
+        }
+        if ((sc = weir__scratch_get(n, s->vec_size)) != NULL) {
+            weir__push_batch(s, sc, base, stride, n);
+            return n;
+        }
+    }
+    size_t k = 0;
+    while (k < n) {
+        if (o && !weir__out_ready(s))
+            break;
+        weir__push(s, i, base + k * stride);
+        k++;
+        if (WEIR_UNLIKELY(s->err))
+            break;
+    }
+    return k;
+}
+
+/*
+ * Run records [pos, pos + n) of stream `st`, read in place, through all
+ * the nodes of `s` (a replica's shadow stage, parallel.c), a batch at a
+ * time when they are maps and filters, else record by record with a
+ * cancellation check between records. @return false on an error (s->err).
+ */
+bool weir__run_records(weir__stage *s, const weir__stream *st, uint64_t pos, size_t n)
+{
+    weir__scratch *sc;
+    s->nodes[0].in += n;
+    if (s->vec && (sc = weir__scratch_get(n, s->vec_size)) != NULL) {
+        const size_t osz = s->nodes[s->nnodes - 1].term->out_size;
+        if (s->coll_cap - s->coll_n < n) {
+            size_t cap = s->coll_n + n;
+            char *nb = weir_realloc(s->coll, cap * osz);
+            if (!nb) {
+                if (!s->err_msg)
+                    s->err_msg = weir_strdup("out of memory in a replica's output buffer");
+                weir__note_err(s, s->nnodes - 1, -ENOMEM);
+                return false;
+            }
+            s->coll = nb;
+            s->coll_cap = cap;
+        }
+        if ((pos & st->mask) + n <= st->cap) {
+            weir__push_batch(s, sc, weir__stream_slot(st, pos), st->size, n);
+        } else {
+            for (size_t k = 0; k < n; k++)
+                sc->ptrs[k] = weir__stream_slot(st, pos + k);
+            weir__push_batch(s, sc, NULL, 0, n);
+        }
+        return true;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (WEIR_UNLIKELY(weir__cancelled(s->p)))
+            break;
+        weir__push(s, 0, weir__stream_slot(st, pos + k));
+        if (WEIR_UNLIKELY(s->err))
+            return false;
+    }
+    return true;
 }
 
 /* ------------------------------------------------------------------ heads */
@@ -501,6 +658,8 @@ static int weir__step_pull(weir__stage *s)
             return s->err ? STEP_ERROR : end ? STEP_ENDED : STEP_PROGRESS;
         }
         for (int k = 0; k < r; k++) {
+            if (WEIR_UNLIKELY(weir__cancelled(s->p)))
+                break; /* between records: see weir__push_batch() */
             weir__push(s, 1, (const char *)s->buf + (size_t)k * size);
             if (WEIR_UNLIKELY(s->err))
                 return STEP_ERROR;
@@ -564,6 +723,8 @@ static int weir__step_input(weir__stage *s, weir_worker *w)
                 blocked = true;
                 break;
             }
+            if (WEIR_UNLIKELY(weir__cancelled(s->p)))
+                break;
             weir__push(s, 0, weir__stream_slot(st, in->tail + done));
             done++;
             if (WEIR_UNLIKELY(s->err))
@@ -609,6 +770,8 @@ static int weir__step_merge(weir__stage *s, weir_worker *w)
                 blocked = true;
                 break;
             }
+            if (WEIR_UNLIKELY(weir__cancelled(s->p)))
+                break;
             weir__push(s, 1, weir__stream_slot(in->stream, in->tail + done));
             done++;
             if (WEIR_UNLIKELY(s->err))
@@ -669,6 +832,8 @@ static int weir__step_zip(weir__stage *s, weir_worker *w)
             blocked = true;
             break;
         }
+        if (WEIR_UNLIKELY(weir__cancelled(s->p)))
+            break;
         for (unsigned i = 0; i < s->ninputs; i++)
             s->zip_in[i] = weir__stream_slot(s->inputs[i].stream, s->inputs[i].tail + done);
         n0->in += s->ninputs;
@@ -752,7 +917,7 @@ static void weir__fail(weir__stage *s, weir_worker *w)
 }
 
 /* Fill in the counts weir__push does not keep per record. */
-static void weir__derive_counts(weir__stage *s)
+void weir__derive_counts(weir__stage *s)
 {
     for (unsigned i = 0; i < s->nnodes; i++) {
         weir__node *n = &s->nodes[i];
@@ -817,7 +982,7 @@ void weir__stage_abandon(weir__stage *s)
 static int weir__step(weir__stage *s, weir_worker *w)
 {
     if (weir__cancelled(s->p))
-        return STEP_ENDED;
+        return WEIR_UNLIKELY(s->par != NULL) ? weir__par_step(s, w, true) : STEP_ENDED;
     if (s->spill_n && !weir__spill_drain(s))
         return STEP_WAIT;
     if (s->input_done)
@@ -826,6 +991,8 @@ static int weir__step(weir__stage *s, weir_worker *w)
     case WEIR__H_PULL:
         return weir__step_pull(s);
     case WEIR__H_INPUT:
+        if (s->par)
+            return weir__par_step(s, w, false);
         return weir__step_input(s, w);
     case WEIR__H_MERGE:
         return weir__step_merge(s, w);
@@ -881,13 +1048,18 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
         if (s->err)
             step = STEP_ERROR;
     }
-    if (step == STEP_ERROR) {
+    if (step == STEP_ERROR || s->err) {
+        /* (s->err without STEP_ERROR: a callback swallowed a downstream
+         * error, returning 0 anyway.) */
         weir__fail(s, w);
         step = STEP_ENDED;
-    } else if (s->err) {
-        /* A callback swallowed a downstream error (returned 0 anyway). */
-        weir__fail(s, w);
-        step = STEP_ENDED;
+        if (s->par) {
+            /* The failure cancelled the pipeline; replicas still in flight
+             * finish early and notify us: end only once none runs. */
+            s->err = 0;
+            if (weir__par_running(s))
+                step = STEP_WAIT;
+        }
     }
 
     if (timing) {
@@ -898,6 +1070,8 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
     if (step == STEP_ENDED) {
         s->input_done = true;
         weir__current_stage = NULL;
+        if (s->par)
+            weir__par_shutdown(s);
         weir__end(s, w);
         return WEIR__FINISHED;
     }

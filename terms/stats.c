@@ -55,6 +55,16 @@ WEIR_API int weir_pipeline_term_stats(const weir_pipeline *p, unsigned i, weir_t
     out->ns = p->cfg.profile ? weir__ld(&n->st_ns) : weir__ld(&s->st_ns);
     out->starvations = weir__ld(&s->st_starvations);
     out->max_wait_ns = weir__ld(&s->st_max_wait);
+    if (s->par && t->node < s->par->end) {
+        const weir__par *pa = s->par;
+        /* relaxed: monitoring counters written by the dispatcher */
+        out->width = pa->width;
+        out->in_flight = atomic_load_explicit(&pa->st_running, memory_order_relaxed);
+        out->max_in_flight = atomic_load_explicit(&pa->st_max_running, memory_order_relaxed);
+        out->batches = weir__ld(&pa->st_batches);
+        out->reorder_depth = weir__ld(&pa->st_reorder);
+        out->max_reorder_depth = weir__ld(&pa->st_max_reorder);
+    }
     uint64_t waiting = weir__wait_now(s, weir__terms_now_ns());
     if (waiting > out->max_wait_ns)
         out->max_wait_ns = waiting;

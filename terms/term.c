@@ -43,6 +43,8 @@ const char *weir__kind_name(weir__kind k)
         return "seq";
     case WEIR__K_PAR:
         return "par";
+    case WEIR__K_PARALLEL:
+        return "parallel";
     }
     return "?";
 }
@@ -319,7 +321,7 @@ WEIR_API weir_term *weir_term_on_free(weir_term *t, weir_free_fn fn)
 {
     if (!t)
         return NULL;
-    if (t->kind == WEIR__K_SEQ || t->kind == WEIR__K_PAR) {
+    if (t->kind == WEIR__K_SEQ || t->kind == WEIR__K_PAR || t->kind == WEIR__K_PARALLEL) {
         weir__terms_error(-EINVAL, "weir_term_on_free: '%s' is a composite (no state)", t->name);
         return t;
     }

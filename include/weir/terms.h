@@ -295,6 +295,42 @@ WEIR_API weir_term *weir_seq(size_t n, weir_term *const terms[]);
  */
 WEIR_API weir_term *weir_par(size_t n, weir_term *const terms[]);
 
+/* ------------------------------------------------------- data parallelism */
+
+/** Output order of a data-parallel term. */
+typedef enum weir_order {
+    WEIR_ORDERED = 0,   /**< exactly the serial term's output, in input order */
+    WEIR_UNORDERED = 1, /**< the same records, batches in completion order */
+} weir_order;
+
+/** Largest width weir_parallel() accepts. */
+#define WEIR_PARALLEL_MAX_WIDTH 1024u
+
+/**
+ * Data-parallel replicas of `t`: a function, map or filter term, or a seq of
+ * them (a chain). Up to `width` activations of it run at once on different
+ * workers, each on its own batch of input records (0 = one per worker of the
+ * runtime). The output is exactly what `t` alone would emit, in the same
+ * order (a reorder step by batch sequence number, bounded to 2 x width
+ * batches), whatever each record costs; filters and flat-maps included.
+ *
+ * `t`'s callbacks run concurrently on different records: its state must be
+ * read-only, or safe to share (use weir_keyed() for per-key state). Its
+ * finish callbacks run once, after the last batch, in order. Adjacent
+ * parallel terms fuse into one parallel stage; the serial terms after it
+ * (functions, maps, filters, sinks) run in order behind it in the same stage.
+ * In threads mode the stage gets `width` threads of its own.
+ *
+ * Takes ownership of `t`. NULL with a message for a width above
+ * WEIR_PARALLEL_MAX_WIDTH or a bad order (t is then destroyed); what `t`
+ * holds is checked by weir_pipeline_create() ("only function, map and filter
+ * terms can run as replicas").
+ */
+WEIR_API weir_term *weir_parallel(weir_term *t, unsigned width);
+/** weir_parallel() with a choice of order: WEIR_UNORDERED commits each batch
+ *  as soon as it is done (lower latency, the same records). */
+WEIR_API weir_term *weir_parallel_order(weir_term *t, unsigned width, weir_order order);
+
 static inline weir_term *weir_seq2(weir_term *a, weir_term *b)
 {
     weir_term *t[2] = {a, b};
@@ -307,13 +343,21 @@ static inline weir_term *weir_par2(weir_term *a, weir_term *b)
     return weir_par(2, t);
 }
 
-/** WEIR_SEQ(a, b, c) and WEIR_PAR(a, b, c): any number of terms (>= 1). */
+/** WEIR_SEQ(a, b, c) and WEIR_PAR(a, b, c): any number of terms (>= 1).
+ *  In C the list is a compound literal; C++ has none, so there it is an
+ *  std::initializer_list (weir__seq_list below), whose array lives until the
+ *  end of the full expression, as the literal does. */
+#ifdef __cplusplus
+#define WEIR_SEQ(...) weir__seq_list({__VA_ARGS__})
+#define WEIR_PAR(...) weir__par_list({__VA_ARGS__})
+#else
 #define WEIR_SEQ(...)                                                                              \
     weir_seq(sizeof((weir_term *[]){__VA_ARGS__}) / sizeof(weir_term *),                           \
              (weir_term *[]){__VA_ARGS__})
 #define WEIR_PAR(...)                                                                              \
     weir_par(sizeof((weir_term *[]){__VA_ARGS__}) / sizeof(weir_term *),                           \
              (weir_term *[]){__VA_ARGS__})
+#endif
 
 /* -------------------------------------------------------------- built-ins */
 
@@ -580,6 +624,13 @@ typedef struct weir_term_stats {
                                terms); with cfg.profile, in this term's callbacks */
     uint64_t starvations; /**< waits above the threshold */
     uint64_t max_wait_ns; /**< longest runnable-to-running wait seen */
+    /** Terms of a data-parallel stage (weir_parallel), else all 0: */
+    unsigned width;            /**< replicas at once */
+    unsigned in_flight;        /**< replicas running now */
+    unsigned max_in_flight;    /**< most replicas seen running at once */
+    uint64_t batches;          /**< batches dispatched */
+    uint64_t reorder_depth;    /**< batches done, waiting for an earlier one */
+    uint64_t max_reorder_depth;
 } weir_term_stats;
 
 typedef struct weir_stream_stats {
@@ -634,6 +685,18 @@ WEIR_API void weir_pipeline_stats_get(const weir_pipeline *p, weir_pipeline_stat
 WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f);
 
 #ifdef __cplusplus
+}
+
+#include <initializer_list>
+
+/* The C++ form of WEIR_SEQ / WEIR_PAR (see there). */
+static inline weir_term *weir__seq_list(std::initializer_list<weir_term *> terms)
+{
+    return weir_seq(terms.size(), terms.begin());
+}
+static inline weir_term *weir__par_list(std::initializer_list<weir_term *> terms)
+{
+    return weir_par(terms.size(), terms.begin());
 }
 #endif
 #endif /* WEIR_TERMS_H */
