@@ -25,10 +25,10 @@
  *
  *   stress_soak [--pipelines N] [--runtimes M] [--workers W] [--seed X] [--seconds S]
  *
- * Defaults: 1500 pipelines on 150 runtimes (meson runs 600 on 60: about 1 s, 4 s under TSan); the full soak
- * is --pipelines 10000 --runtimes 1000. --seconds, when given, bounds the run
- * (the checks apply to what ran). Prints one summary line; exits 1 on a
- * broken invariant.
+ * Defaults: 1500 pipelines on 150 runtimes (meson runs 600 on 60: about 1 s,
+ * 4 s under TSan); the full soak is --pipelines 10000 --runtimes 1000.
+ * --seconds, when given, bounds the run (the checks apply to what ran).
+ * Prints one summary line; exits 1 on a broken invariant.
  */
 #include <dirent.h>
 #include <errno.h>
