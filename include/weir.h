@@ -11,6 +11,7 @@
 #include "weir/runtime.h"
 #include "weir/job.h"
 #include "weir/task.h"
+#include "weir/trace.h"
 #include "weir/terms.h"
 
 #endif /* WEIR_H */

@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "scheduler.h"
+#include "tracing.h"
 
 #define LO(x)          ((uint32_t)(x))
 #define HI(x)          ((uint32_t)((x) >> 32))
@@ -287,6 +288,8 @@ int weir__fj_steal(weir_worker *self, weir_worker *v, weir_frame *sp)
     weir_frame *t = frame_at(v, top);
     /* relaxed: only a hint for the owner's leapfrogging */
     atomic_store_explicit(&t->thief, (uintptr_t)self, memory_order_relaxed);
+    if (weir__tracing())
+        weir__trace_steal(v->index);
     weir__found_work(self);
     self->fj_depth++;
     ((weir__frame_fn)(t->run & ~WEIR__PUB))(self, sp, t);
@@ -314,7 +317,10 @@ int weir__fj_run_root(weir_runtime *rt, weir_frame *root)
         /* A job body runs with an empty frame stack (jobs are only run from
          * the scheduler loop), so the stack starts at frame 0. */
         w->fj_depth++;
-        ((weir__frame_fn)root->run)(w, w->segs[0], root);
+        if (weir__tracing())
+            weir__trace_root(w, w->segs[0], root);
+        else
+            ((weir__frame_fn)root->run)(w, w->segs[0], root);
         w->fj_depth--;
         return 0;
     }

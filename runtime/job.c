@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "scheduler.h"
+#include "tracing.h"
 
 /* liburcu 0.13's uatomic operations are inline assembly and volatile
  * accesses, which ThreadSanitizer cannot see: tell it that enqueuing a job
@@ -245,7 +246,10 @@ static void root_job(weir_worker *w, weir_job *job)
 {
     root_ctx *c = (root_ctx *)(void *)job;
     w->fj_depth++;
-    ((weir__frame_fn)c->frame->run)(w, w->segs[0], c->frame);
+    if (weir__tracing())
+        weir__trace_root(w, w->segs[0], c->frame);
+    else
+        ((weir__frame_fn)c->frame->run)(w, w->segs[0], c->frame);
     w->fj_depth--;
     weir_latch_set(&c->done);
 }

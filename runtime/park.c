@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "scheduler.h"
+#include "tracing.h"
 
 int weir__futex_wait(_Atomic uint32_t *addr, uint32_t val, const struct timespec *rel)
 {
@@ -117,6 +118,8 @@ void weir__park(weir_worker *w)
     }
     if (!weir__work_visible(rt, w)) {
         WEIR__INC(w, parks, 1);
+        if (weir__tracing())
+            weir_trace_instant("park");
         weir__futex_wait(&rt->epoch, key, NULL);
     }
     atomic_fetch_sub_explicit(&rt->waiters, 1, memory_order_relaxed);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "scheduler.h"
+#include "tracing.h"
 
 static void free_workers(weir_runtime *rt, unsigned n)
 {
@@ -160,6 +161,7 @@ int weir_runtime_create(const weir_config *user_cfg, weir_runtime **out)
     atomic_init(&rt->started, 0);
     weir_latch_init(&rt->all_started);
     rt->created_ns = weir__now_ns();
+    weir__trace_env_start(rt); /* WEIR_TRACE: traces until this runtime's destroy */
 
     err = weir__topo_load(&cfg, &rt->topo);
     if (err) {
@@ -263,6 +265,7 @@ void weir_runtime_destroy(weir_runtime *rt)
         return;
     }
     stop_and_join(rt, rt->nworkers);
+    weir__trace_env_stop(rt);
     if (rt->cfg.print_stats)
         weir_runtime_print_stats(rt, stderr);
     release_resources(rt);

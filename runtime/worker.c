@@ -2,9 +2,11 @@
  * A worker: pin, then loop — own jobs, injected jobs, steal (nearest victims
  * first, frames before jobs), spin for a while, park.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "scheduler.h"
+#include "tracing.h"
 
 static _Thread_local weir_worker *tls_self;
 
@@ -33,7 +35,10 @@ void weir__run_job(weir_worker *w, weir_job *job)
 {
     /* read before fn: fn may free or resubmit the job */
     weir_job *next = job->then;
-    job->fn(w, job);
+    if (weir__tracing())
+        weir__trace_job(w, job);
+    else
+        job->fn(w, job);
     WEIR__INC(w, tasks_run, 1);
     if (next)
         (void)weir_job_release(w->rt, next);
@@ -53,6 +58,8 @@ static bool try_victim(weir_worker *w, weir_worker *v, weir_frame *sp, bool fram
         weir_job *job;
         int rj = weir__jd_steal(&v->jd, &job);
         if (rj == WEIR__STEAL_OK) {
+            if (weir__tracing())
+                weir__trace_steal(v->index);
             WEIR__INC(w, steals, 1);
             WEIR__INC(w, tasks_stolen, 1);
             weir__found_work(w);
@@ -133,6 +140,9 @@ void *weir__worker_main(void *arg)
     weir_worker *w = arg;
     weir_runtime *rt = w->rt;
     tls_self = w;
+    char track[32];
+    snprintf(track, sizeof track, "worker %u", w->index);
+    weir_trace_thread_name(track);
     if (w->pu >= 0)
         atomic_store_explicit(&w->pinned, weir__pin_self(&rt->topo, w->pu) == 0,
                               memory_order_relaxed);

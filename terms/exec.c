@@ -51,7 +51,8 @@ static void weir__stage_job(weir_worker *w, weir_job *job)
     const bool timing = s->p->cfg.timing;
     uint64_t t0 = slice ? weir__terms_now_ns() : 0;
     for (;;) {
-        r = weir__stage_run(s, w);
+        r = WEIR_UNLIKELY(weir_trace_enabled()) ? weir__stage_run_traced(s, w)
+                                                : weir__stage_run(s, w);
         if (r != WEIR__PROGRESS || !slice)
             break;
         /* With timing on, the activation has just read the clock. */

@@ -17,12 +17,16 @@
 static void *weir__stage_thread(void *arg)
 {
     weir__stage *s = arg;
+    weir__trace_stage_thread(s);
     if (s->head == WEIR__H_BLOCKING) {
+        weir_trace_begin("blocking source");
         weir__stage_run_blocking(s);
+        weir_trace_end();
         return NULL;
     }
     for (;;) {
-        weir__run r = weir__stage_run(s, NULL);
+        weir__run r = WEIR_UNLIKELY(weir_trace_enabled()) ? weir__stage_run_traced(s, NULL)
+                                                          : weir__stage_run(s, NULL);
         if (r == WEIR__FINISHED)
             return NULL;
         if (r == WEIR__WAIT)

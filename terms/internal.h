@@ -443,6 +443,11 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w);
 weir__run weir__stage_run_traced(weir__stage *s, weir_worker *w);
 void weir__trace_stage_thread(const weir__stage *s);
 void weir__trace_stage_name(const weir__stage *s, const char *prefix, char *buf, size_t len);
+/* trace.c: weir__stage_run inside a trace event named after the stage's
+ * terms, then the depths of its streams; name the calling thread's track. */
+weir__run weir__stage_run_traced(weir__stage *s, weir_worker *w);
+void weir__trace_stage_thread(const weir__stage *s);
+void weir__trace_stage_name(const weir__stage *s, const char *prefix, char *buf, size_t len);
 /* Point every node's emit at the right push function (compile time). */
 void weir__stage_bind_emits(weir__stage *s);
 /* Thread body of a blocking source. */
