@@ -571,6 +571,16 @@ WEIR_API int weir_pipeline_join_for(weir_pipeline *p, uint64_t timeout_ns);
 WEIR_API int weir_pipeline_run(weir_pipeline *p);
 
 /**
+ * Write the compiled stage graph of `p` to `f` in Graphviz DOT (render with
+ * `dot -Tsvg`): one box per stage with its fused terms in order, one note
+ * per stream with its capacity and record size, edges producer -> stream ->
+ * each consumer. Any time between create and destroy, from any thread (it
+ * reads only what compile fixed). For a buffer, pass open_memstream()'s FILE.
+ * @return 0; -EINVAL (NULL argument); -EIO (a write to `f` failed).
+ */
+WEIR_API int weir_pipeline_dot(const weir_pipeline *p, FILE *f);
+
+/**
  * Graceful stop: sources stop producing (a pull source is not called again; a
  * blocking source's emit returns -ECANCELED), and every record already
  * produced reaches the sinks exactly once. Returns at once; join waits.
