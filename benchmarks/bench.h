@@ -241,6 +241,9 @@ int bench_run(const bench_opts *o, const bench_spec *s, bench_ctx *c);
 #ifdef WEIR_BENCH_TERMS
 int bench_fanout(const bench_opts *o, int argc, char **argv);
 int bench_chain(const bench_opts *o, int argc, char **argv);
+int bench_build(const bench_opts *o, int argc, char **argv);
+int bench_farm(const bench_opts *o, int argc, char **argv);  /* bench_farm.c */
+int bench_keyed(const bench_opts *o, int argc, char **argv); /* bench_farm.c */
 #endif
 
 /* ---- runtime benchmarks (bench_runtime.c) --------------------------------- */

@@ -1106,3 +1106,357 @@ int bench_chain(const bench_opts *o, int argc, char **argv)
     free(c.src);
     return status;
 }
+
+/* ==== build ================================================================= */
+
+/* The fixed cost of a wide pipeline, phase by phase: building the term tree,
+ * weir_pipeline_create (compile), start + join with a few records, destroy.
+ * Two shapes of N parallel branches:
+ *   merge   src * (id_1 | ... | id_N) * merge * count: N pass-all filters
+ *           into one merge (the wide merge of issue 8)
+ *   sources (src_1 * id_1 | ... | src_N * id_N) * merge * count: N sources
+ *           and filters into one merge
+ *   fanout  src * (mul_1 * sink_1 | ... | mul_N * sink_N), as in fanout,
+ *           each sink counting into its own state (pool-nolock) */
+
+enum { BU_MERGE, BU_SOURCES, BU_FANOUT, BU_NSHAPES };
+static const char *const bu_shape_names[BU_NSHAPES] = {"merge", "sources", "fanout"};
+enum { BU_BUILD, BU_CREATE, BU_RUN, BU_DESTROY, BU_NPHASES };
+
+typedef struct bu_cfg {
+    uint64_t branches[LIST_MAX];
+    size_t nbranches;
+    uint64_t items;
+    bool shape[BU_NSHAPES];
+    weir_exec_mode mode;
+    uint64_t timeout_ns;
+} bu_cfg;
+
+typedef struct bu_ctx {
+    const bu_cfg *cfg;
+    weir_runtime *rt;
+    uint64_t *items;
+    size_t N;
+    uint64_t count; /* merge shape: the one sink's count */
+    fo_branch *branches;
+} bu_ctx;
+
+static bool bu_pass(void *state, const void *in)
+{
+    (void)state;
+    (void)in;
+    return true;
+}
+
+static int bu_count(void *state, const void *in)
+{
+    (void)in;
+    (*(uint64_t *)state)++;
+    return 0;
+}
+
+static int bu_mul(void *m, const void *in, weir_emit *e)
+{
+    uint64_t v;
+    memcpy(&v, in, sizeof v);
+    v *= (uint64_t)(uintptr_t)m;
+    return weir_emit_record(e, &v);
+}
+
+static int bu_branch_sink(void *state, const void *in)
+{
+    fo_branch *b = state;
+    uint64_t v;
+    memcpy(&v, in, sizeof v);
+    b->count++;
+    b->sum += v;
+    return 0;
+}
+
+static weir_term *bu_build(bu_ctx *c, int shape)
+{
+    weir_term **br = malloc(c->N * sizeof *br);
+    if (br == NULL)
+        return NULL;
+    for (size_t i = 0; i < c->N; i++) {
+        char a[32], b[32];
+        if (shape == BU_MERGE) {
+            snprintf(a, sizeof a, "f%zu", i + 1);
+            br[i] = weir_filter(a, sizeof(uint64_t), bu_pass, NULL);
+        } else if (shape == BU_SOURCES) {
+            snprintf(a, sizeof a, "src%zu", i + 1);
+            snprintf(b, sizeof b, "f%zu", i + 1);
+            br[i] = weir_seq2(weir_array_source(a, c->items, (size_t)c->cfg->items,
+                                                sizeof(uint64_t)),
+                              weir_filter(b, sizeof(uint64_t), bu_pass, NULL));
+        } else {
+            snprintf(a, sizeof a, "mul%zu", i + 1);
+            snprintf(b, sizeof b, "sink%zu", i + 1);
+            br[i] = weir_seq2(weir_function(a, sizeof(uint64_t), sizeof(uint64_t), bu_mul,
+                                            (void *)(uintptr_t)(i + 1)),
+                              weir_sink(b, sizeof(uint64_t), bu_branch_sink, &c->branches[i]));
+        }
+    }
+    weir_term *par = weir_par(c->N, br);
+    free(br);
+    if (shape == BU_SOURCES) {
+        weir_term *t[3] = {par, weir_merge("merge"),
+                           weir_sink("count", sizeof(uint64_t), bu_count, &c->count)};
+        return weir_seq(3, t);
+    }
+    weir_term *src = weir_array_source("src", c->items, (size_t)c->cfg->items, sizeof(uint64_t));
+    if (shape == BU_MERGE) {
+        weir_term *t[4] = {src, par, weir_merge("merge"),
+                           weir_sink("count", sizeof(uint64_t), bu_count, &c->count)};
+        return weir_seq(4, t);
+    }
+    return weir_seq2(src, par);
+}
+
+static bool bu_verify(const bu_ctx *c, int shape)
+{
+    uint64_t n = c->cfg->items, N = c->N;
+    if (shape != BU_FANOUT) {
+        if (c->count == n * N)
+            return true;
+        fprintf(stderr,
+                "weir-bench: build/%s N=%zu n=%" PRIu64 ": WRONG RESULT: %" PRIu64
+                " records (want %" PRIu64 ")\n",
+                bu_shape_names[shape], c->N, n, c->count, n * N);
+        return false;
+    }
+    for (size_t i = 0; i < N; i++) {
+        if (c->branches[i].count != n || c->branches[i].sum != (i + 1) * tri(n - 1)) {
+            fprintf(stderr,
+                    "weir-bench: build/fanout N=%zu n=%" PRIu64 ": WRONG RESULT in branch %zu: %" PRIu64
+                    " records (want %" PRIu64 ")\n",
+                    c->N, n, i + 1, c->branches[i].count, n);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* One run: the four phases' times in ns[]. */
+static int bu_run(bu_ctx *c, int shape, uint64_t ns[BU_NPHASES])
+{
+    weir_pipeline_config pc;
+    weir_pipeline_config_init(&pc);
+    pc.mode = c->cfg->mode;
+    c->count = 0;
+    if (shape == BU_FANOUT)
+        memset(c->branches, 0, c->N * sizeof *c->branches);
+    char what[64];
+    snprintf(what, sizeof what, "build/%s N=%zu", bu_shape_names[shape], c->N);
+
+    uint64_t t0 = bench_now_ns();
+    weir_term *t = bu_build(c, shape);
+    uint64_t t1 = bench_now_ns();
+    weir_pipeline *p = NULL;
+    int rc = weir_pipeline_create(pc.mode == WEIR_EXEC_THREADS ? NULL : c->rt, t, &pc, &p);
+    uint64_t t2 = bench_now_ns();
+    if (rc < 0) {
+        report_pipeline_error(what, rc, NULL);
+        weir_term_destroy(t);
+        return BENCH_EXIT_FAIL;
+    }
+    rc = weir_pipeline_start(p);
+    if (rc == 0 || rc == -EAGAIN)
+        rc = join_or_die(p, what, c->cfg->timeout_ns);
+    uint64_t t3 = bench_now_ns();
+    if (rc < 0)
+        report_pipeline_error(what, rc, p);
+    weir_pipeline_destroy(p);
+    uint64_t t4 = bench_now_ns();
+    ns[BU_BUILD] = t1 - t0;
+    ns[BU_CREATE] = t2 - t1;
+    ns[BU_RUN] = t3 - t2;
+    ns[BU_DESTROY] = t4 - t3;
+    release_free_memory();
+    if (rc < 0)
+        return BENCH_EXIT_FAIL;
+    return bu_verify(c, shape) ? 0 : BENCH_EXIT_FAIL;
+}
+
+static int bu_shape(const bench_opts *o, bu_ctx *c, int shape)
+{
+    unsigned runs = o->has_runs ? o->runs : 5;
+    uint64_t *t[BU_NPHASES + 1];
+    int rc = 0;
+    for (int k = 0; k <= BU_NPHASES; k++)
+        t[k] = calloc(runs ? runs : 1, sizeof *t[k]);
+    for (int k = 0; k <= BU_NPHASES; k++)
+        if (t[k] == NULL)
+            rc = BENCH_EXIT_FAIL;
+    uint64_t ns[BU_NPHASES];
+    for (unsigned w = 0; w < o->warmup && rc == 0; w++)
+        rc = bu_run(c, shape, ns);
+    unsigned done = 0;
+    for (; done < runs && rc == 0; done++) {
+        rc = bu_run(c, shape, ns);
+        uint64_t total = 0;
+        for (int k = 0; k < BU_NPHASES; k++) {
+            t[k][done] = ns[k];
+            total += ns[k];
+        }
+        t[BU_NPHASES][done] = total;
+    }
+    if (done > 0 && rc == 0) {
+        bench_row row;
+        unsigned workers =
+            c->rt && c->cfg->mode != WEIR_EXEC_THREADS ? weir_runtime_workers(c->rt) : 0;
+        char variant[32];
+        snprintf(variant, sizeof variant, "%s/%s", bu_shape_names[shape],
+                 weir_exec_mode_name(c->cfg->mode));
+        bench_row_init(&row, "build", variant, workers, c->cfg->items);
+        row.runs = done;
+        row.median_ns = bench_median(t[BU_NPHASES], done);
+        row.min_ns = bench_min(t[BU_NPHASES], done);
+        row.has_result = true;
+        row.result = shape != BU_FANOUT ? c->count : (uint64_t)c->cfg->items * c->N;
+        static const char *const keys[BU_NPHASES] = {"build_ms", "create_ms", "run_ms",
+                                                     "destroy_ms"};
+        bench_row_extra(&row, "branches", (double)c->N, true);
+        for (int k = 0; k < BU_NPHASES; k++)
+            bench_row_extra(&row, keys[k], (double)bench_median(t[k], done) / 1e6, false);
+        bench_row_extra(&row, "us_per_branch", (double)row.median_ns / 1e3 / (double)c->N,
+                        false);
+        bench_print_row(o, &row);
+    }
+    for (int k = 0; k <= BU_NPHASES; k++)
+        free(t[k]);
+    return rc;
+}
+
+static void bu_help(void)
+{
+    printf("build: the fixed cost of a pipeline of N parallel branches, phase by phase.\n"
+           "\n"
+           "Shapes (--shape, default merge,sources,fanout):\n"
+           "  merge    src * (id_1 | ... | id_N) * merge * count: N pass-all filters into\n"
+           "           one merge and one counting sink\n"
+           "  sources  (src_1 * id_1 | ... | src_N * id_N) * merge * count: N sources,\n"
+           "           each followed by a pass-all filter, into one merge\n"
+           "  fanout   src * (mul_1 * sink_1 | ... | mul_N * sink_N), each sink counting\n"
+           "           into its own state (fanout's pool-nolock)\n"
+           "\n"
+           "Options:\n"
+           "  --branches LIST  branch counts N, e.g. 2000,100k (default 100k)\n"
+           "  --items n        records from the source (default 1)\n"
+           "  --mode M         pool, threads or hybrid (default pool; threads starts one\n"
+           "                   OS thread per stage)\n"
+           "  --timeout S      seconds before a run is cancelled and failed (default 300)\n"
+           "  --runs R         timed runs (default 5 here); --warmup K as usual\n"
+           "\n"
+           "One row per shape and N; median_ms / min_ms are the whole run (build to\n"
+           "destroy), and the extras the medians of each phase:\n"
+           "  build_ms     constructing the term tree (names, weir_par, weir_seq)\n"
+           "  create_ms    weir_pipeline_create: the compile (stages, streams)\n"
+           "  run_ms       weir_pipeline_start + weir_pipeline_join\n"
+           "  destroy_ms   weir_pipeline_destroy\n"
+           "  us_per_branch  median_ms / N, in microseconds\n"
+           "Every run is verified (merge: n x N records counted; fanout: n records and\n"
+           "their sum in every branch); a mismatch is exit status 1.\n");
+}
+
+int bench_build(const bench_opts *o, int argc, char **argv)
+{
+    if (o->help) {
+        bu_help();
+        return 0;
+    }
+    bu_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.branches[0] = 100000;
+    cfg.nbranches = 1;
+    cfg.items = o->has_n ? o->n : 1;
+    cfg.mode = WEIR_EXEC_POOL;
+    cfg.timeout_ns = UINT64_C(300000000000);
+    const char *shapes = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *val = NULL;
+        int m;
+        if ((m = bench_opt_value(argc, argv, &i, "--branches", &val)) != 0) {
+            if (m < 0 ||
+                parse_u64_list("--branches", val, 1, 10000000, cfg.branches, &cfg.nbranches))
+                return BENCH_EXIT_USAGE;
+        } else if ((m = bench_opt_value(argc, argv, &i, "--items", &val)) != 0) {
+            if (m < 0 || parse_one_u64("--items", val, 1, UINT64_C(1000000000), &cfg.items))
+                return BENCH_EXIT_USAGE;
+        } else if ((m = bench_opt_value(argc, argv, &i, "--shape", &val)) != 0) {
+            if (m < 0)
+                return BENCH_EXIT_USAGE;
+            shapes = val;
+        } else if ((m = bench_opt_value(argc, argv, &i, "--mode", &val)) != 0) {
+            if (m < 0)
+                return BENCH_EXIT_USAGE;
+            if (weir_parse_exec_mode(val, &cfg.mode) < 0)
+                return bench_usage_error("build: %s", weir_terms_last_error());
+        } else if ((m = bench_opt_value(argc, argv, &i, "--timeout", &val)) != 0) {
+            double sec;
+            if (m < 0)
+                return BENCH_EXIT_USAGE;
+            if (!bench_parse_double(val, &sec) || sec <= 0 || sec > 1e6)
+                return bench_usage_error("--timeout '%s': not a positive number of seconds", val);
+            cfg.timeout_ns = (uint64_t)(sec * 1e9);
+        } else {
+            return bench_usage_error("build: unknown option or argument '%s'", argv[i]);
+        }
+    }
+    if (shapes == NULL) {
+        cfg.shape[BU_MERGE] = cfg.shape[BU_SOURCES] = cfg.shape[BU_FANOUT] = true;
+    } else {
+        char buf[64];
+        if (strlen(shapes) >= sizeof buf)
+            return bench_usage_error("--shape: list too long");
+        strcpy(buf, shapes);
+        char *save = NULL;
+        for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            int found = -1;
+            for (int s = 0; s < BU_NSHAPES; s++)
+                if (strcmp(tok, bu_shape_names[s]) == 0)
+                    found = s;
+            if (found < 0)
+                return bench_usage_error(
+                    "build: unknown shape '%s' (known: merge, sources, fanout)", tok);
+            cfg.shape[found] = true;
+        }
+    }
+
+    bu_ctx c;
+    memset(&c, 0, sizeof c);
+    c.cfg = &cfg;
+    uint64_t maxN = 0;
+    for (size_t k = 0; k < cfg.nbranches; k++)
+        if (cfg.branches[k] > maxN)
+            maxN = cfg.branches[k];
+    c.items = malloc((size_t)cfg.items * sizeof *c.items);
+    c.branches = aligned_alloc(alignof(fo_branch), (size_t)maxN * sizeof(fo_branch));
+    if (c.items == NULL || c.branches == NULL) {
+        fprintf(stderr, "weir-bench: out of memory\n");
+        free(c.items);
+        free(c.branches);
+        return BENCH_EXIT_FAIL;
+    }
+    for (uint64_t i = 0; i < cfg.items; i++)
+        c.items[i] = i;
+    if (cfg.mode != WEIR_EXEC_THREADS && bench_runtime_create(o, &c.rt) < 0) {
+        free(c.items);
+        free(c.branches);
+        return BENCH_EXIT_FAIL;
+    }
+    bench_note(o, "build n=%" PRIu64 " mode=%s runs=%u warmup=%u cpus=%u (phases: medians)",
+               cfg.items, weir_exec_mode_name(cfg.mode), o->has_runs ? o->runs : 5, o->warmup,
+               bench_online_cpus());
+    int status = 0;
+    for (size_t k = 0; k < cfg.nbranches; k++) {
+        c.N = (size_t)cfg.branches[k];
+        for (int s = 0; s < BU_NSHAPES; s++)
+            if (cfg.shape[s] && bu_shape(o, &c, s) != 0)
+                status = BENCH_EXIT_FAIL;
+    }
+    weir_runtime_destroy(c.rt);
+    free(c.items);
+    free(c.branches);
+    return status;
+}

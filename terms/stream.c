@@ -36,22 +36,49 @@
 #include <string.h>
 
 #include "internal.h"
+#include "stream_place.h"
+
+size_t weir__stream_ring_bytes(size_t size, uint64_t cap)
+{
+    size_t bytes;
+    if (cap > SIZE_MAX || __builtin_mul_overflow((size_t)cap, size, &bytes) ||
+        bytes > SIZE_MAX - WEIR_CACHELINE)
+        return 0;
+    return (bytes + WEIR_CACHELINE - 1) / WEIR_CACHELINE * WEIR_CACHELINE;
+}
 
 int weir__stream_init(weir__stream *s, const char *name, size_t size, uint64_t cap, unsigned ncons)
 {
-    memset((void *)s, 0, sizeof *s);
-    size_t bytes = (size_t)cap * size;
-    bytes = (bytes + WEIR_CACHELINE - 1) / WEIR_CACHELINE * WEIR_CACHELINE;
-    s->buf = weir_aligned_alloc(WEIR_CACHELINE, bytes);
-    s->cursors = weir_aligned_alloc(WEIR_CACHELINE, (size_t)ncons * sizeof(weir__cursor));
-    s->consumers = weir_calloc(ncons, sizeof *s->consumers);
-    if (!s->buf || !s->cursors || !s->consumers) {
-        weir__stream_deinit(s);
+    size_t bytes = weir__stream_ring_bytes(size, cap);
+    char *buf = bytes ? weir_aligned_alloc(WEIR_CACHELINE, bytes) : NULL;
+    weir__cursor *cursors =
+        weir_aligned_alloc(WEIR_CACHELINE, (size_t)ncons * sizeof(weir__cursor));
+    struct weir__stage **consumers = weir_calloc(ncons, sizeof *consumers);
+    if (!buf || !cursors || !consumers) {
+        weir_free(buf);
+        weir_free(cursors);
+        weir_free(consumers);
+        memset((void *)s, 0, sizeof *s);
         return -ENOMEM;
     }
-    memset(s->buf, 0, bytes);
-    for (unsigned i = 0; i < ncons; i++)
+    weir__stream_place(s, name, size, cap, ncons, buf, cursors, consumers);
+    return 0;
+}
+
+/* The ring is not zeroed: a slot is always written before it is published,
+ * and untouched pages of a large ring then cost no memory. */
+void weir__stream_place(weir__stream *s, const char *name, size_t size, uint64_t cap,
+                        unsigned ncons, char *buf, weir__cursor *cursors,
+                        struct weir__stage **consumers)
+{
+    memset((void *)s, 0, sizeof *s);
+    s->buf = buf;
+    s->cursors = cursors;
+    s->consumers = consumers;
+    for (unsigned i = 0; i < ncons; i++) {
         atomic_init(&s->cursors[i].tail, 0);
+        s->consumers[i] = NULL;
+    }
     atomic_init(&s->head, 0);
     atomic_init(&s->ended, 0);
     atomic_init(&s->waiting_on, WEIR__NOBODY);
@@ -66,7 +93,6 @@ int weir__stream_init(weir__stream *s, const char *name, size_t size, uint64_t c
     s->ncons = ncons;
     s->name = name;
     s->p_free = cap;
-    return 0;
 }
 
 void weir__stream_deinit(weir__stream *s)
