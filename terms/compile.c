@@ -23,17 +23,37 @@
 #include <string.h>
 
 #include "internal.h"
+#include "stream_place.h"
 
+/* A growable list of terms. Zero-initialised it starts on the heap;
+ * weir__tvec_local() starts it in `small`, so that the short lists a seq
+ * passes between its children cost no allocation (such a vector must not
+ * be copied by value). */
 typedef struct weir__tvec {
     weir_term **v;
     size_t n, cap;
+    weir_term *small[4];
 } weir__tvec;
+
+static void weir__tvec_local(weir__tvec *v)
+{
+    v->v = v->small;
+    v->n = 0;
+    v->cap = sizeof v->small / sizeof v->small[0];
+}
 
 static int weir__tvec_push(weir__tvec *v, weir_term *t)
 {
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 4;
-        weir_term **n = weir_realloc(v->v, cap * sizeof *n);
+        weir_term **n;
+        if (v->v == v->small) {
+            n = weir_malloc(cap * sizeof *n);
+            if (n)
+                memcpy(n, v->small, v->n * sizeof *n);
+        } else {
+            n = weir_realloc(v->v, cap * sizeof *n);
+        }
         if (!n)
             return -ENOMEM;
         v->v = n;
@@ -45,9 +65,59 @@ static int weir__tvec_push(weir__tvec *v, weir_term *t)
 
 static void weir__tvec_free(weir__tvec *v)
 {
-    weir_free(v->v);
+    if (v->v != v->small)
+        weir_free(v->v);
     v->v = NULL;
     v->n = v->cap = 0;
+}
+
+/* A connection made by the evaluation: input `slot` of consumer `c` is the
+ * output of `pr`. The edges are collected in one vector and turned into the
+ * terms' inputs / consumers arrays in one block afterwards (weir__link). */
+typedef struct weir__edge {
+    weir_term *pr, *c;
+    unsigned slot;
+} weir__edge;
+
+typedef struct weir__cc {
+    weir__edge *e;
+    size_t n, cap;
+} weir__cc;
+
+/*
+ * Memory. A pipeline's stages live in one block and its streams in another,
+ * carved in order, so that compile and destroy cost a handful of
+ * allocations whatever the number of branches:
+ *   stage block (owned by p->stages, which is its first part): the stage
+ *     pointers, one stage per term at most, the nodes, the merge/zip/input
+ *     slots (one per edge at most), the pull sources' batch buffers and the
+ *     maps' output records; sized from the terms and edges before the
+ *     stages are known, so the stage slots of fused terms stay unused (and
+ *     untouched: a large block is mapped lazily).
+ *   stream block (owned by p->streams): the stream pointers, the streams,
+ *     their cursors and consumer lists, then the rings; sized exactly once
+ *     the stages are built. Rings are not zeroed, so a ring's pages are only
+ *     touched when records are written to them.
+ */
+typedef struct weir__mem {
+    char *at; /* next free byte */
+} weir__mem;
+
+#define WEIR__LINE(x) (((x) + WEIR_CACHELINE - 1) / WEIR_CACHELINE * WEIR_CACHELINE)
+
+/* `bytes` at the next multiple of `align` (a power of two) */
+static void *weir__take(weir__mem *m, size_t align, size_t bytes)
+{
+    char *r = (char *)(((uintptr_t)m->at + align - 1) & ~(uintptr_t)(align - 1));
+    m->at = r + bytes;
+    return r;
+}
+
+/* *acc += a * b, false on overflow */
+static bool weir__add(size_t *acc, size_t a, size_t b)
+{
+    size_t x;
+    return !__builtin_mul_overflow(a, b, &x) && !__builtin_add_overflow(*acc, x, acc);
 }
 
 static int weir__oom(void)
@@ -59,9 +129,41 @@ static int weir__oom(void)
 
 static int weir__walk(weir_pipeline *p, weir__tvec *prims, weir_term *t, weir_term *group)
 {
-    if (t->kind == WEIR__K_PARALLEL && !group)
+    if (t->kind == WEIR__K_KEYED && group)
+        return weir__terms_error(-EINVAL,
+                                 "keyed '%s' is inside %s '%s': a keyed term cannot be replicated "
+                                 "(its shards already run in parallel)",
+                                 t->name, group->kind_name, group->name);
+    if (t->kind == WEIR__K_PARALLEL && group && group->kind == WEIR__K_KEYED)
+        return weir__terms_error(-EINVAL, "keyed '%s': a shard cannot be a parallel term",
+                                 group->name);
+    if ((t->kind == WEIR__K_PARALLEL || t->kind == WEIR__K_KEYED) && !group)
         group = t; /* a weir_parallel inside another joins the outer one */
-    if (t->kind == WEIR__K_SEQ || t->kind == WEIR__K_PAR || t->kind == WEIR__K_PARALLEL) {
+    if (t->kind == WEIR__K_KEYED) {
+        /* each shard is one primitive term of the kinds a replica can run */
+        for (size_t i = 0; i < t->nchildren; i++) {
+            weir_term *c = t->children[i];
+            if (!c)
+                return weir__terms_error(-EINVAL,
+                                         "keyed '%s': the factory returned NULL for shard %zu "
+                                         "(%s)",
+                                         t->name, i, weir_terms_last_error());
+            if (!t->child_owned[i])
+                return weir__terms_error(-EINVAL,
+                                         "keyed '%s': shard %zu ('%s') is used twice: the factory "
+                                         "must make a new term for every shard",
+                                         t->name, i, c->name);
+            if (c->kind != WEIR__K_FUNCTION && c->kind != WEIR__K_MAP &&
+                c->kind != WEIR__K_FILTER && c->kind != WEIR__K_SINK)
+                return weir__terms_error(-EINVAL,
+                                         "keyed '%s': shard %zu is %s '%s'; each shard must be "
+                                         "one function, map, filter or sink term",
+                                         t->name, i, c->kind_name, c->name);
+            c->shard = (unsigned)i;
+        }
+    }
+    if (t->kind == WEIR__K_SEQ || t->kind == WEIR__K_PAR || t->kind == WEIR__K_PARALLEL ||
+        t->kind == WEIR__K_KEYED) {
         if (t->nchildren == 0)
             return weir__terms_error(-EINVAL, "empty %s: a composite needs at least one term",
                                      t->kind_name);
@@ -97,38 +199,71 @@ static bool weir__has_output(const weir_term *t)
     case WEIR__K_SEQ:
     case WEIR__K_PAR:
     case WEIR__K_PARALLEL:
+    case WEIR__K_KEYED:
         return false;
     default:
         return true;
     }
 }
 
-static int weir__connect(weir_term *c, const weir__tvec *ins)
+/* Record c's inputs as edges (counting ninputs and nconsumers only);
+ * weir__link() makes the arrays. A consumer's edges are contiguous. */
+static int weir__connect(weir__cc *cc, weir_term *c, const weir__tvec *ins)
 {
     if (ins->n == 0)
         return 0;
-    c->inputs = weir_malloc(ins->n * sizeof *c->inputs);
-    if (!c->inputs)
+    if (ins->n > UINT32_MAX - 1 || cc->n > SIZE_MAX / 2 / sizeof *cc->e - ins->n)
         return weir__oom();
-    c->ninputs = (unsigned)ins->n;
+    if (cc->n + ins->n > cc->cap) {
+        size_t cap = cc->cap ? cc->cap * 2 : 64;
+        while (cap < cc->n + ins->n)
+            cap *= 2;
+        weir__edge *e = weir_realloc(cc->e, cap * sizeof *e);
+        if (!e)
+            return weir__oom();
+        cc->e = e;
+        cc->cap = cap;
+    }
     for (size_t i = 0; i < ins->n; i++) {
         weir_term *pr = ins->v[i];
-        c->inputs[i] = pr;
-        if (pr->nconsumers == pr->consumers_cap) {
-            unsigned cap = pr->consumers_cap ? pr->consumers_cap * 2 : 2;
-            weir_term **nc = weir_realloc(pr->consumers, cap * sizeof *nc);
-            if (!nc)
-                return weir__oom();
-            pr->consumers = nc;
-            unsigned *ns = weir_realloc(pr->consumer_slot, cap * sizeof *ns);
-            if (!ns)
-                return weir__oom();
-            pr->consumer_slot = ns;
-            pr->consumers_cap = cap;
-        }
-        pr->consumers[pr->nconsumers] = c;
-        pr->consumer_slot[pr->nconsumers] = (unsigned)i;
+        if (pr->nconsumers == UINT32_MAX - 1)
+            return weir__oom();
+        cc->e[cc->n++] = (weir__edge){pr, c, (unsigned)i};
         pr->nconsumers++;
+    }
+    c->ninputs = (unsigned)ins->n;
+    return 0;
+}
+
+/* Turn the edges into every term's inputs, consumers and consumer_slot: one
+ * block, appended to p->terms (which owns it: weir__compile_free() frees
+ * p->terms and only clears the terms' pointers). */
+static int weir__link(weir_pipeline *p, const weir__cc *cc)
+{
+    size_t T = p->nterms, E = cc->n;
+    size_t bytes = T * sizeof(weir_term *) + E * (2 * sizeof(weir_term *) + sizeof(unsigned));
+    weir_term **nt = weir_realloc(p->terms, bytes ? bytes : 1);
+    if (!nt)
+        return weir__oom();
+    p->terms = nt;
+    weir_term **ins = nt + T, **cons = ins + E;
+    unsigned *slots = (unsigned *)(void *)(cons + E);
+    size_t off = 0;
+    for (size_t k = 0; k < T; k++) {
+        weir_term *t = nt[k];
+        t->consumers = t->nconsumers ? cons + off : NULL;
+        t->consumer_slot = t->nconsumers ? slots + off : NULL;
+        t->consumers_cap = 0; /* the fill position below */
+        off += t->nconsumers;
+    }
+    for (size_t k = 0; k < E; k++) {
+        const weir__edge *e = &cc->e[k];
+        ins[k] = e->pr;
+        if (e->slot == 0)
+            e->c->inputs = &ins[k];
+        e->pr->consumers[e->pr->consumers_cap] = e->c;
+        e->pr->consumer_slot[e->pr->consumers_cap] = e->slot;
+        e->pr->consumers_cap++;
     }
     return 0;
 }
@@ -149,7 +284,8 @@ static void weir__names(const weir__tvec *ins, char *buf, size_t n)
     }
 }
 
-static int weir__eval_primitive(weir_term *t, const weir__tvec *ins, weir__tvec *outs)
+static int weir__eval_primitive(weir__cc *cc, weir_term *t, const weir__tvec *ins,
+                                weir__tvec *outs)
 {
     char names[256];
     switch (t->kind) {
@@ -215,7 +351,7 @@ static int weir__eval_primitive(weir_term *t, const weir__tvec *ins, weir__tvec 
     default:
         return 0;
     }
-    int r = weir__connect(t, ins);
+    int r = weir__connect(cc, t, ins);
     if (r < 0)
         return r;
     if (weir__has_output(t) && weir__tvec_push(outs, t) < 0)
@@ -223,87 +359,136 @@ static int weir__eval_primitive(weir_term *t, const weir__tvec *ins, weir__tvec 
     return 0;
 }
 
+/* The output names of a par, in a hash table (open addressing): each name's
+ * first output and branch, and whether a later branch repeats it. */
 typedef struct weir__named {
-    weir_term *t;
+    weir_term *t; /* NULL: empty slot */
     size_t branch;
+    uint64_t hash;
+    bool clash;
 } weir__named;
 
-static int weir__cmp_named(const void *a, const void *b)
+static uint64_t weir__hash_name(const char *s)
 {
-    const weir__named *x = a, *y = b;
-    int c = strcmp(x->t->name, y->t->name);
-    if (c)
-        return c;
-    return x->branch < y->branch ? -1 : x->branch > y->branch;
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
 }
 
-static int weir__eval(weir_term *t, const weir__tvec *ins, weir__tvec *outs)
+/* Two branches of a par must not output streams of one name. Expected
+ * linear in the outputs; reports the same clash as sorting them by (name,
+ * branch) would: the smallest clashing name, at its first two branches. A
+ * branch never outputs one name twice (its own par checked that). */
+static int weir__check_names(const weir__tvec *outs, size_t from, const size_t *branch_end)
+{
+    size_t n = outs->n - from;
+    if (n < 2)
+        return 0;
+    weir__named local[16];
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    weir__named *tab = cap == 16 ? local : weir_malloc(cap * sizeof *tab);
+    if (!tab)
+        return weir__oom();
+    memset(tab, 0, cap * sizeof *tab);
+    const weir__named *best = NULL;
+    weir_term *best_second = NULL;
+    size_t best_branch = 0, b = 0;
+    for (size_t k = from; k < outs->n; k++) {
+        while (k >= branch_end[b])
+            b++;
+        weir_term *t = outs->v[k];
+        uint64_t h = weir__hash_name(t->name);
+        size_t i = (size_t)h & (cap - 1);
+        while (tab[i].t && (tab[i].hash != h || strcmp(tab[i].t->name, t->name) != 0))
+            i = (i + 1) & (cap - 1);
+        if (!tab[i].t) {
+            tab[i] = (weir__named){t, b, h, false};
+        } else if (!tab[i].clash) {
+            tab[i].clash = true;
+            if (!best || strcmp(t->name, best->t->name) < 0) {
+                best = &tab[i];
+                best_second = t;
+                best_branch = b;
+            }
+        }
+    }
+    int r = 0;
+    if (best)
+        r = weir__terms_error(-EINVAL,
+                              "parallel composition: two branches output a stream named '%s' "
+                              "(%s '%s' in branch %zu and %s '%s' in branch %zu); give parallel "
+                              "terms distinct names",
+                              best_second->name, best->t->kind_name, best->t->name,
+                              best->branch + 1, best_second->kind_name, best_second->name,
+                              best_branch + 1);
+    if (tab != local)
+        weir_free(tab);
+    return r;
+}
+
+static int weir__eval(weir__cc *cc, weir_term *t, const weir__tvec *ins, weir__tvec *outs)
 {
     int r = 0;
     if (t->kind == WEIR__K_PARALLEL)
-        return weir__eval(t->children[0], ins, outs); /* a marker: same inputs */
-    if (t->kind == WEIR__K_SEQ) {
-        weir__tvec cur = {0}, next = {0};
-        for (size_t i = 0; i < ins->n && r == 0; i++)
-            if (weir__tvec_push(&cur, ins->v[i]) < 0)
-                r = weir__oom();
-        for (size_t i = 0; i < t->nchildren && r == 0; i++) {
-            next.n = 0;
-            r = weir__eval(t->children[i], &cur, &next);
-            weir__tvec tmp = cur;
-            cur = next;
-            next = tmp;
+        return weir__eval(cc, t->children[0], ins, outs); /* a marker: same inputs */
+    if (t->kind == WEIR__K_KEYED) {
+        /* Shard 0 stands for all of them in the graph: it reads the input
+         * and produces the output stream; the others must look the same. */
+        weir_term *c0 = t->children[0];
+        r = weir__eval(cc, c0, ins, outs);
+        for (size_t i = 1; i < t->nchildren && r == 0; i++) {
+            weir_term *c = t->children[i];
+            if (c->kind != c0->kind || c->in_size != c0->in_size || c->out_size != c0->out_size)
+                r = weir__terms_error(-EINVAL,
+                                      "keyed '%s': shard %zu is %s '%s' (%zu -> %zu bytes) but "
+                                      "shard 0 is %s '%s' (%zu -> %zu bytes); every shard must "
+                                      "be the same kind of term with the same record sizes",
+                                      t->name, i, c->kind_name, c->name, c->in_size, c->out_size,
+                                      c0->kind_name, c0->name, c0->in_size, c0->out_size);
         }
-        for (size_t i = 0; i < cur.n && r == 0; i++)
-            if (weir__tvec_push(outs, cur.v[i]) < 0)
+        return r;
+    }
+    if (t->kind == WEIR__K_SEQ) {
+        /* The first child reads `ins` itself; then two local vectors take
+         * turns (no allocation while a stage boundary carries <= 4 streams). */
+        weir__tvec a, b;
+        weir__tvec_local(&a);
+        weir__tvec_local(&b);
+        const weir__tvec *cur = ins;
+        weir__tvec *next = &a;
+        for (size_t i = 0; i < t->nchildren && r == 0; i++) {
+            next->n = 0;
+            r = weir__eval(cc, t->children[i], cur, next);
+            cur = next;
+            next = next == &a ? &b : &a;
+        }
+        for (size_t i = 0; i < cur->n && r == 0; i++)
+            if (weir__tvec_push(outs, cur->v[i]) < 0)
                 r = weir__oom();
-        weir__tvec_free(&cur);
-        weir__tvec_free(&next);
+        weir__tvec_free(&a);
+        weir__tvec_free(&b);
         return r;
     }
     if (t->kind == WEIR__K_PAR) {
-        weir__named *named = NULL;
-        size_t nnamed = 0, cap = 0;
+        /* branch_end[i]: outs->n after branch i (on the stack for a few) */
+        size_t from = outs->n, local_end[8];
+        size_t *end = t->nchildren <= 8 ? local_end : weir_malloc(t->nchildren * sizeof *end);
+        if (!end)
+            return weir__oom();
         for (size_t i = 0; i < t->nchildren && r == 0; i++) {
-            size_t before = outs->n;
-            r = weir__eval(t->children[i], ins, outs);
-            for (size_t k = before; k < outs->n && r == 0; k++) {
-                if (nnamed == cap) {
-                    cap = cap ? cap * 2 : 8;
-                    weir__named *n = weir_realloc(named, cap * sizeof *n);
-                    if (!n) {
-                        r = weir__oom();
-                        break;
-                    }
-                    named = n;
-                }
-                named[nnamed].t = outs->v[k];
-                named[nnamed].branch = i;
-                nnamed++;
-            }
+            r = weir__eval(cc, t->children[i], ins, outs);
+            end[i] = outs->n;
         }
-        if (r == 0 && nnamed > 1) {
-            /* Sort by name so that a par of 10 000 branches is checked in
-             * n log n, then report the first clash in branch order. */
-            qsort(named, nnamed, sizeof *named, weir__cmp_named);
-            for (size_t k = 1; k < nnamed; k++) {
-                if (strcmp(named[k - 1].t->name, named[k].t->name) == 0) {
-                    r = weir__terms_error(-EINVAL,
-                                          "parallel composition: two branches output a stream "
-                                          "named '%s' (%s '%s' in branch %zu and %s '%s' in "
-                                          "branch %zu); give parallel terms distinct names",
-                                          named[k].t->name, named[k - 1].t->kind_name,
-                                          named[k - 1].t->name, named[k - 1].branch + 1,
-                                          named[k].t->kind_name, named[k].t->name,
-                                          named[k].branch + 1);
-                    break;
-                }
-            }
-        }
-        weir_free(named);
+        if (r == 0)
+            r = weir__check_names(outs, from, end);
+        if (end != local_end)
+            weir_free(end);
         return r;
     }
-    return weir__eval_primitive(t, ins, outs);
+    return weir__eval_primitive(cc, t, ins, outs);
 }
 
 /* Every weir_parallel must hold function, map and filter terms (a chain, or
@@ -315,6 +500,8 @@ static int weir__check_groups(weir_pipeline *p)
         weir_term *g = t->group;
         if (!g)
             continue;
+        if (g->kind == WEIR__K_KEYED)
+            continue; /* checked by the walk */
         if (t->kind != WEIR__K_FUNCTION && t->kind != WEIR__K_MAP && t->kind != WEIR__K_FILTER)
             return weir__terms_error(-EINVAL,
                                      "%s '%s': %s '%s' cannot run as replicas; only function, "
@@ -332,7 +519,8 @@ static bool weir__fusable(const weir_pipeline *p, const weir_term *pr, const wei
      * stream), and the replicated run stays one stage in every mode:
      * adjacent weir_parallel terms fuse into one parallel stage. */
     if (c->group)
-        return pr->group && pr->nconsumers == 1 && c->ninputs == 1;
+        return c->group->kind == WEIR__K_PARALLEL && pr->group &&
+               pr->group->kind == WEIR__K_PARALLEL && pr->nconsumers == 1 && c->ninputs == 1;
     if (p->cfg.mode == WEIR_EXEC_THREADS)
         return false;
     if (pr->nconsumers != 1 || c->ninputs != 1)
@@ -384,16 +572,14 @@ static weir__head weir__head_of(const weir_term *t)
     }
 }
 
-static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **out)
+static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **out,
+                             weir__mem *m)
 {
     unsigned n = 1;
     for (weir_term *t = head; t->nconsumers == 1 && weir__fusable(p, t, t->consumers[0]);
          t = t->consumers[0])
         n++;
-    weir__stage *s = weir_aligned_alloc(WEIR_CACHELINE, (sizeof *s + WEIR_CACHELINE - 1) /
-                                                            WEIR_CACHELINE * WEIR_CACHELINE);
-    if (!s)
-        return weir__oom();
+    weir__stage *s = weir__take(m, WEIR_CACHELINE, sizeof *s);
     memset((void *)s, 0, sizeof *s);
     *out = s;
     atomic_init(&s->state, WEIR__ST_IDLE);
@@ -405,9 +591,8 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
     s->p = p;
     s->id = p->nstages;
     s->head = weir__head_of(head);
-    s->nodes = weir_calloc(n, sizeof *s->nodes);
-    if (!s->nodes)
-        return weir__oom();
+    s->nodes = weir__take(m, alignof(max_align_t), n * sizeof *s->nodes);
+    memset(s->nodes, 0, n * sizeof *s->nodes);
     s->nnodes = n;
     weir_term *t = head;
     for (unsigned i = 0; i < n; i++, t = i < n ? t->consumers[0] : t) {
@@ -423,35 +608,34 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
         atomic_init(&nd->st_ns, 0);
         t->stage = s;
         t->node = i;
-        if (t->kind == WEIR__K_MAP || (t->kind == WEIR__K_ZIP && !t->fn.zip)) {
-            nd->tmp = weir_malloc(t->out_size);
-            if (!nd->tmp)
-                return weir__oom();
-        }
+        if (t->kind == WEIR__K_MAP || (t->kind == WEIR__K_ZIP && !t->fn.zip))
+            nd->tmp = weir__take(m, alignof(max_align_t), t->out_size);
         /* A fused batch sink's buffer is per thread (stage.c), not here. */
     }
     if (s->head == WEIR__H_INPUT || s->head == WEIR__H_MERGE || s->head == WEIR__H_ZIP) {
         s->ninputs = head->ninputs;
-        s->inputs = weir_calloc(s->ninputs, sizeof *s->inputs);
-        if (!s->inputs)
-            return weir__oom();
+        s->inputs = weir__take(m, alignof(max_align_t), s->ninputs * sizeof *s->inputs);
+        memset(s->inputs, 0, s->ninputs * sizeof *s->inputs);
         if (s->head == WEIR__H_ZIP) {
-            s->zip_in = weir_calloc(s->ninputs, sizeof *s->zip_in);
-            if (!s->zip_in)
-                return weir__oom();
+            s->zip_in = weir__take(m, alignof(max_align_t), s->ninputs * sizeof *s->zip_in);
+            memset((void *)s->zip_in, 0, s->ninputs * sizeof *s->zip_in);
         }
     }
-    if (s->head == WEIR__H_PULL) {
-        s->buf = weir_malloc((size_t)p->cfg.batch * head->out_size);
-        if (!s->buf)
-            return weir__oom();
-    }
+    if (s->head == WEIR__H_PULL)
+        s->buf = weir__take(m, alignof(max_align_t), (size_t)p->cfg.batch * head->out_size);
     /* A parallel stage: its leading replicated nodes, then a serial tail. */
     unsigned npar = 0;
     unsigned width = 0; /* adjacent groups fused: the widest wins */
     bool all = false;   /* a width of 0 (every worker) is the widest */
     bool ordered = false;
-    while (npar < n && s->nodes[npar].term->group) {
+    weir_term *keyed = NULL;
+    if (s->nodes[0].term->group && s->nodes[0].term->group->kind == WEIR__K_KEYED) {
+        keyed = s->nodes[0].term->group;
+        npar = 1; /* shard 0; what follows is the serial tail */
+        width = keyed->width;
+        ordered = !keyed->unordered;
+    }
+    while (!keyed && npar < n && s->nodes[npar].term->group) {
         const weir_term *g = s->nodes[npar].term->group;
         if (g->width == 0)
             all = true;
@@ -484,7 +668,7 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
                    s->nodes[s->vec_from].kind == WEIR__K_BATCH_SINK))
         s->vec = false; /* nothing to batch: the record goes straight to the sink */
     if (npar) {
-        int r = weir__par_build(s, npar, width, ordered);
+        int r = weir__par_build(s, npar, width, ordered, keyed);
         if (r < 0)
             return weir__oom();
     }
@@ -504,24 +688,47 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
 
 /* ------------------------------------------------------------ 4. streams */
 
+/* The stream block (see "Memory"). */
 static int weir__build_streams(weir_pipeline *p)
 {
     uint64_t cap = 1;
     while (cap < p->cfg.capacity)
         cap <<= 1;
+    size_t nst = 0, ncons = 0, rings = 0;
+    for (unsigned k = 0; k < p->nstages; k++) {
+        weir_term *last = p->stages[k]->nodes[p->stages[k]->nnodes - 1].term;
+        if (!weir__has_output(last) || last->nconsumers == 0)
+            continue;
+        size_t ring = weir__stream_ring_bytes(last->out_size, cap);
+        if (!ring || !weir__add(&rings, ring, 1))
+            return weir__oom();
+        nst++;
+        ncons += last->nconsumers;
+    }
+    size_t bytes = WEIR__LINE(nst * sizeof(weir__stream *));
+    if (!weir__add(&bytes, nst, WEIR__LINE(sizeof(weir__stream))) ||
+        !weir__add(&bytes, ncons, sizeof(weir__cursor) + sizeof(weir__stage *)) ||
+        !weir__add(&bytes, WEIR_CACHELINE, 1) || !weir__add(&bytes, rings, 1))
+        return weir__oom();
+    char *block = weir_aligned_alloc(WEIR_CACHELINE, bytes);
+    if (!block)
+        return weir__oom();
+    p->streams = (weir__stream **)(void *)block;
+    weir__mem m = {block + WEIR__LINE(nst * sizeof(weir__stream *))};
+    weir__cursor *cursors = (weir__cursor *)(void *)(m.at + nst * WEIR__LINE(sizeof(weir__stream)));
+    weir__stage **consumers = (weir__stage **)(void *)(cursors + ncons);
+    weir__mem rm = {block + WEIR__LINE((size_t)((char *)(consumers + ncons) - block))};
     for (unsigned k = 0; k < p->nstages; k++) {
         weir__stage *s = p->stages[k];
         weir_term *last = s->nodes[s->nnodes - 1].term;
         if (!weir__has_output(last) || last->nconsumers == 0)
             continue; /* a sink, or nobody reads it: records are dropped */
-        weir__stream *st = weir_aligned_alloc(WEIR_CACHELINE, (sizeof *st + WEIR_CACHELINE - 1) /
-                                                                  WEIR_CACHELINE * WEIR_CACHELINE);
-        if (!st)
-            return weir__oom();
-        if (weir__stream_init(st, last->name, last->out_size, cap, last->nconsumers) < 0) {
-            weir_free(st);
-            return weir__oom();
-        }
+        weir__stream *st = weir__take(&m, WEIR_CACHELINE, sizeof *st);
+        char *ring = weir__take(&rm, WEIR_CACHELINE, weir__stream_ring_bytes(last->out_size, cap));
+        weir__stream_place(st, last->name, last->out_size, cap, last->nconsumers, ring, cursors,
+                           consumers);
+        cursors += last->nconsumers;
+        consumers += last->nconsumers;
         p->streams[p->nstreams++] = st;
         st->producer = s;
         s->out = st;
@@ -548,31 +755,26 @@ void weir__compile_free(weir_pipeline *p)
         weir__stage *s = p->stages[k];
         if (!s)
             continue;
-        for (unsigned i = 0; s->nodes && i < s->nnodes; i++)
-            if (s->nodes[i].kind != WEIR__K_BATCH_SINK) /* that one points to thread scratch */
-                weir_free(s->nodes[i].tmp);
-        weir_free(s->nodes);
-        weir_free(s->inputs);
-        weir_free((void *)s->zip_in);
-        weir_free(s->buf);
+        /* nodes, inputs, buffers: in the stage block */
         weir_free(s->spill);
         weir_free(s->err_msg);
         weir__exec_thread_free(s);
         weir__par_free(s);
-        weir_free(s);
     }
-    weir_free(p->stages);
+    weir_free(p->stages); /* the stage block (see "Memory") */
     p->stages = NULL;
     p->nstages = 0;
-    for (unsigned k = 0; k < p->nstreams; k++) {
-        weir__stream_deinit(p->streams[k]);
-        weir_free(p->streams[k]);
-    }
-    weir_free(p->streams);
+    weir_free(p->streams); /* the stream block: placed streams need no deinit */
     p->streams = NULL;
     p->nstreams = 0;
-    for (unsigned k = 0; k < p->nterms; k++)
-        weir__term_reset_compile(p->terms[k]);
+    for (unsigned k = 0; k < p->nterms; k++) {
+        /* inputs and consumers point into p->terms' block (weir__link) */
+        weir_term *t = p->terms[k];
+        t->inputs = NULL;
+        t->consumers = NULL;
+        t->consumer_slot = NULL;
+        weir__term_reset_compile(t);
+    }
     weir_free(p->terms);
     p->terms = NULL;
     p->nterms = 0;
@@ -593,8 +795,13 @@ int weir__compile(weir_pipeline *p)
     for (unsigned k = 0; k < p->nterms; k++)
         p->terms[k]->index = k;
 
-    r = weir__eval(p->root, &ins, &outs);
+    weir__cc cc = {0};
+    r = weir__eval(&cc, p->root, &ins, &outs);
     weir__tvec_free(&outs);
+    if (r == 0)
+        r = weir__link(p, &cc);
+    size_t nedges = cc.n;
+    weir_free(cc.e);
     if (r < 0)
         goto fail;
 
@@ -602,22 +809,41 @@ int weir__compile(weir_pipeline *p)
     if (r < 0)
         goto fail;
 
-    p->stages = weir_calloc(p->nterms ? p->nterms : 1, sizeof *p->stages);
-    p->streams = weir_calloc(p->nterms ? p->nterms : 1, sizeof *p->streams);
-    if (!p->stages || !p->streams) {
+    /* The stage block (see "Memory"): bounds from the terms and edges, with
+     * room for aligning each stage's parts. */
+    size_t T = p->nterms, bytes = WEIR__LINE(T * sizeof *p->stages);
+    bool ok = weir__add(&bytes, T, WEIR__LINE(sizeof(weir__stage)) + sizeof(weir__node) +
+                                       WEIR_CACHELINE + 4 * alignof(max_align_t)) &&
+              weir__add(&bytes, nedges, sizeof(weir__input) + sizeof(void *));
+    for (size_t k = 0; k < T && ok; k++) {
+        const weir_term *t = p->terms[k];
+        if (t->kind == WEIR__K_MAP || (t->kind == WEIR__K_ZIP && !t->fn.zip))
+            ok = t->out_size <= SIZE_MAX / 2 &&
+                 weir__add(&bytes, t->out_size + alignof(max_align_t), 1);
+        else if (t->kind == WEIR__K_PULL)
+            ok = t->out_size <= SIZE_MAX / 2 / p->cfg.batch &&
+                 weir__add(&bytes, (size_t)p->cfg.batch * t->out_size + alignof(max_align_t), 1);
+    }
+    char *block = ok ? weir_aligned_alloc(WEIR_CACHELINE, bytes) : NULL;
+    if (!block) {
         r = weir__oom();
         goto fail;
     }
+    p->stages = (weir__stage **)(void *)block;
+    memset(p->stages, 0, T * sizeof *p->stages);
+    weir__mem mem = {block + WEIR__LINE(T * sizeof *p->stages)};
     bool any_source = false;
     for (unsigned k = 0; k < p->nterms; k++) {
         weir_term *t = p->terms[k];
         if (t->kind == WEIR__K_STOP)
             continue;
+        if (t->group && t->group->kind == WEIR__K_KEYED && t->shard > 0)
+            continue; /* shards run inside shard 0's stage */
         if (t->ninputs == 1 && weir__fusable(p, t->inputs[0], t))
             continue; /* part of its producer's stage */
         if (t->kind == WEIR__K_PULL || t->kind == WEIR__K_BLOCKING)
             any_source = true;
-        r = weir__build_stage(p, t, &p->stages[p->nstages]);
+        r = weir__build_stage(p, t, &p->stages[p->nstages], &mem);
         p->nstages++;
         if (r < 0)
             goto fail;

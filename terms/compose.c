@@ -87,6 +87,51 @@ WEIR_API weir_term *weir_parallel(weir_term *t, unsigned width)
     return weir_parallel_order(t, width, WEIR_ORDERED);
 }
 
+WEIR_API weir_term *weir_keyed(const char *name, unsigned shards, weir_key_fn key, void *key_arg,
+                               weir_shard_fn make, void *make_arg, weir_order order)
+{
+    const char *nm = name ? name : "(unnamed)";
+    if (!key || !make) {
+        weir__terms_error(-EINVAL, "weir_keyed '%s': the key function and the shard factory "
+                                   "must not be NULL", nm);
+        return NULL;
+    }
+    if (shards == 0 || shards > WEIR_KEYED_MAX_SHARDS) {
+        weir__terms_error(-EINVAL, "weir_keyed '%s': %u shards; give 1..%u", nm, shards,
+                          (unsigned)WEIR_KEYED_MAX_SHARDS);
+        return NULL;
+    }
+    if (order != WEIR_ORDERED && order != WEIR_UNORDERED) {
+        weir__terms_error(-EINVAL,
+                          "weir_keyed '%s': order must be WEIR_ORDERED or WEIR_UNORDERED (got %d)",
+                          nm, (int)order);
+        return NULL;
+    }
+    weir_term **kids = weir_calloc(shards, sizeof *kids);
+    if (!kids) {
+        weir__terms_error(-ENOMEM, "weir_keyed '%s': out of memory", nm);
+        return NULL;
+    }
+    for (unsigned i = 0; i < shards; i++)
+        kids[i] = make(make_arg, i); /* a NULL is reported at create */
+    weir_term *g = weir__composite(WEIR__K_KEYED, shards, kids);
+    weir_free(kids);
+    if (!g)
+        return NULL;
+    if (name) {
+        char *copy = weir_strdup(name);
+        if (copy) {
+            weir_free(g->name);
+            g->name = copy;
+        }
+    }
+    g->width = shards;
+    g->unordered = order == WEIR_UNORDERED;
+    g->key = key;
+    g->key_arg = key_arg;
+    return g;
+}
+
 WEIR_API weir_term *weir_merge(const char *name)
 {
     /* Input and output sizes are decided at compile time: all inputs must

@@ -51,6 +51,7 @@ typedef enum weir__kind {
     WEIR__K_SEQ,
     WEIR__K_PAR,
     WEIR__K_PARALLEL, /* composite: one child run as data-parallel replicas */
+    WEIR__K_KEYED,    /* composite: K shard terms, records routed by key */
 } weir__kind;
 
 /* Who owns a term. */
@@ -87,6 +88,9 @@ struct weir_term {
      * and whether the output keeps the input order */
     unsigned width;
     bool unordered;
+    /* weir_keyed composites: the key of a record (children = the shards) */
+    weir_key_fn key;
+    void *key_arg;
 
     /* composites */
     size_t nchildren;
@@ -103,7 +107,8 @@ struct weir_term {
     unsigned *consumer_slot; /* which input of the consumer this is */
     struct weir__stage *stage;
     unsigned node;            /* index in stage->nodes */
-    struct weir_term *group;  /* the weir_parallel composite it runs in, or NULL */
+    struct weir_term *group;  /* the weir_parallel / weir_keyed composite it runs in */
+    unsigned shard;           /* weir_keyed: which shard (child index) */
     struct weir__stream *out; /* the stream this term writes, if it ends a stage */
 };
 
@@ -338,6 +343,8 @@ enum { WEIR__SL_RUNNING = 1, WEIR__SL_DONE = 2 };
 typedef struct weir__slot {
     weir_job job;
     alignas(WEIR_CACHELINE) _Atomic uint32_t state;
+    /* keyed: shards that still have to process their part of the batch */
+    _Atomic unsigned pending;
     /* written by the dispatcher before the submit, read by the replica */
     uint64_t seq, begin, n;
     struct weir__stage *stage;  /* the real stage */
@@ -346,7 +353,32 @@ typedef struct weir__slot {
     bool seen_done; /* DONE observed, counters absorbed */
     bool out_done;  /* output committed (unordered: before release) */
     size_t ci;      /* output records committed so far */
+    /* keyed (parallel.c): the shard of each record, the records each one
+     * emitted (input order), the shards touched in first-touch order, and
+     * each shard's output of this batch with its commit cursor */
+    uint32_t *sh_of, *cnt, *touched;
+    unsigned ntouched;
+    size_t cpart;   /* input order: outputs of record ci already committed */
+    char **obuf;    /* [nshards] */
+    size_t *on, *ocap, *oci;
 } weir__slot;
+
+/* One shard of a keyed stage: its own term instance (a shadow stage of one
+ * node, with the shard's state), run by a job of its own, one activation at
+ * a time (the IDLE / NOTIFIED / RUNNING protocol of exec.c), over the parts
+ * of the batches the dispatcher queued for it, in batch order. */
+typedef struct weir__shard {
+    weir_job job;
+    alignas(WEIR_CACHELINE) _Atomic uint32_t state;
+    /* the queue of batches for this shard: the dispatcher writes fifo[fhead]
+     * then publishes fhead (release); the shard reads fhead (acquire) */
+    alignas(WEIR_CACHELINE) _Atomic uint64_t fhead;
+    alignas(WEIR_CACHELINE) uint64_t ftail; /* shard-private */
+    weir__slot **fifo;                      /* [nslots] */
+    struct weir__stage *stage;              /* the real stage */
+    struct weir__stage *ctx;                /* the shard's node, counters, output */
+    unsigned idx;
+} weir__shard;
 
 typedef struct weir__par_threads weir__par_threads;
 
@@ -367,15 +399,29 @@ typedef struct weir__par {
     _Atomic unsigned st_running, st_max_running;
     _Atomic uint64_t st_reorder, st_max_reorder, st_batches;
     weir__par_threads *threads; /* threads mode: the replicas' own threads */
+    /* keyed stages: nshards > 0 */
+    unsigned nshards;
+    weir__shard *shards;
+    weir_key_fn key;
+    void *key_arg;
+    uint64_t *touch;     /* dispatcher: per shard, 1 + the seq that touched it last */
+    unsigned fin_next;   /* end of input: next shard whose finish runs */
+    bool fin_called;     /* ... and whether it ran (its output is in fin) */
+    weir__stage *fin_ctx;
+    size_t fin_ci;
 } weir__par;
 
 /* compile.c -> parallel.c: give stage `s` (whose first `end` nodes are
  * replicated) its slots and shadows. */
-int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered);
+int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered,
+                    weir_term *keyed);
 void weir__par_free(weir__stage *s);
 /* stage.c -> parallel.c: the head step of a parallel stage (STEP_* codes);
  * `cancelled`: only wait for the replicas in flight. */
 int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled);
+/* Keyed stages: run the shards' finish callbacks, committing their output
+ * (a STEP_* code: WAIT when the output is full, ENDED when all are done). */
+int weir__par_finish(weir__stage *s, weir_worker *w);
 /* Replicas still running (dispatcher side). */
 unsigned weir__par_running(const weir__stage *s);
 /* The stage ends: stop and join replica threads (threads mode). */
@@ -438,11 +484,6 @@ void weir__compile_free(weir_pipeline *p);
 
 /* stage.c: one activation (shared by every execution mode). */
 weir__run weir__stage_run(weir__stage *s, weir_worker *w);
-/* trace.c: weir__stage_run inside a trace event named after the stage's
- * terms, then the depths of its streams; name the calling thread's track. */
-weir__run weir__stage_run_traced(weir__stage *s, weir_worker *w);
-void weir__trace_stage_thread(const weir__stage *s);
-void weir__trace_stage_name(const weir__stage *s, const char *prefix, char *buf, size_t len);
 /* trace.c: weir__stage_run inside a trace event named after the stage's
  * terms, then the depths of its streams; name the calling thread's track. */
 weir__run weir__stage_run_traced(weir__stage *s, weir_worker *w);

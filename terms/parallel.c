@@ -77,7 +77,7 @@
 struct weir__par_threads {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    weir__slot **q; /* ring of nslots: at most nslots batches are in flight */
+    weir_job **q; /* ring of cap: at most nslots batches and nshards shard jobs queued */
     unsigned qhead, qn, cap;
     bool quit;
     bool tried; /* threads were started (or failed to start) */
@@ -134,11 +134,11 @@ static void *weir__par_thread(void *arg)
             pthread_cond_wait(&th->cv, &th->mu);
         if (th->qn == 0)
             break; /* quit, and nothing left */
-        weir__slot *sl = th->q[th->qhead];
+        weir_job *job = th->q[th->qhead];
         th->qhead = (th->qhead + 1) % th->cap;
         th->qn--;
         pthread_mutex_unlock(&th->mu);
-        weir__slot_job(NULL, &sl->job);
+        job->fn(NULL, job);
         pthread_mutex_lock(&th->mu);
     }
     pthread_mutex_unlock(&th->mu);
@@ -167,7 +167,8 @@ static void weir__par_threads_start(weir__stage *s)
     pthread_attr_destroy(&attr);
 }
 
-static void weir__par_submit(weir__stage *s, weir__slot *sl, weir_worker *w)
+/* Run `job` (a replica or a shard) on a worker, or on the stage's threads. */
+static void weir__par_submit(weir__stage *s, weir_job *job, weir_worker *w)
 {
     weir__par *pa = s->par;
     weir__par_threads *th = pa->threads;
@@ -175,27 +176,27 @@ static void weir__par_submit(weir__stage *s, weir__slot *sl, weir_worker *w)
         if (!th->tried)
             weir__par_threads_start(s);
         if (th->nstarted == 0) {
-            weir__slot_job(NULL, &sl->job); /* no thread: run it here */
+            job->fn(NULL, job); /* no thread: run it here */
             return;
         }
         pthread_mutex_lock(&th->mu);
-        th->q[(th->qhead + th->qn) % pa->nslots] = sl;
+        th->q[(th->qhead + th->qn) % th->cap] = job;
         th->qn++;
         pthread_cond_signal(&th->cv);
         pthread_mutex_unlock(&th->mu);
         return;
     }
     if (w) {
-        weir_worker_submit(w, &sl->job);
+        weir_worker_submit(w, job);
         return;
     }
-    int r = weir_submit(s->p->rt, &sl->job);
+    int r = weir_submit(s->p->rt, job);
     if (r < 0) {
         /* The runtime is shutting down under a running pipeline: record it
-         * and run the replica here; it sees the cancel and ends at once. */
+         * and run the job here; it sees the cancel and ends at once. */
         weir__pipeline_fail(s->p, s->nodes[0].term, r,
                             "cannot schedule a replica (runtime shut down?)", NULL);
-        weir__slot_job(NULL, &sl->job);
+        job->fn(NULL, job);
     }
 }
 
@@ -213,12 +214,254 @@ void weir__par_shutdown(weir__stage *s)
     th->nstarted = 0;
 }
 
+/* ------------------------------------------------------------ keyed shards */
+
+/* splitmix64's finaliser: a user key (a counter, a weak hash) spread over the
+ * shards evenly. */
+static inline uint64_t weir__mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+/* Shard `sd` runs its records of batch `sl` (the ones the dispatcher routed
+ * to it), in input order, into the slot's buffer for this shard. The last
+ * shard to finish its part completes the slot. */
+static void weir__shard_batch(weir__shard *sd, weir__slot *sl, weir_worker *w)
+{
+    weir__stage *s = sd->stage, *cx = sd->ctx;
+    weir_pipeline *p = s->p;
+    const weir__stream *st = s->inputs[0].stream;
+    const unsigned i = sd->idx;
+    const bool timing = p->cfg.timing;
+    uint64_t t0 = timing ? weir__terms_now_ns() : 0;
+    cx->coll = sl->obuf[i];
+    cx->coll_cap = sl->ocap[i];
+    cx->coll_n = 0;
+    weir__node *n0 = &cx->nodes[0];
+    const uint32_t *sh_of = sl->sh_of;
+    for (uint64_t k = 0; k < sl->n; k++) {
+        if (sh_of[k] != i)
+            continue;
+        if (WEIR_UNLIKELY(weir__par_cancelled(p)))
+            break;
+        size_t before = cx->coll_n;
+        n0->in++;
+        weir__push(cx, 0, weir__stream_slot(st, sl->begin + k));
+        sl->cnt[k] = (uint32_t)(cx->coll_n - before);
+        if (WEIR_UNLIKELY(cx->err))
+            break;
+    }
+    sl->obuf[i] = cx->coll;
+    sl->ocap[i] = cx->coll_cap;
+    sl->on[i] = cx->coll_n;
+    cx->coll = NULL;
+    cx->coll_cap = cx->coll_n = 0;
+    if (cx->err) {
+        weir__pipeline_fail(p, n0->term, cx->err, cx->err_msg, w);
+        cx->err = 0;
+        weir_free(cx->err_msg);
+        cx->err_msg = NULL;
+    }
+    if (timing)
+        cx->ns += weir__terms_now_ns() - t0;
+    cx->activations++;
+    /* monitoring (relaxed): single writer, this shard */
+    weir__derive_counts(cx);
+    atomic_store_explicit(&n0->st_in, n0->in, memory_order_relaxed);
+    atomic_store_explicit(&n0->st_out, n0->out, memory_order_relaxed);
+    atomic_store_explicit(&cx->st_ns, cx->ns, memory_order_relaxed);
+    atomic_store_explicit(&cx->st_activations, cx->activations, memory_order_relaxed);
+    /* acq_rel: the shards' writes to the slot form a release sequence the
+     * last one acquires, then releases as a whole with DONE */
+    if (atomic_fetch_sub_explicit(&sl->pending, 1, memory_order_acq_rel) == 1) {
+        atomic_store_explicit(&sl->state, WEIR__SL_DONE, memory_order_release);
+        weir__stage_notify(s, w);
+    }
+}
+
+/*
+ * A shard's job: the activation protocol of a pool stage (exec.c) over the
+ * shard's queue. The notify that made it runnable pushed a batch first, and
+ * that batch cannot complete before this shard ran its part, so the stage is
+ * live and the pipeline alive when the job starts; it registers as a
+ * watcher for its whole run, because completing a batch may let the stage
+ * end (and the pipeline be destroyed) before its final CAS.
+ */
+static void weir__shard_job(weir_worker *w, weir_job *job)
+{
+    weir__shard *sd = job->arg;
+    weir__stage *s = sd->stage;
+    weir_pipeline *p = s->p;
+    const unsigned nslots = s->par->nslots;
+    /* relaxed: an RMW; destroy's acquire load pairs with the release below */
+    atomic_fetch_add_explicit(&p->watchers, 1, memory_order_relaxed);
+    for (;;) {
+        /* acquire: pairs with the notify's acq_rel fetch_or */
+        atomic_exchange_explicit(&sd->state, WEIR__ST_RUNNING, memory_order_acquire);
+        /* acquire: the slot's fields, written before the dispatcher's
+         * release store of fhead */
+        uint64_t head = atomic_load_explicit(&sd->fhead, memory_order_acquire);
+        while (sd->ftail < head) {
+            weir__slot *sl = sd->fifo[sd->ftail % nslots];
+            sd->ftail++;
+            weir__shard_batch(sd, sl, w);
+        }
+        uint32_t exp = WEIR__ST_RUNNING;
+        /* acq_rel: release our private writes to the next activation;
+         * acquire on failure: a notify came after our look, run again */
+        if (atomic_compare_exchange_strong_explicit(&sd->state, &exp, WEIR__ST_IDLE,
+                                                    memory_order_acq_rel, memory_order_acquire))
+            break;
+    }
+    weir__stage_unbusy(s, w); /* counted busy by the notify that made us runnable */
+    /* release: our last access to the pipeline happens before destroy's
+     * acquire load sees the count drop */
+    atomic_fetch_sub_explicit(&p->watchers, 1, memory_order_release);
+}
+
+/* Dispatcher: the shard has a new batch in its queue. */
+static void weir__shard_notify(weir__stage *s, weir__shard *sd, weir_worker *w)
+{
+    /* acq_rel: release the queued batch to the activation we submit (or
+     * that runs now and fails its CAS); as weir__stage_notify() */
+    uint32_t old = atomic_fetch_or_explicit(&sd->state, WEIR__ST_NOTIFIED, memory_order_acq_rel);
+    if (old != WEIR__ST_IDLE)
+        return;
+    /* the deadlock watch: busy from here to after the shard goes idle */
+    atomic_fetch_add_explicit(&s->p->busy, 1, memory_order_relaxed);
+    weir__par_submit(s, &sd->job, w);
+}
+
+/* Route the records of the batch in `sl` to the shards and queue it there. */
+static void weir__keyed_dispatch(weir__stage *s, weir__slot *sl, weir_worker *w)
+{
+    weir__par *pa = s->par;
+    const weir__stream *st = s->inputs[0].stream;
+    const uint64_t stamp = sl->seq + 1;
+    const uint64_t k_ = pa->nshards;
+    sl->ntouched = 0;
+    for (uint64_t k = 0; k < sl->n; k++) {
+        const void *rec = weir__stream_slot(st, sl->begin + k);
+        uint32_t h = (uint32_t)(weir__mix(pa->key(pa->key_arg, rec)) % k_);
+        sl->sh_of[k] = h;
+        if (pa->touch[h] != stamp) {
+            pa->touch[h] = stamp;
+            sl->touched[sl->ntouched++] = h;
+            sl->on[h] = sl->oci[h] = 0;
+        }
+    }
+    /* relaxed: published to the shards by the release stores of fhead */
+    atomic_store_explicit(&sl->pending, sl->ntouched, memory_order_relaxed);
+    for (unsigned j = 0; j < sl->ntouched; j++) {
+        weir__shard *sd = &pa->shards[sl->touched[j]];
+        uint64_t h = atomic_load_explicit(&sd->fhead, memory_order_relaxed); /* ours */
+        sd->fifo[h % pa->nslots] = sl;
+        /* release: the slot's fields before the shard reads them */
+        atomic_store_explicit(&sd->fhead, h + 1, memory_order_release);
+        weir__shard_notify(s, sd, w);
+    }
+}
+
+/* Commit the rest of a keyed batch: in input order (record by record, each
+ * record's outputs from its shard's buffer) or shard by shard. */
+static bool weir__keyed_commit(weir__stage *s, weir__slot *sl)
+{
+    weir__par *pa = s->par;
+    const size_t osz = s->nodes[0].term->out_size;
+    if (osz == 0)
+        return true; /* sink shards: nothing comes out */
+    if (pa->ordered) {
+        while (sl->ci < sl->n && !s->err) {
+            uint32_t h = sl->sh_of[sl->ci];
+            size_t left = sl->cnt[sl->ci] - sl->cpart;
+            if (left) {
+                size_t k = weir__push_run(s, pa->end, sl->obuf[h] + sl->oci[h] * osz, osz, left);
+                sl->oci[h] += k;
+                sl->cpart += k;
+                if (k < left && !s->err)
+                    return false;
+            }
+            sl->ci++;
+            sl->cpart = 0;
+        }
+    } else {
+        while (sl->ci < sl->ntouched && !s->err) {
+            uint32_t h = sl->touched[sl->ci];
+            size_t left = sl->on[h] - sl->oci[h];
+            size_t k = weir__push_run(s, pa->end, sl->obuf[h] + sl->oci[h] * osz, osz, left);
+            sl->oci[h] += k;
+            if (k < left && !s->err)
+                return false;
+            sl->ci++;
+        }
+    }
+    return true;
+}
+
+int weir__par_finish(weir__stage *s, weir_worker *w)
+{
+    weir__par *pa = s->par;
+    weir_pipeline *p = s->p;
+    const size_t osz = s->nodes[0].term->out_size;
+    while (pa->fin_next < pa->nshards) {
+        weir__stage *cx = pa->shards[pa->fin_next].ctx;
+        weir__node *n0 = &cx->nodes[0];
+        if (!pa->fin_called) {
+            pa->fin_called = true;
+            pa->fin_ci = 0;
+            cx->coll_n = 0;
+            if (n0->term->finish && !weir__par_cancelled(p)) {
+                const bool sink = n0->kind == WEIR__K_SINK;
+                int r = n0->term->finish(n0->state, sink ? NULL : &n0->emit);
+                if (r < 0 || cx->err) {
+                    weir__pipeline_fail(p, n0->term, cx->err ? cx->err : r, cx->err_msg, w);
+                    return WEIR__STEP_ENDED;
+                }
+                /* the shard's own statistics, and the stage's count */
+                weir__derive_counts(cx);
+                atomic_store_explicit(&n0->st_out, n0->out, memory_order_relaxed);
+                if (n0->kind == WEIR__K_MAP)
+                    s->nodes[0].extra += cx->coll_n;
+                else
+                    s->nodes[0].out += cx->coll_n;
+            }
+        }
+        while (osz && pa->fin_ci < cx->coll_n && !s->err) {
+            size_t left = cx->coll_n - pa->fin_ci;
+            size_t k = weir__push_run(s, pa->end, cx->coll + pa->fin_ci * osz, osz, left);
+            pa->fin_ci += k;
+            if (k < left && !s->err)
+                return WEIR__STEP_WAIT;
+        }
+        if (s->err)
+            return WEIR__STEP_ERROR;
+        pa->fin_next++;
+        pa->fin_called = false;
+    }
+    return WEIR__STEP_ENDED;
+}
+
 /* ------------------------------------------------------------- dispatcher */
 
 /* Add a completed replica's counters to the stage's nodes (dispatcher, after
  * the acquire load of DONE). */
 static void weir__par_absorb(weir__stage *s, weir__slot *sl)
 {
+    if (s->par->nshards) {
+        /* the shards keep their own statistics; the stage counts what came
+         * out of them as shard 0's node's output, for the serial tail */
+        weir__node *r = &s->nodes[0];
+        r->in += sl->n;
+        if (r->kind != WEIR__K_MAP)
+            for (unsigned j = 0; j < sl->ntouched; j++)
+                r->out += sl->on[sl->touched[j]];
+        return;
+    }
     weir__stage *sh = sl->shadow;
     weir__derive_counts(sh);
     for (unsigned i = 0; i < sh->nnodes; i++) {
@@ -238,6 +481,8 @@ static void weir__par_absorb(weir__stage *s, weir__slot *sl)
  * output stream). @return true when all of it went on. */
 static bool weir__par_commit(weir__stage *s, weir__slot *sl)
 {
+    if (s->par->nshards)
+        return weir__keyed_commit(s, sl);
     weir__stage *sh = sl->shadow;
     const unsigned end = s->par->end;
     const size_t osz = s->nodes[end - 1].term->out_size;
@@ -306,7 +551,8 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
     /* 2. Commit, then release in sequence order. */
     bool blocked = false;
     const uint64_t released = pa->release;
-    if (pa->ordered) {
+    if (pa->ordered || pa->nshards) {
+        /* keyed stages always commit batch by batch: per-key order */
         while (pa->release < pa->next && !s->err) {
             weir__slot *sl = &pa->slots[pa->release % pa->nslots];
             if (!sl->seen_done)
@@ -343,15 +589,27 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
     bool at_end;
     uint64_t avail = weir__stream_avail(st, pa->claim, &at_end);
     const uint64_t B = s->p->cfg.batch;
-    while (avail && pa->running < pa->width && pa->next - pa->release < pa->nslots) {
+    while (avail && (pa->nshards || pa->running < pa->width) &&
+           pa->next - pa->release < pa->nslots) {
         uint64_t n = avail < B ? avail : B;
         weir__slot *sl = &pa->slots[pa->next % pa->nslots];
-        weir__stage *sh = sl->shadow;
         sl->seq = pa->next;
         sl->begin = pa->claim;
         sl->n = n;
         sl->seen_done = sl->out_done = false;
         sl->ci = 0;
+        sl->cpart = 0;
+        if (pa->nshards) {
+            /* relaxed: the shards see it after their acquire of fhead */
+            atomic_store_explicit(&sl->state, WEIR__SL_RUNNING, memory_order_relaxed);
+            pa->next++;
+            pa->claim += n;
+            avail -= n;
+            pa->running++;
+            weir__keyed_dispatch(s, sl, w);
+            continue;
+        }
+        weir__stage *sh = sl->shadow;
         sh->coll_n = 0;
         sh->err = 0;
         weir_free(sh->err_msg);
@@ -365,17 +623,134 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
         /* the deadlock watch: a replica is busy until after its notify
          * (relaxed: an RMW, see weir__stage_notify) */
         atomic_fetch_add_explicit(&s->p->busy, 1, memory_order_relaxed);
-        weir__par_submit(s, sl, w);
+        weir__par_submit(s, &sl->job, w);
     }
     weir__par_publish(pa);
     if (at_end && pa->release == pa->next && !blocked)
-        return WEIR__STEP_ENDED;
+        return pa->nshards ? weir__par_finish(s, w) : WEIR__STEP_ENDED;
     return WEIR__STEP_WAIT;
 }
 
 /* ------------------------------------------------------------------ build */
 
-int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered)
+/* A context that runs nodes copied from `from` [0, end) for a replica or a
+ * shard, appending their output to its coll buffer. */
+static weir__stage *weir__shadow_new(weir__stage *s, weir__node *from, unsigned end)
+{
+    weir_pipeline *p = s->p;
+    size_t ssz = (sizeof(weir__stage) + WEIR_CACHELINE - 1) / WEIR_CACHELINE * WEIR_CACHELINE;
+    weir__stage *sh = weir_aligned_alloc(WEIR_CACHELINE, ssz);
+    if (!sh)
+        return NULL;
+    memset((void *)sh, 0, sizeof *sh);
+    atomic_init(&sh->state, WEIR__ST_RUNNING);
+    atomic_init(&sh->st_activations, 0);
+    atomic_init(&sh->st_ns, 0);
+    sh->p = p;
+    sh->id = s->id;
+    sh->head = WEIR__H_INPUT;
+    sh->collect = true;
+    sh->nodes = weir_calloc(end, sizeof *sh->nodes);
+    if (!sh->nodes) {
+        weir_free(sh);
+        return NULL;
+    }
+    sh->nnodes = end;
+    sh->vec = !p->cfg.profile;
+    for (unsigned i = 0; i < end; i++) {
+        weir__node *c = &sh->nodes[i];
+        const weir__node *r = &from[i];
+        c->stage = sh;
+        c->idx = i;
+        c->kind = r->kind;
+        c->state = r->state;
+        c->fn = r->fn;
+        c->term = r->term;
+        atomic_init(&c->st_in, 0);
+        atomic_init(&c->st_out, 0);
+        atomic_init(&c->st_ns, 0);
+        if (c->kind == WEIR__K_MAP) {
+            c->tmp = weir_malloc(c->term->out_size);
+            if (!c->tmp)
+                sh->vec = false, sh->err = -ENOMEM;
+            if (c->term->out_size > sh->vec_size)
+                sh->vec_size = c->term->out_size;
+        } else if (c->kind != WEIR__K_FILTER) {
+            sh->vec = false; /* a function term: record by record */
+        }
+    }
+    weir__stage_bind_emits(sh);
+    return sh;
+}
+
+static void weir__shadow_free(weir__stage *sh)
+{
+    if (!sh)
+        return;
+    for (unsigned i = 0; sh->nodes && i < sh->nnodes; i++)
+        weir_free(sh->nodes[i].tmp);
+    weir_free(sh->nodes);
+    weir_free(sh->coll);
+    weir_free(sh->err_msg);
+    weir_free(sh);
+}
+
+static int weir__keyed_build(weir__stage *s, weir_term *g)
+{
+    weir__par *pa = s->par;
+    const unsigned k_ = (unsigned)g->nchildren;
+    const size_t B = s->p->cfg.batch;
+    pa->nshards = k_;
+    pa->key = g->key;
+    pa->key_arg = g->key_arg;
+    pa->touch = weir_calloc(k_, sizeof *pa->touch);
+    pa->shards = weir_aligned_alloc(WEIR_CACHELINE, k_ * sizeof *pa->shards);
+    if (!pa->touch || !pa->shards)
+        return -ENOMEM;
+    memset((void *)pa->shards, 0, k_ * sizeof *pa->shards);
+    for (unsigned i = 0; i < k_; i++) {
+        weir__shard *sd = &pa->shards[i];
+        weir_term *t = g->children[i];
+        atomic_init(&sd->state, WEIR__ST_IDLE);
+        atomic_init(&sd->fhead, 0);
+        sd->stage = s;
+        sd->idx = i;
+        weir_job_init(&sd->job, weir__shard_job, sd, 0);
+        sd->fifo = weir_calloc(pa->nslots, sizeof *sd->fifo);
+        if (!sd->fifo)
+            return -ENOMEM;
+        /* the shard's term, in a context of its own */
+        weir__node tmpl = s->nodes[0];
+        tmpl.term = t;
+        tmpl.kind = t->kind;
+        tmpl.state = t->state;
+        tmpl.fn = t->fn;
+        sd->ctx = weir__shadow_new(s, &tmpl, 1);
+        if (!sd->ctx || sd->ctx->err)
+            return -ENOMEM;
+        sd->ctx->vec = false; /* per record: the outputs of each record are counted */
+        if (i > 0) {
+            t->stage = s; /* statistics read the shard's context (stats.c) */
+            t->node = 0;
+        }
+    }
+    for (unsigned k = 0; k < pa->nslots; k++) {
+        weir__slot *sl = &pa->slots[k];
+        sl->sh_of = weir_calloc(B, sizeof *sl->sh_of);
+        sl->cnt = weir_calloc(B, sizeof *sl->cnt);
+        sl->touched = weir_calloc(k_ < B ? k_ : B, sizeof *sl->touched);
+        sl->obuf = weir_calloc(k_, sizeof *sl->obuf);
+        sl->on = weir_calloc(k_, sizeof *sl->on);
+        sl->ocap = weir_calloc(k_, sizeof *sl->ocap);
+        sl->oci = weir_calloc(k_, sizeof *sl->oci);
+        if (!sl->sh_of || !sl->cnt || !sl->touched || !sl->obuf || !sl->on || !sl->ocap ||
+            !sl->oci)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered, weir_term *keyed)
 {
     weir_pipeline *p = s->p;
     weir__par *pa = weir_calloc(1, sizeof *pa);
@@ -389,6 +764,12 @@ int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered)
     pa->end = end;
     pa->width = width;
     pa->nslots = 2 * width;
+    if (keyed) {
+        /* batches in flight: enough to keep every worker on some shard */
+        unsigned wk = weir_runtime_workers(p->rt);
+        unsigned m = width < wk ? width : wk;
+        pa->nslots = 2 * (m > 2 ? m : 2);
+    }
     pa->ordered = ordered;
     atomic_init(&pa->st_running, 0);
     atomic_init(&pa->st_max_running, 0);
@@ -404,50 +785,24 @@ int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered)
         atomic_init(&sl->state, 0);
         sl->stage = s;
         weir_job_init(&sl->job, weir__slot_job, sl, 0);
-        size_t ssz = (sizeof(weir__stage) + WEIR_CACHELINE - 1) / WEIR_CACHELINE * WEIR_CACHELINE;
-        weir__stage *sh = weir_aligned_alloc(WEIR_CACHELINE, ssz);
-        if (!sh)
+        if (keyed)
+            continue; /* the shards are the contexts */
+        sl->shadow = weir__shadow_new(s, s->nodes, end);
+        if (!sl->shadow || sl->shadow->err)
             return -ENOMEM;
-        memset((void *)sh, 0, sizeof *sh);
-        sl->shadow = sh;
-        atomic_init(&sh->state, WEIR__ST_RUNNING);
-        sh->p = p;
-        sh->id = s->id;
-        sh->head = WEIR__H_INPUT;
-        sh->collect = true;
-        sh->nodes = weir_calloc(end, sizeof *sh->nodes);
-        if (!sh->nodes)
-            return -ENOMEM;
-        sh->nnodes = end;
-        sh->vec = !p->cfg.profile;
-        for (unsigned i = 0; i < end; i++) {
-            weir__node *c = &sh->nodes[i];
-            const weir__node *r = &s->nodes[i];
-            c->stage = sh;
-            c->idx = i;
-            c->kind = r->kind;
-            c->state = r->state;
-            c->fn = r->fn;
-            c->term = r->term;
-            if (c->kind == WEIR__K_MAP) {
-                c->tmp = weir_malloc(c->term->out_size);
-                if (!c->tmp)
-                    return -ENOMEM;
-                if (c->term->out_size > sh->vec_size)
-                    sh->vec_size = c->term->out_size;
-            } else if (c->kind != WEIR__K_FILTER) {
-                sh->vec = false; /* a function term: record by record */
-            }
-        }
-        weir__stage_bind_emits(sh);
+    }
+    if (keyed) {
+        int r = weir__keyed_build(s, keyed);
+        if (r < 0)
+            return r;
     }
     if (p->cfg.mode == WEIR_EXEC_THREADS) {
         weir__par_threads *th = weir_calloc(1, sizeof *th);
         if (!th)
             return -ENOMEM;
         pa->threads = th;
-        th->cap = pa->nslots;
-        th->q = weir_calloc(pa->nslots, sizeof *th->q);
+        th->cap = pa->nslots + pa->nshards;
+        th->q = weir_calloc(th->cap, sizeof *th->q);
         th->tids = weir_calloc(width, sizeof *th->tids);
         if (!th->q || !th->tids)
             return -ENOMEM;
@@ -464,17 +819,25 @@ void weir__par_free(weir__stage *s)
         return;
     weir__par_shutdown(s);
     for (unsigned k = 0; pa->slots && k < pa->nslots; k++) {
-        weir__stage *sh = pa->slots[k].shadow;
-        if (!sh)
-            continue;
-        for (unsigned i = 0; sh->nodes && i < sh->nnodes; i++)
-            weir_free(sh->nodes[i].tmp);
-        weir_free(sh->nodes);
-        weir_free(sh->coll);
-        weir_free(sh->err_msg);
-        weir_free(sh);
+        weir__slot *sl = &pa->slots[k];
+        weir__shadow_free(sl->shadow);
+        for (unsigned i = 0; sl->obuf && i < pa->nshards; i++)
+            weir_free(sl->obuf[i]);
+        weir_free(sl->sh_of);
+        weir_free(sl->cnt);
+        weir_free(sl->touched);
+        weir_free(sl->obuf);
+        weir_free(sl->on);
+        weir_free(sl->ocap);
+        weir_free(sl->oci);
     }
     weir_free(pa->slots);
+    for (unsigned i = 0; pa->shards && i < pa->nshards; i++) {
+        weir__shadow_free(pa->shards[i].ctx);
+        weir_free(pa->shards[i].fifo);
+    }
+    weir_free(pa->shards);
+    weir_free(pa->touch);
     if (pa->threads) {
         pthread_mutex_destroy(&pa->threads->mu);
         pthread_cond_destroy(&pa->threads->cv);

@@ -889,7 +889,10 @@ static int weir__step_zip(weir__stage *s, weir_worker *w)
  * final records pass through the terms after it before they finish). */
 static void weir__finish_chain(weir__stage *s)
 {
-    for (unsigned i = 0; i < s->nnodes && !s->err; i++) {
+    /* A keyed stage's shards finished already (weir__par_finish); its node 0
+     * is shard 0's template, so only the serial tail is left. */
+    unsigned from = s->par && s->par->nshards ? s->par->end : 0;
+    for (unsigned i = from; i < s->nnodes && !s->err; i++) {
         weir__node *n = &s->nodes[i];
         if (n->kind == WEIR__K_BATCH_SINK)
             weir__flush_batch(s, n);

@@ -48,6 +48,17 @@ WEIR_API int weir_pipeline_term_stats(const weir_pipeline *p, unsigned i, weir_t
     }
     const weir__stage *s = t->stage;
     const weir__node *n = &s->nodes[t->node];
+    if (s->par && s->par->nshards && t->group && t->group->kind == WEIR__K_KEYED) {
+        /* a shard: its own context counts its records and time */
+        const weir__stage *cx = s->par->shards[t->shard].ctx;
+        n = &cx->nodes[0];
+        out->stage = s->id;
+        out->records_in = weir__ld(&n->st_in);
+        out->records_out = weir__ld(&n->st_out);
+        out->activations = weir__ld(&cx->st_activations);
+        out->ns = weir__ld(&cx->st_ns);
+        return 0;
+    }
     out->stage = s->id;
     out->records_in = weir__ld(&n->st_in);
     out->records_out = weir__ld(&n->st_out);

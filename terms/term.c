@@ -45,6 +45,8 @@ const char *weir__kind_name(weir__kind k)
         return "par";
     case WEIR__K_PARALLEL:
         return "parallel";
+    case WEIR__K_KEYED:
+        return "keyed";
     }
     return "?";
 }
@@ -321,7 +323,8 @@ WEIR_API weir_term *weir_term_on_free(weir_term *t, weir_free_fn fn)
 {
     if (!t)
         return NULL;
-    if (t->kind == WEIR__K_SEQ || t->kind == WEIR__K_PAR || t->kind == WEIR__K_PARALLEL) {
+    if (t->kind == WEIR__K_SEQ || t->kind == WEIR__K_PAR || t->kind == WEIR__K_PARALLEL ||
+        t->kind == WEIR__K_KEYED) {
         weir__terms_error(-EINVAL, "weir_term_on_free: '%s' is a composite (no state)", t->name);
         return t;
     }

@@ -331,6 +331,38 @@ WEIR_API weir_term *weir_parallel(weir_term *t, unsigned width);
  *  as soon as it is done (lower latency, the same records). */
 WEIR_API weir_term *weir_parallel_order(weir_term *t, unsigned width, weir_order order);
 
+/** The key of a record, for weir_keyed(): records with equal keys go to the
+ *  same shard. Any 64-bit value (a hash of a string, an id): weir mixes it
+ *  before it picks the shard. Called concurrently: must not keep state. */
+typedef uint64_t (*weir_key_fn)(void *arg, const void *rec);
+/** Make the term of shard `shard` (0..shards-1), with its own state. */
+typedef weir_term *(*weir_shard_fn)(void *arg, unsigned shard);
+
+/** Largest shard count weir_keyed() accepts. */
+#define WEIR_KEYED_MAX_SHARDS 4096u
+
+/**
+ * Keyed shards of a stateful term (Flink's keyBy): `shards` instances of a
+ * term, each made by `make(make_arg, i)` with its own state (a function, map,
+ * filter or sink term). Each record goes to shard mix(key(record)) % shards;
+ * each shard runs one callback at a time over its records in input order, so
+ * per-key order holds and per-key state needs no lock; different shards run
+ * in parallel on different workers (in threads mode: one thread each).
+ *
+ * Output: WEIR_ORDERED, in input order (the outputs of record i before those
+ * of record i + 1, whichever shard made them); WEIR_UNORDERED, batch by batch,
+ * shard by shard within a batch (per-key order still holds). Finish callbacks
+ * of the shards run once at the end, shard 0 first, and may emit (totals).
+ * All shards must agree on input and output sizes. Statistics: each shard's
+ * term is a term of its own (records, time: the key skew is visible there).
+ *
+ * Takes ownership of the shard terms. NULL with a message for a NULL `key`
+ * or `make`, a shard count of 0 or above WEIR_KEYED_MAX_SHARDS, or a bad
+ * order; a NULL from `make` is reported by weir_pipeline_create().
+ */
+WEIR_API weir_term *weir_keyed(const char *name, unsigned shards, weir_key_fn key, void *key_arg,
+                               weir_shard_fn make, void *make_arg, weir_order order);
+
 static inline weir_term *weir_seq2(weir_term *a, weir_term *b)
 {
     weir_term *t[2] = {a, b};

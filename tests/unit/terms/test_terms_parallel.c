@@ -423,3 +423,286 @@ Test(parallel, only_functions_maps_and_filters_can_be_replicated, .init = rt_set
     cr_assert(strstr(weir_last_error(), "width"), "%s", weir_last_error());
     cr_assert_null(weir_parallel_order(weir_map("a", 8, 8, dec_map, NULL), 2, (weir_order)7));
 }
+
+/* ------------------------------------------------------------------ keyed */
+
+typedef struct kv {
+    int64_t key, val;
+} kv;
+
+#define KEYS 37
+
+/* Shard state: per key, how many records it saw (every shard has room for
+ * all keys but sees only its own). */
+typedef struct kstate {
+    int64_t seen[KEYS];
+    int64_t total;
+    unsigned shard;
+    _Atomic int busy; /* a second callback at once would be a bug */
+    _Atomic int overlap;
+} kstate;
+
+static uint64_t kv_key(void *arg, const void *rec)
+{
+    (void)arg;
+    return (uint64_t)((const kv *)rec)->key;
+}
+
+/* out = (key, the n-th record of this key) */
+static int kcount(void *st, const void *in, weir_emit *e)
+{
+    kstate *s = st;
+    kv r = *(const kv *)in;
+    if (atomic_fetch_add(&s->busy, 1) != 0)
+        atomic_store(&s->overlap, 1);
+    cost(r.val);
+    r.val = ++s->seen[r.key];
+    s->total++;
+    atomic_fetch_sub(&s->busy, 1);
+    if (r.key % 5 == 0)
+        return 0; /* a filter too */
+    int rc = weir_emit_record(e, &r);
+    if (rc == 0 && r.key % 7 == 0)
+        rc = weir_emit_record(e, &r); /* and a flat-map */
+    return rc;
+}
+
+/* totals at the end: (key, -count) for each key this shard saw */
+static int kfinish(void *st, weir_emit *e)
+{
+    kstate *s = st;
+    for (int64_t k = 0; k < KEYS; k++)
+        if (s->seen[k]) {
+            kv r = {k, -s->seen[k]};
+            int rc = weir_emit_record(e, &r);
+            if (rc < 0)
+                return rc;
+        }
+    return 0;
+}
+
+typedef struct kmake {
+    kstate st[8];
+    bool finish;
+} kmake;
+
+static weir_term *kmake_fn(void *arg, unsigned i)
+{
+    kmake *m = arg;
+    memset(&m->st[i], 0, sizeof m->st[i]);
+    m->st[i].shard = i;
+    weir_term *t = weir_function("count", sizeof(kv), sizeof(kv), kcount, &m->st[i]);
+    if (m->finish)
+        t = weir_term_on_finish(t, kfinish);
+    return t;
+}
+
+static int kv_cmp(const void *a, const void *b)
+{
+    const kv *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->val < y->val ? -1 : x->val > y->val;
+}
+
+static void check_keyed(unsigned workers, unsigned shards, weir_exec_mode m, weir_order ord,
+                        size_t n, bool finish)
+{
+    weir_runtime *r = make_rt(workers);
+    kv *in = malloc(n * sizeof *in);
+    kv *want = malloc((2 * n + KEYS) * sizeof *want);
+    int64_t seen[KEYS] = {0};
+    size_t nw = 0;
+    for (size_t i = 0; i < n; i++) {
+        in[i].key = (int64_t)(mix(i) % KEYS);
+        in[i].val = (int64_t)i;
+        kv o = {in[i].key, ++seen[in[i].key]};
+        if (o.key % 5 == 0)
+            continue;
+        want[nw++] = o;
+        if (o.key % 7 == 0)
+            want[nw++] = o;
+    }
+    size_t nrec = nw;
+    if (finish)
+        for (int64_t k = 0; k < KEYS; k++)
+            if (seen[k])
+                want[nw++] = (kv){k, -seen[k]};
+    kmake mk = {.finish = finish};
+    weir_collector col;
+    cr_assert_eq(weir_collector_init(&col, sizeof(kv)), 0);
+    weir_term *t = weir_seq3(weir_array_source("src", in, n, sizeof(kv)),
+                             weir_keyed("by-key", shards, kv_key, NULL, kmake_fn, &mk, ord),
+                             weir_collect("out", &col));
+    weir_pipeline_config c = cfg_of(m, 16, 0);
+    weir_pipeline *p;
+    cr_assert_eq(weir_pipeline_create(r, t, &c, &p), 0, "create: %s", weir_last_error());
+    cr_assert_eq(weir_pipeline_run(p), 0, "run: %s", weir_pipeline_error(p));
+    const char *what = weir_exec_mode_name(m);
+    cr_assert_eq(col.count, nw, "%s workers %u shards %u order %d: %zu records, want %zu", what,
+                 workers, shards, ord, col.count, nw);
+    kv *got = (kv *)col.data;
+    uint64_t per_shard = 0;
+    for (unsigned i = 0; i < shards; i++) {
+        cr_assert_eq(mk.st[i].overlap, 0, "shard %u ran two callbacks at once", i);
+        per_shard += (uint64_t)mk.st[i].total;
+        weir_term_stats ts;
+        cr_assert_eq(weir_pipeline_term_stats(p, 1 + i, &ts), 0);
+        cr_assert_eq(ts.records_in, (uint64_t)mk.st[i].total, "shard %u stats %llu, saw %lld", i,
+                     (unsigned long long)ts.records_in, (long long)mk.st[i].total);
+    }
+    cr_assert_eq(per_shard, n);
+    if (ord == WEIR_ORDERED) {
+        /* input order, then the totals shard by shard (each sorted by key) */
+        for (size_t i = 0; i < nrec; i++)
+            cr_assert(got[i].key == want[i].key && got[i].val == want[i].val,
+                      "%s shards %u: record %zu is (%lld,%lld), want (%lld,%lld)", what, shards,
+                      i, (long long)got[i].key, (long long)got[i].val, (long long)want[i].key,
+                      (long long)want[i].val);
+    } else {
+        /* per-key order: each key's counts come 1, 2, 3, ... */
+        int64_t last[KEYS] = {0};
+        for (size_t i = 0; i < nrec; i++) {
+            cr_assert(got[i].val > 0, "a total before the records ended");
+            cr_assert(got[i].val == last[got[i].key] || got[i].val == last[got[i].key] + 1,
+                      "%s: key %lld went %lld -> %lld", what, (long long)got[i].key,
+                      (long long)last[got[i].key], (long long)got[i].val);
+            last[got[i].key] = got[i].val;
+        }
+    }
+    qsort(got, nw, sizeof(kv), kv_cmp);
+    qsort(want, nw, sizeof(kv), kv_cmp);
+    cr_assert_eq(memcmp(got, want, nw * sizeof(kv)), 0, "%s: not the same records", what);
+    weir_pipeline_destroy(p);
+    weir_collector_deinit(&col);
+    free(in);
+    free(want);
+    weir_runtime_destroy(r);
+}
+
+Test(keyed, input_order_output_equals_the_serial_term_and_shards_never_overlap)
+{
+    for (unsigned workers = 1; workers <= 4; workers++)
+        for (unsigned shards = 1; shards <= 4; shards++)
+            check_keyed(workers, shards, WEIR_EXEC_POOL, WEIR_ORDERED, 20000, shards & 1);
+}
+
+Test(keyed, every_mode_gives_the_same_output_and_finish_totals)
+{
+    for (int mi = 0; mi < 3; mi++) {
+        check_keyed(2, 3, all_modes[mi], WEIR_ORDERED, 20000, true);
+        check_keyed(3, 8, all_modes[mi], WEIR_UNORDERED, 20000, true);
+    }
+}
+
+Test(keyed, arrival_order_keeps_per_key_order)
+{
+    for (unsigned shards = 1; shards <= 8; shards *= 2)
+        check_keyed(3, shards, WEIR_EXEC_POOL, WEIR_UNORDERED, 30000, false);
+}
+
+Test(keyed, empty_and_single_record_inputs_end)
+{
+    for (int mi = 0; mi < 3; mi++)
+        for (size_t n = 0; n <= 2; n++)
+            check_keyed(2, 3, all_modes[mi], WEIR_ORDERED, n, true);
+}
+
+static int kfail(void *st, const void *in, weir_emit *e)
+{
+    (void)st;
+    const kv *r = in;
+    if (r->val == 4321)
+        return weir_emit_fail(e, -EPROTO, "bad record %lld", (long long)r->val);
+    return weir_emit_record(e, in);
+}
+
+static weir_term *kfail_make(void *arg, unsigned i)
+{
+    (void)arg;
+    char name[32];
+    snprintf(name, sizeof name, "shard%u", i);
+    return weir_function(name, sizeof(kv), sizeof(kv), kfail, NULL);
+}
+
+Test(keyed, an_error_in_one_shard_stops_everything_and_names_it)
+{
+    weir_runtime *r = make_rt(2);
+    kv *in = malloc(100000 * sizeof *in);
+    for (size_t i = 0; i < 100000; i++)
+        in[i] = (kv){(int64_t)(i % 11), (int64_t)i};
+    for (int mi = 0; mi < 3; mi++) {
+        _Atomic uint64_t cnt = 0;
+        weir_term *t = weir_seq3(weir_array_source("src", in, 100000, sizeof(kv)),
+                                 weir_keyed("k", 3, kv_key, NULL, kfail_make, NULL, WEIR_ORDERED),
+                                 count_sink("n", sizeof(kv), &cnt));
+        weir_pipeline_config c = cfg_of(all_modes[mi], 0, 0);
+        weir_pipeline *p;
+        cr_assert_eq(weir_pipeline_create(r, t, &c, &p), 0, "%s", weir_last_error());
+        cr_assert_eq(weir_pipeline_run(p), -EPROTO);
+        cr_assert(strstr(weir_pipeline_error(p), "shard") &&
+                      strstr(weir_pipeline_error(p), "bad record 4321"),
+                  "%s", weir_pipeline_error(p));
+        weir_pipeline_destroy(p);
+    }
+    free(in);
+    weir_runtime_destroy(r);
+}
+
+static weir_term *null_make(void *arg, unsigned i)
+{
+    (void)arg;
+    return i == 1 ? NULL : weir_id(NULL, sizeof(kv));
+}
+
+static weir_term *mixed_make(void *arg, unsigned i)
+{
+    (void)arg;
+    return i == 0 ? weir_id(NULL, sizeof(kv)) : weir_id(NULL, 8);
+}
+
+static weir_term *src_make(void *arg, unsigned i)
+{
+    (void)arg;
+    (void)i;
+    return weir_range_source(NULL, 0, 1, 1);
+}
+
+Test(keyed, bad_shards_are_refused_with_the_names, .init = rt_setup, .fini = rt_teardown)
+{
+    static const kv one = {1, 1};
+    weir_pipeline *p = NULL;
+    weir_term *t = weir_seq2(weir_array_source("s", &one, 1, sizeof(kv)),
+                             weir_keyed("k", 3, kv_key, NULL, null_make, NULL, WEIR_ORDERED));
+    cr_assert_eq(weir_pipeline_create(rt, t, NULL, &p), -EINVAL);
+    cr_assert(strstr(weir_last_error(), "NULL for shard 1"), "%s", weir_last_error());
+    weir_term_destroy(t);
+
+    t = weir_seq2(weir_array_source("s", &one, 1, sizeof(kv)),
+                  weir_keyed("k", 2, kv_key, NULL, mixed_make, NULL, WEIR_ORDERED));
+    cr_assert_eq(weir_pipeline_create(rt, t, NULL, &p), -EINVAL);
+    cr_assert(strstr(weir_last_error(), "shard 1"), "%s", weir_last_error());
+    weir_term_destroy(t);
+
+    t = weir_seq2(weir_array_source("s", &one, 1, sizeof(kv)),
+                  weir_keyed("k", 2, kv_key, NULL, src_make, NULL, WEIR_ORDERED));
+    cr_assert_eq(weir_pipeline_create(rt, t, NULL, &p), -EINVAL);
+    cr_assert(strstr(weir_last_error(), "one function, map, filter or sink"), "%s",
+              weir_last_error());
+    weir_term_destroy(t);
+
+    t = weir_seq2(weir_array_source("s", &one, 1, sizeof(kv)),
+                  weir_parallel(weir_keyed("k", 2, kv_key, NULL, kmake_fn,
+                                           &(kmake){.finish = false}, WEIR_ORDERED),
+                                2));
+    cr_assert_eq(weir_pipeline_create(rt, t, NULL, &p), -EINVAL);
+    cr_assert(strstr(weir_last_error(), "cannot be replicated"), "%s", weir_last_error());
+    weir_term_destroy(t);
+
+    cr_assert_null(weir_keyed("k", 0, kv_key, NULL, kmake_fn, NULL, WEIR_ORDERED));
+    cr_assert(strstr(weir_last_error(), "0 shards"), "%s", weir_last_error());
+    cr_assert_null(weir_keyed("k", 2, NULL, NULL, kmake_fn, NULL, WEIR_ORDERED));
+    cr_assert_null(weir_keyed("k", 2, kv_key, NULL, NULL, NULL, WEIR_ORDERED));
+    cr_assert_null(weir_keyed("k", WEIR_KEYED_MAX_SHARDS + 1, kv_key, NULL, kmake_fn, NULL,
+                              WEIR_ORDERED));
+}
