@@ -13,6 +13,37 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * Atomics in the public headers, for C11 and C++ alike. In C a field is
+ * `_Atomic T`; in C++ (which has no _Atomic before C++23) it is
+ * `std::atomic<T>`, which has the same size, alignment and lock-free
+ * representation for the integer types weir uses (checked below), so a C++
+ * program and the C library agree on every struct's layout. The inline
+ * functions of the headers use WEIR__LOAD / WEIR__STORE, which expand to the
+ * C11 generic functions or to std::atomic's members.
+ */
+#ifdef __cplusplus
+#include <atomic>
+#define WEIR_ATOMIC(T)                 std::atomic<T>
+#define WEIR__LOAD(p, order)           ((p)->load(std::memory_order_##order))
+#define WEIR__STORE(p, v, order)       ((p)->store((v), std::memory_order_##order))
+#define WEIR__STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) &&
+                  sizeof(std::atomic<int32_t>) == sizeof(int32_t) &&
+                  sizeof(std::atomic<uint64_t>) == sizeof(uint64_t) &&
+                  sizeof(std::atomic<uintptr_t>) == sizeof(uintptr_t),
+              "weir: std::atomic<T> must have the layout of C11 _Atomic T");
+static_assert(std::atomic<uint64_t>::is_always_lock_free &&
+                  std::atomic<uintptr_t>::is_always_lock_free,
+              "weir: the shared atomics must be lock-free to match the C library");
+#else
+#include <stdatomic.h>
+#define WEIR_ATOMIC(T)                 _Atomic T
+#define WEIR__LOAD(p, order)           atomic_load_explicit((p), memory_order_##order)
+#define WEIR__STORE(p, v, order)       atomic_store_explicit((p), (v), memory_order_##order)
+#define WEIR__STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -28,7 +28,6 @@
 #ifndef WEIR_JOB_H
 #define WEIR_JOB_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -50,7 +49,7 @@ struct weir_job {
     weir_job_fn fn;
     void *arg;              /**< user data, untouched by weir */
     weir_job *then;         /**< released after fn returns (NULL = none) */
-    _Atomic int32_t deps;   /**< outstanding dependencies */
+    WEIR_ATOMIC(int32_t) deps; /**< outstanding dependencies */
     int32_t weir__flags;    /**< private */
     void *weir__next;       /**< private: injection queue link */
 };
@@ -93,7 +92,7 @@ WEIR_API int weir_job_release(weir_runtime *rt, weir_job *job);
  * short while). Any thread may set it; waiting threads return once it is set.
  */
 typedef struct weir_latch {
-    _Atomic uint32_t state;
+    WEIR_ATOMIC(uint32_t) state;
 } weir_latch;
 
 WEIR_API void weir_latch_init(weir_latch *l);
@@ -107,7 +106,7 @@ static inline bool weir_latch_is_set(weir_latch *l)
      * wrote before setting is visible to the caller. */
     /* 1 = set; 0 and 2 (a waiter may sleep, e.g. after a timed-out wait)
      * both mean "not set" */
-    return atomic_load_explicit(&l->state, memory_order_acquire) == 1;
+    return WEIR__LOAD(&l->state, acquire) == 1;
 }
 
 #ifdef __cplusplus

@@ -51,8 +51,9 @@
 #ifndef WEIR_TASK_H
 #define WEIR_TASK_H
 
-#include <stdalign.h>
-#include <stdatomic.h>
+#ifndef __cplusplus
+#include <stdalign.h> /* alignas: a keyword in C++ */
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -79,7 +80,7 @@ struct weir_frame {
     /* 0, the thief's weir_worker*, or WEIR__DONE. Spawn does not write it:
      * it is 0 in a fresh segment, only a thief sets it, and the owner resets
      * it to 0 after it synced a stolen frame. */
-    _Atomic uintptr_t thief;
+    WEIR_ATOMIC(uintptr_t) thief;
     uintptr_t reserved;
 };
 
@@ -92,15 +93,15 @@ struct weir_frame {
 struct weir__fj_head {
     alignas(WEIR_CACHELINE) weir_frame *seg_begin; /* owner: first frame of the current segment */
     weir_frame *seg_end;                           /* owner: one past its last frame */
-    _Atomic uint64_t spawns;                       /* owner-written counter, see WEIR_COUNT_SPAWNS */
+    WEIR_ATOMIC(uint64_t) spawns;                  /* owner-written counter, see WEIR_COUNT_SPAWNS */
     /* `ts` packs the (top, split) frame indices, top in the low half:
      * thieves CAS it, the owner publishes / withdraws with RMWs on it. */
-    alignas(WEIR_CACHELINE) _Atomic uint64_t ts;
+    alignas(WEIR_CACHELINE) WEIR_ATOMIC(uint64_t) ts;
     /* `limit`: a spawn at sp >= limit takes the slow path. The owner keeps
      * it at seg_end (so the check doubles as the segment bound); a thief that
      * found nothing public, or a worker about to park, stores 0 to ask the
      * owner to publish. One compare on the fast path serves both. */
-    _Atomic uintptr_t limit;
+    WEIR_ATOMIC(uintptr_t) limit;
 };
 
 /* Slow paths (runtime/fjdeque.c). */
@@ -122,7 +123,7 @@ static inline weir_frame *weir__fj_push(weir_worker *w, weir_frame *sp, weir__fr
     struct weir__fj_head *h = (struct weir__fj_head *)(void *)w;
     /* relaxed: `limit` is a hint (see above); the frame itself is published
      * by the release RMW on `ts` in the slow path. */
-    if (WEIR_UNLIKELY((uintptr_t)sp >= atomic_load_explicit(&h->limit, memory_order_relaxed)))
+    if (WEIR_UNLIKELY((uintptr_t)sp >= WEIR__LOAD(&h->limit, relaxed)))
         sp = weir__fj_spawn_slow(w, sp);
     /* A plain store: see the release RMW in weir__fj_spawn_slow(). */
     sp->run = (uintptr_t)run;
@@ -134,8 +135,7 @@ static inline weir_frame *weir__fj_pushed(weir_worker *w, weir_frame *t)
 #if WEIR_COUNT_SPAWNS
     struct weir__fj_head *h = (struct weir__fj_head *)(void *)w;
     /* owner-only counter: a relaxed load and store, no RMW */
-    atomic_store_explicit(&h->spawns, atomic_load_explicit(&h->spawns, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    WEIR__STORE(&h->spawns, WEIR__LOAD(&h->spawns, relaxed) + 1, relaxed);
 #else
     (void)w;
 #endif
@@ -165,6 +165,27 @@ static inline weir_frame *weir__fj_rest(weir_worker *w, weir_frame *t)
 
 #define WEIR__X(...) __VA_ARGS__
 
+/* Bit 0 of a frame's `run` is the publication mark (WEIR__PUB), so the
+ * function it points to must start at an even address. Compilers align
+ * functions only when optimizing (-falign-functions comes with -O2): at -O0
+ * g++ placed a task's run function at an odd address, its spawned frames
+ * looked published, and the deque's split went negative. */
+#if defined(__GNUC__)
+#define WEIR__RUN_ALIGN __attribute__((aligned(4)))
+#else
+#define WEIR__RUN_ALIGN
+#endif
+
+/* A zeroed root frame on the stack. C++ value-initializes it: memset on a
+ * struct with a std::atomic member is what -Wclass-memaccess warns about. */
+#ifdef __cplusplus
+#define WEIR__ZEROED_FRAME(x) weir_frame x {}
+#else
+#define WEIR__ZEROED_FRAME(x)                                                                      \
+    weir_frame x;                                                                                  \
+    memset(&x, 0, sizeof x)
+#endif
+
 /* The common body of every WEIR_TASK_n: PD = parameter declarations (with a
  * leading comma), FL = argument fields, ST = stores into the frame,
  * FP = arguments read back from the frame (with a leading comma). */
@@ -177,9 +198,10 @@ static inline weir_frame *weir__fj_rest(weir_worker *w, weir_frame *t)
         } args;                                                                                    \
         RT res;                                                                                    \
     } NAME##_weir_frame;                                                                           \
-    _Static_assert(sizeof(NAME##_weir_frame) <= WEIR_FRAME_DATA,                                   \
-                   "arguments of task " #NAME " do not fit in a frame");                           \
-    static void NAME##_weir_run(weir_worker *weir_w, weir_frame *weir_sp, weir_frame *weir_t)     \
+    WEIR__STATIC_ASSERT(sizeof(NAME##_weir_frame) <= WEIR_FRAME_DATA,                              \
+                        "arguments of task " #NAME " do not fit in a frame");                      \
+    static WEIR__RUN_ALIGN void NAME##_weir_run(weir_worker *weir_w, weir_frame *weir_sp,          \
+                                                weir_frame *weir_t)                                \
     {                                                                                              \
         NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
         RT weir_r = NAME##_weir_impl(weir_w, weir_sp WEIR__X FP);                                  \
@@ -207,8 +229,7 @@ static inline weir_frame *weir__fj_rest(weir_worker *w, weir_frame *t)
     }                                                                                              \
     static inline __attribute__((unused)) RT NAME##_run(weir_runtime *weir_rt WEIR__X PD)         \
     {                                                                                              \
-        weir_frame weir_root;                                                                      \
-        memset(&weir_root, 0, sizeof weir_root);                                                   \
+        WEIR__ZEROED_FRAME(weir_root);                                                             \
         NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_root.data;                        \
         (void)f;                                                                                   \
         WEIR__X ST weir_root.run = (uintptr_t)NAME##_weir_run;                                                \
@@ -226,9 +247,10 @@ static inline weir_frame *weir__fj_rest(weir_worker *w, weir_frame *t)
             WEIR__X FL                                                                             \
         } args;                                                                                    \
     } NAME##_weir_frame;                                                                           \
-    _Static_assert(sizeof(NAME##_weir_frame) <= WEIR_FRAME_DATA,                                   \
-                   "arguments of task " #NAME " do not fit in a frame");                           \
-    static void NAME##_weir_run(weir_worker *weir_w, weir_frame *weir_sp, weir_frame *weir_t)     \
+    WEIR__STATIC_ASSERT(sizeof(NAME##_weir_frame) <= WEIR_FRAME_DATA,                              \
+                        "arguments of task " #NAME " do not fit in a frame");                      \
+    static WEIR__RUN_ALIGN void NAME##_weir_run(weir_worker *weir_w, weir_frame *weir_sp,          \
+                                                weir_frame *weir_t)                                \
     {                                                                                              \
         NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_t->data;                          \
         (void)f;                                                                                   \
@@ -256,8 +278,7 @@ static inline weir_frame *weir__fj_rest(weir_worker *w, weir_frame *t)
     }                                                                                              \
     static inline __attribute__((unused)) void NAME##_run(weir_runtime *weir_rt WEIR__X PD)       \
     {                                                                                              \
-        weir_frame weir_root;                                                                      \
-        memset(&weir_root, 0, sizeof weir_root);                                                   \
+        WEIR__ZEROED_FRAME(weir_root);                                                             \
         NAME##_weir_frame *f = (NAME##_weir_frame *)(void *)weir_root.data;                        \
         (void)f;                                                                                   \
         WEIR__X ST weir_root.run = (uintptr_t)NAME##_weir_run;                                                \
