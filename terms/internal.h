@@ -431,7 +431,8 @@ void weir__par_shutdown(weir__stage *s);
 enum { WEIR__STEP_PROGRESS, WEIR__STEP_WAIT, WEIR__STEP_ENDED, WEIR__STEP_ERROR };
 int weir__push(weir__stage *s, unsigned i, const void *rec);
 /* Push up to n records (`stride` bytes apart) into nodes [i, nnodes) and
- * the output; @return how many were taken (fewer: the output is full). */
+ * the output; @return how many were taken. Fewer than n: call again; 0 means
+ * the output is full and its consumer will notify the stage. */
 size_t weir__push_run(weir__stage *s, unsigned i, const char *base, size_t stride, size_t n);
 bool weir__run_records(weir__stage *s, const weir__stream *st, uint64_t pos, size_t n);
 bool weir__out_ready(weir__stage *s);

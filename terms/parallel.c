@@ -383,8 +383,10 @@ static bool weir__keyed_commit(weir__stage *s, weir__slot *sl)
                 size_t k = weir__push_run(s, pa->end, sl->obuf[h] + sl->oci[h] * osz, osz, left);
                 sl->oci[h] += k;
                 sl->cpart += k;
-                if (k < left && !s->err)
-                    return false;
+                if (k == 0 && !s->err)
+                    return false; /* full: push_run asked to be notified */
+                if (k < left)
+                    continue; /* the same record, more room may be there */
             }
             sl->ci++;
             sl->cpart = 0;
@@ -393,10 +395,14 @@ static bool weir__keyed_commit(weir__stage *s, weir__slot *sl)
         while (sl->ci < sl->ntouched && !s->err) {
             uint32_t h = sl->touched[sl->ci];
             size_t left = sl->on[h] - sl->oci[h];
-            size_t k = weir__push_run(s, pa->end, sl->obuf[h] + sl->oci[h] * osz, osz, left);
-            sl->oci[h] += k;
-            if (k < left && !s->err)
-                return false;
+            if (left) {
+                size_t k = weir__push_run(s, pa->end, sl->obuf[h] + sl->oci[h] * osz, osz, left);
+                sl->oci[h] += k;
+                if (k == 0 && !s->err)
+                    return false; /* full: push_run asked to be notified */
+                if (k < left)
+                    continue;
+            }
             sl->ci++;
         }
     }
@@ -435,7 +441,7 @@ int weir__par_finish(weir__stage *s, weir_worker *w)
             size_t left = cx->coll_n - pa->fin_ci;
             size_t k = weir__push_run(s, pa->end, cx->coll + pa->fin_ci * osz, osz, left);
             pa->fin_ci += k;
-            if (k < left && !s->err)
+            if (k == 0 && !s->err)
                 return WEIR__STEP_WAIT;
         }
         if (s->err)
@@ -491,7 +497,7 @@ static bool weir__par_commit(weir__stage *s, weir__slot *sl)
         size_t left = sh->coll_n - sl->ci;
         size_t k = weir__push_run(s, end, rec, osz, left);
         sl->ci += k;
-        if (k < left && !s->err)
+        if (k == 0 && !s->err)
             return false; /* the output is full: wait for space */
     }
     return true;

@@ -122,10 +122,13 @@ typedef enum nkind {
     N_STOP,
     N_SEQ,
     N_PAR,
+    N_PARALLEL, /* weir_parallel(child, width = sub): transparent in the reference */
+    N_KEYED,    /* weir_keyed, sub shards: each record's per-key running count */
 } nkind;
 
 static const char *const kind_names[] = {"src",   "map",   "filter", "flat", "id",   "tag", "rsum",
-                                         "index", "merge", "zip",    "sink", "stop", "seq", "par"};
+                                         "index", "merge", "zip",    "sink", "stop", "seq", "par",
+                                         "parallel", "keyed"};
 
 enum { MAXCH = 8 };
 
@@ -151,6 +154,7 @@ typedef struct tstate {
     uint64_t r;     /* source's private rng (chunk sizes) */
     unsigned finish_calls;
     bool emit_error; /* a blocking source's emit failed */
+    uint64_t kcnt[4][8]; /* keyed: each shard's per-key counts */
     /* sinks */
     rec *got;
     size_t ngot, capgot;
@@ -294,6 +298,15 @@ static node *gen_unary(const sdesc *in, bool rate1, sdesc *out)
             continue;
         if (in->tainted && (k == N_RSUM || k == N_INDEX))
             continue;
+        if (!in->tainted && rndn(8) == 0) {
+            /* keyed shards counting per key: rate 1, order-dependent */
+            node *kd = leaf(N_KEYED);
+            if (!kd)
+                return NULL;
+            kd->sub = 1 + (int)rndn(4);
+            *out = *in;
+            return kd;
+        }
         node *n = leaf(k);
         if (!n)
             return NULL;
@@ -302,6 +315,14 @@ static node *gen_unary(const sdesc *in, bool rate1, sdesc *out)
         if (k == N_TAG || k == N_RSUM || k == N_MAP)
             n->sub = (int)rndn(2); /* weir_map or weir_function */
         *out = *in;
+        if (k != N_RSUM && k != N_INDEX && rndn(3) == 0) {
+            /* stateless: replicate it (width 0..4, 0 = every worker) */
+            node *w = new_node(N_PARALLEL);
+            if (!w)
+                return NULL;
+            w->sub = (int)rndn(5);
+            return add(w, n);
+        }
         return n;
     }
 }
@@ -627,7 +648,8 @@ static void map_fn(void *state, const void *in, void *out)
     tstate *s = state;
     rec x, y;
     memcpy(&x, in, RS);
-    s->count++;
+    /* atomic: replicas of a weir_parallel term run this concurrently */
+    __atomic_fetch_add(&s->count, 1, __ATOMIC_RELAXED);
     switch (s->nd->k) {
     case N_MAP:
         y = map_rec(s->nd, &x);
@@ -644,6 +666,45 @@ static void map_fn(void *state, const void *in, void *out)
     memcpy(out, &y, RS);
 }
 
+/* keyed: the key of a record, and a shard's per-key running count */
+static unsigned rec_key(const rec *r)
+{
+    return (unsigned)(mix(i2u(r->value), 3) % 8);
+}
+
+static rec keyed_rec(const rec *in, uint64_t count)
+{
+    rec r = *in;
+    r.value = u2i(i2u(in->value) + count * 7919u);
+    return r;
+}
+
+static uint64_t keyed_key(void *arg, const void *in)
+{
+    (void)arg;
+    rec x;
+    memcpy(&x, in, RS);
+    return rec_key(&x);
+}
+
+static int keyed_fn(void *state, const void *in, weir_emit *e)
+{
+    uint64_t *cnt = state;
+    rec x;
+    memcpy(&x, in, RS);
+    rec y = keyed_rec(&x, ++cnt[rec_key(&x)]);
+    return weir_emit_record(e, &y);
+}
+
+static weir_term *keyed_make(void *arg, unsigned i)
+{
+    tstate *s = arg;
+    char name[40];
+    snprintf(name, sizeof name, "t%ds%u", s->nd->uid, i);
+    memset(s->kcnt[i], 0, sizeof s->kcnt[i]);
+    return weir_function(name, RS, RS, keyed_fn, s->kcnt[i]);
+}
+
 static int map_as_function(void *state, const void *in, weir_emit *e)
 {
     rec y;
@@ -656,7 +717,8 @@ static bool pred_fn(void *state, const void *in)
     tstate *s = state;
     rec x;
     memcpy(&x, in, RS);
-    s->count++;
+    /* atomic: replicas of a weir_parallel term run this concurrently */
+    __atomic_fetch_add(&s->count, 1, __ATOMIC_RELAXED);
     return filter_keep(s->nd, &x);
 }
 
@@ -665,7 +727,8 @@ static int flat_fn(void *state, const void *in, weir_emit *e)
     tstate *s = state;
     rec x;
     memcpy(&x, in, RS);
-    s->count++;
+    /* atomic: replicas of a weir_parallel term run this concurrently */
+    __atomic_fetch_add(&s->count, 1, __ATOMIC_RELAXED);
     unsigned c = flat_count(s->nd, &x);
     for (unsigned j = 0; j < c; j++) {
         rec y = flat_rec(s->nd, &x, j);
@@ -851,6 +914,12 @@ static weir_term *build(const node *n)
     case N_STOP:
         t = weir_stop();
         break;
+    case N_PARALLEL:
+        t = weir_parallel(build(n->ch[0]), (unsigned)n->sub);
+        break;
+    case N_KEYED:
+        t = weir_keyed(name, (unsigned)n->sub, keyed_key, NULL, keyed_make, s, WEIR_ORDERED);
+        break;
     case N_SEQ:
     case N_PAR: {
         weir_term *c[MAXCH];
@@ -949,6 +1018,10 @@ static void eval(const node *n, const slist *ins, slist *outs)
     }
     if (n->k == N_STOP)
         return;
+    if (n->k == N_PARALLEL) {
+        eval(n->ch[0], ins, outs); /* replicas: exactly the serial output */
+        return;
+    }
     if (n->k == N_SINK) {
         const vec *in = ins->s[0];
         G->want[n->sink] = in->n ? malloc(in->n * RS) : NULL;
@@ -1022,6 +1095,15 @@ static void eval(const node *n, const slist *ins, slist *outs)
             vpush(o, &in->v[i]);
         o->tainted = in->tainted;
         break;
+    case N_KEYED: {
+        uint64_t cnt[8] = {0};
+        for (size_t i = 0; i < in->n; i++) {
+            rec r = keyed_rec(&in->v[i], ++cnt[rec_key(&in->v[i])]);
+            vpush(o, &r);
+        }
+        o->tainted = in->tainted;
+        break;
+    }
     case N_INDEX:
         for (size_t i = 0; i < in->n; i++) {
             rec r = index_rec(&in->v[i], i);

@@ -366,6 +366,41 @@ Test(parallel, a_slow_sink_keeps_reorder_buffer_and_streams_bounded)
     weir_runtime_destroy(r);
 }
 
+/* A flat-map with a serial tail behind it, a stream smaller than a batch:
+ * a commit that fills the output part way must still be woken for the rest
+ * (stress_reference found it hanging, reported as a deadlock). */
+Test(parallel, a_commit_that_fills_a_small_output_resumes)
+{
+    weir_runtime *r = make_rt(2);
+    for (int mi = 0; mi < 3; mi++)
+        for (int fn = 0; fn < 2; fn++) {
+            _Atomic uint64_t cnt = 0;
+            weir_term *tail = fn ? weir_function("fm2", 8, 8, work_flat, NULL)
+                                 : weir_map("dec", 8, 8, dec_map, NULL);
+            weir_term *t = weir_seq(
+                4, (weir_term *[]){weir_range_source("src", 0, 3000, 1),
+                                   weir_parallel(weir_function("fm", 8, 8, work_flat, NULL), 0),
+                                   tail, count_sink("n", 8, &cnt)});
+            weir_pipeline_config c = cfg_of(all_modes[mi], 108, 16);
+            weir_pipeline *p;
+            cr_assert_eq(weir_pipeline_create(r, t, &c, &p), 0, "%s", weir_last_error());
+            cr_assert_eq(weir_pipeline_run(p), 0, "%s: %s", weir_exec_mode_name(all_modes[mi]),
+                         weir_pipeline_error(p));
+            int64_t want[3000 * 3 + 1];
+            size_t nw = expect(T_FLAT, 3000, want);
+            if (fn) {
+                size_t n2 = 0;
+                for (size_t i = 0; i < nw; i++)
+                    n2 += (size_t)(want[i] % 4);
+                nw = n2;
+            }
+            cr_assert_eq(cnt, nw, "%s: %llu records, want %zu", weir_exec_mode_name(all_modes[mi]),
+                         (unsigned long long)cnt, nw);
+            weir_pipeline_destroy(p);
+        }
+    weir_runtime_destroy(r);
+}
+
 /* Stop: every record the source emitted comes out exactly once. */
 Test(parallel, stop_drains_exactly_once)
 {
