@@ -178,6 +178,13 @@ void bench_print_row(const bench_opts *o, const bench_row *r);
  *  nothing with --json. printf-style. */
 void bench_note(const bench_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/** context.c: with --json, the first line: {"record":"context", weir_version,
+ *  git_commit, compiler, cpu_model, online_cpus, pus_allowed, workers, date
+ *  (UTC, ISO 8601), command}; rows have no "record" key. */
+void bench_print_context(const bench_opts *o, int argc, char **argv);
+/** context.c: --version: the same facts as text. */
+void bench_print_version(void);
+
 /* ---- the generic variant runner ------------------------------------------- */
 
 /** What bench_run() hands to every variant. */

@@ -86,6 +86,12 @@ static const bench_cmd commands[] = {
      NULL},
     {"chain", bench_chain, "term layer: per-item cost of a fused chain vs a direct-call loop",
      NULL},
+    {"farm", bench_farm,
+     "term layer: one stage of W ns per record, weir_parallel vs serial, pthreads, oneTBB", NULL},
+    {"keyed", bench_keyed,
+     "term layer: count and mean per key, weir_keyed vs serial and key-owning pthreads", NULL},
+    {"build", bench_build,
+     "term layer: build, compile, run and destroy of N parallel branches, phase by phase", NULL},
 #endif
 };
 
@@ -112,7 +118,9 @@ static void print_output_help(FILE *f)
 {
     fputs("Output: a table (bench, variant, workers, n, median_ms, min_ms, vs_serial =\n"
           "median / baseline median taken in the same process, steals, extras), or with\n"
-          "--json one object per line: bench, variant, workers, n, runs, median_ns, min_ns,\n"
+          "--json first a context record ({\"record\":\"context\", weir_version, git_commit,\n"
+          "compiler, cpu_model, online_cpus, pus_allowed, workers, date, command}), then\n"
+          "one object per line: bench, variant, workers, n, runs, median_ns, min_ns,\n"
           "ratio_vs_serial (null without a baseline), result, and for weir variants the\n"
           "counters of weir_runtime_stats_total() over the timed runs (reset after the\n"
           "warm-up): steal_attempts, steals, tasks_stolen, steal_empty, steal_contended,\n"
@@ -130,7 +138,8 @@ static void print_output_help(FILE *f)
 static void print_usage(FILE *f)
 {
     fputs("Usage: weir-bench SUBCOMMAND [options]\n"
-          "       weir-bench SUBCOMMAND --help\n\nSubcommands:\n",
+          "       weir-bench SUBCOMMAND --help\n"
+          "       weir-bench --version\n\nSubcommands:\n",
           f);
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
@@ -214,6 +223,13 @@ static int parse_options(bench_opts *o, int argc, char **argv, int *nrest, char 
                 return bench_usage_error("--n '%s': not a non-negative integer", val);
             o->has_n = true;
         } else if ((m = bench_opt_value(argc, argv, &i, "--workers", &val)) != 0) {
+            if (m > 0 && strchr(val, ',')) {
+                /* a list (farm, keyed): the subcommand parses it */
+                static char list[256];
+                snprintf(list, sizeof list, "--workers=%s", val);
+                rest[(*nrest)++] = list;
+                continue;
+            }
             if (m < 0 || parse_uint_opt("--workers", val, 0, WEIR_MAX_WORKERS, &u) != 0)
                 return BENCH_EXIT_USAGE;
             o->workers = (unsigned)u;
@@ -254,6 +270,10 @@ int main(int argc, char **argv)
         print_usage(stdout);
         return BENCH_EXIT_OK;
     }
+    if (strcmp(name, "--version") == 0) {
+        bench_print_version();
+        return BENCH_EXIT_OK;
+    }
     const bench_cmd *cmd = NULL;
     for (size_t i = 0; i < NCOMMANDS && cmd == NULL; i++)
         if (strcmp(name, commands[i].name) == 0)
@@ -286,6 +306,8 @@ int main(int argc, char **argv)
             rc = cmd->fn(&o, nrest, rest);
         }
     } else if (rc == 0) {
+        if (o.json)
+            bench_print_context(&o, argc, argv);
         rc = cmd->fn(&o, nrest, rest);
     }
     free(rest);
