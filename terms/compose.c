@@ -7,6 +7,7 @@
  * weir_pipeline_create() with the names involved. That keeps every check in
  * one place and lets nested constructor calls be written without tests.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,11 +17,13 @@ static weir_term *weir__composite(weir__kind kind, size_t n, weir_term *const te
 {
     weir_term *t = weir__term_new(kind, weir__kind_name(kind), NULL);
     if (t && n) {
-        t->children = weir_calloc(n, sizeof *t->children);
-        t->child_owned = weir_calloc(n, 1);
-        if (!t->children || !t->child_owned) {
-            weir_free(t->children);
-            weir_free(t->child_owned);
+        /* one block: the children, then their ownership flags */
+        t->children = n <= (SIZE_MAX - n) / sizeof *t->children
+                          ? weir_calloc(1, n * sizeof *t->children + n)
+                          : NULL;
+        if (t->children)
+            t->child_owned = (unsigned char *)(t->children + n);
+        if (!t->children) {
             weir_free(t->name);
             weir_free(t);
             t = NULL;

@@ -51,15 +51,35 @@ const char *weir__kind_name(weir__kind k)
     return "?";
 }
 
+/* A generated name "<kind>#<n>" (what snprintf "%s#%u" would make, without
+ * its cost: a wide pipeline of unnamed composites makes one per branch). */
+static char *weir__gen_name(const char *kind_name)
+{
+    unsigned n = atomic_fetch_add_explicit(&weir__term_seq, 1, memory_order_relaxed) + 1;
+    char digits[16];
+    size_t nd = 0;
+    do {
+        digits[nd++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    size_t len = strlen(kind_name);
+    char *name = weir_malloc(len + 1 + nd + 1);
+    if (!name)
+        return NULL;
+    memcpy(name, kind_name, len);
+    name[len] = '#';
+    for (size_t i = 0; i < nd; i++)
+        name[len + 1 + i] = digits[nd - 1 - i];
+    name[len + 1 + nd] = '\0';
+    return name;
+}
+
 void weir__term_set_kind(weir_term *t, const char *given_name, const char *kind_name)
 {
     t->kind_name = kind_name;
     if (given_name)
         return;
-    char buf[64];
-    unsigned n = atomic_fetch_add_explicit(&weir__term_seq, 1, memory_order_relaxed) + 1;
-    snprintf(buf, sizeof buf, "%s#%u", kind_name, n);
-    char *copy = weir_strdup(buf);
+    char *copy = weir__gen_name(kind_name);
     if (copy) {
         weir_free(t->name);
         t->name = copy;
@@ -73,14 +93,7 @@ weir_term *weir__term_new(weir__kind kind, const char *kind_name, const char *na
         weir__terms_error(-ENOMEM, "%s: out of memory", kind_name);
         return NULL;
     }
-    if (name) {
-        t->name = weir_strdup(name);
-    } else {
-        char buf[64];
-        unsigned n = atomic_fetch_add_explicit(&weir__term_seq, 1, memory_order_relaxed) + 1;
-        snprintf(buf, sizeof buf, "%s#%u", kind_name, n);
-        t->name = weir_strdup(buf);
-    }
+    t->name = name ? weir_strdup(name) : weir__gen_name(kind_name);
     if (!t->name) {
         weir_free(t);
         weir__terms_error(-ENOMEM, "%s: out of memory", kind_name);
@@ -93,9 +106,8 @@ weir_term *weir__term_new(weir__kind kind, const char *kind_name, const char *na
 
 void weir__term_reset_compile(weir_term *t)
 {
-    weir_free(t->inputs);
-    weir_free(t->consumers);
-    weir_free(t->consumer_slot);
+    /* inputs, consumers and consumer_slot point into the pipeline's term
+     * table (compile.c, weir__link), which weir__compile_free() frees */
     t->inputs = NULL;
     t->consumers = NULL;
     t->consumer_slot = NULL;
@@ -113,8 +125,7 @@ static void weir__term_free_rec(weir_term *t)
     for (size_t i = 0; i < t->nchildren; i++)
         if (t->child_owned[i])
             weir__term_free_rec(t->children[i]);
-    weir_free(t->children);
-    weir_free(t->child_owned);
+    weir_free(t->children); /* child_owned lives in the same block (compose.c) */
     if (t->free_state)
         t->free_state(t->state);
     weir__term_reset_compile(t);
