@@ -237,3 +237,142 @@ Test(terms_compile, a_pipeline_without_source_is_an_error)
     cr_assert(strstr(weir_terms_last_error(), "no source"), "%s", weir_terms_last_error());
     weir_term_destroy(t);
 }
+
+/* Wide pipelines (issue 8, item 6): compile is linear in the terms and
+ * edges, so 100 000 branches (20 000 under a sanitizer) build, run and give
+ * the exact total. Not timed: the costs live in `weir-bench build`. The
+ * merge test is 10 times narrower: a merge activation still scans all its
+ * inputs (stage.c), which is quadratic when one worker runs a filter and the
+ * merge by turns. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define WIDE_N 20000u
+#else
+#define WIDE_N 100000u
+#endif
+
+static bool pass_all(void *s, const void *in)
+{
+    (void)s;
+    (void)in;
+    return true;
+}
+
+typedef struct wide_sum {
+    uint64_t count, sum;
+} wide_sum;
+
+static int wide_sink(void *state, const void *in)
+{
+    wide_sum *w = state;
+    int64_t v;
+    memcpy(&v, in, sizeof v);
+    w->count++;
+    w->sum += (uint64_t)v;
+    return 0;
+}
+
+static int wide_mul(void *m, const void *in, weir_emit *e)
+{
+    int64_t v;
+    memcpy(&v, in, sizeof v);
+    v *= (int64_t)(intptr_t)m;
+    return weir_emit_record(e, &v);
+}
+
+Test(terms_compile, a_wide_fanout_reaches_every_branch)
+{
+    const unsigned N = WIDE_N;
+    _Atomic uint64_t count = 0;
+    weir_term **br = malloc(N * sizeof *br);
+    cr_assert(br);
+    for (unsigned i = 0; i < N; i++) {
+        char a[32], b[32];
+        snprintf(a, sizeof a, "mul%u", i + 1);
+        snprintf(b, sizeof b, "sink%u", i + 1);
+        br[i] = weir_seq2(weir_function(a, 8, 8, wide_mul, (void *)(intptr_t)(i + 1)),
+                          weir_sink(b, 8, count_fn, (void *)&count));
+    }
+    weir_term *par = weir_par(N, br);
+    free(br);
+    weir_term *t = weir_seq2(weir_range_source("src", 0, 2, 1), par);
+    weir_pipeline_config c = cfg_of(WEIR_EXEC_POOL, 0, 0);
+    weir_pipeline *p = NULL;
+    cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0, "create: %s", weir_terms_last_error());
+    weir_pipeline_stats st;
+    weir_pipeline_stats_get(p, &st);
+    cr_assert_eq(st.terms, 2 * N + 1);
+    cr_assert_eq(st.stages, N + 1, "src, then function + sink fused per branch");
+    cr_assert_eq(st.streams, 1);
+    cr_assert_eq(weir_pipeline_run(p), 0, "run: %s", weir_pipeline_error(p));
+    cr_assert_eq(atomic_load(&count), 2 * (uint64_t)N);
+    weir_term_stats ts;
+    int k = weir_pipeline_find_term(p, "mul77777");
+    if (N >= 77777) {
+        cr_assert_eq(k, 2 * 77776 + 1);
+        cr_assert_eq(weir_pipeline_term_stats(p, (unsigned)k, &ts), 0);
+        cr_assert_eq(ts.records_in, 2);
+        cr_assert_eq(ts.records_out, 2);
+    }
+    weir_pipeline_destroy(p);
+}
+
+Test(terms_compile, a_wide_par_into_one_merge_counts_every_record)
+{
+    const unsigned N = WIDE_N / 10;
+    const int64_t K = 3; /* records 0, 1, 2 through every branch */
+    weir_term **br = malloc(N * sizeof *br);
+    cr_assert(br);
+    for (unsigned i = 0; i < N; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "f%u", i);
+        br[i] = weir_filter(name, 8, pass_all, NULL);
+    }
+    weir_term *par = weir_par(N, br);
+    free(br);
+    wide_sum w = {0, 0};
+    weir_term *t = WEIR_SEQ(weir_range_source("src", 0, K, 1), par, weir_merge("all"),
+                            weir_sink("count", 8, wide_sink, &w));
+    weir_pipeline_config c = cfg_of(WEIR_EXEC_POOL, 0, 0);
+    weir_pipeline *p = NULL;
+    cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0, "create: %s", weir_terms_last_error());
+    weir_pipeline_stats st;
+    weir_pipeline_stats_get(p, &st);
+    cr_assert_eq(st.terms, N + 3);
+    cr_assert_eq(st.stages, N + 2, "src, a stage per filter, merge + sink fused");
+    cr_assert_eq(st.streams, N + 1);
+    cr_assert_eq(weir_pipeline_find_term(p, "f99"), 100);
+    cr_assert_eq(weir_pipeline_run(p), 0, "run: %s", weir_pipeline_error(p));
+    cr_assert_eq(w.count, (uint64_t)K * N);
+    cr_assert_eq(w.sum, (uint64_t)N * (uint64_t)(K * (K - 1) / 2));
+    weir_stream_stats ss;
+    cr_assert_eq(weir_pipeline_stream_stats(p, 0, &ss), 0);
+    cr_assert_eq(ss.consumers, N, "the source's stream: one cursor per branch");
+    weir_pipeline_destroy(p);
+}
+
+Test(terms_compile, a_wide_name_clash_reports_the_smallest_name_at_its_first_two_branches)
+{
+    /* The clash check hashes the names; it must report what a sort by
+     * (name, branch) would: the smallest clashing name, first two branches. */
+    const unsigned N = 5000;
+    weir_term **br = malloc(N * sizeof *br);
+    cr_assert(br);
+    for (unsigned i = 0; i < N; i++) {
+        char name[32];
+        if (i == 2000 || i == 4500 || i == 4900) /* 'b10' clashes first (branch 11) */
+            snprintf(name, sizeof name, "b%u", 10u);
+        else if (i == 3000 || i == 3999)
+            snprintf(name, sizeof name, "a%u", 7u);
+        else
+            snprintf(name, sizeof name, "b%u", i);
+        br[i] = i == 3999 ? weir_map(name, 8, 8, int64_twice, NULL) : weir_id(name, 8);
+    }
+    weir_term *par = weir_par(N, br);
+    free(br);
+    weir_term *t = weir_seq2(weir_range_source("src", 0, 10, 1), par);
+    cr_assert_eq(create_err(t, WEIR_EXEC_POOL), -EINVAL);
+    const char *m = weir_terms_last_error();
+    cr_assert(strstr(m, "named 'a7' (id 'a7' in branch 3001 and map 'a7' in branch 4000)"),
+              "message: %s", m);
+    weir_term_destroy(t);
+}
