@@ -563,7 +563,10 @@ WEIR_API const char *weir_exec_mode_name(weir_exec_mode m);
 /**
  * Compile `root` into a pipeline on `rt` (which may be NULL in THREADS mode).
  * Several pipelines may share a runtime.
+ * @param rt the runtime the stages run on
+ * @param root the term tree (owned by the pipeline on success)
  * @param cfg NULL for weir_pipeline_config_init() defaults.
+ * @param out the new pipeline
  * @return 0 (the pipeline owns `root`); on failure the caller keeps `root`:
  *   -EINVAL  NULL argument, bad config field, a NULL child, an empty
  *            composite, a term with the wrong number of inputs (a source or
