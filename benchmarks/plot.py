@@ -15,10 +15,11 @@ result row, dispatched by its "bench" field:
   chain    -> chain-batch.svg   ns per item vs batch, weir against oneTBB
                                 parallel_pipeline / flow::graph and the
                                 direct loop
-  farm     -> farm.svg          speedup and efficiency vs workers, one line
-                                per (variant, work_ns), by the fields bench,
-                                variant, workers, work_ns, items_per_s,
-                                speedup, efficiency
+  farm     -> farm.svg          speedup (serial / variant) and efficiency
+                                (pthreads limit / variant, same workers) vs
+                                workers, one line per (variant, work_ns), by
+                                the fields bench, variant, workers, work_ns,
+                                items_per_s, speedup, efficiency
 
 A figure is written only when rows for it exist. Under each figure: the
 commands that produced its data and the machine (CPU, PUs allowed,
@@ -103,11 +104,8 @@ def save(fig, outdir, name):
 
 
 def plot_fib(rows, ctxs, outdir):
-    serial = {}
-    for r in rows:
-        if r["variant"] == "serial":
-            serial.setdefault((r["n"], r["workers"]), r["median_ns"])
-    # the serial row of the same invocation: the one just before, by n
+    # Each weir-bench fib invocation prints its serial row first: a variant's
+    # speedup is over the serial row of its own invocation.
     base = {}
     series = {}
     cur_serial = None
@@ -204,13 +202,14 @@ def plot_farm(rows, ctxs, outdir):
         ws = [r["workers"] for r in rs]
         wmax = max(wmax, max(ws))
         a1.plot(ws, [r.get("speedup", float("nan")) for r in rs], "o-", label=key)
-        a2.plot(ws, [r.get("efficiency", float("nan")) for r in rs], "o-", label=key)
+        if rs[0]["variant"] not in ("serial", "limit"):
+            a2.plot(ws, [r.get("efficiency", float("nan")) for r in rs], "o-", label=key)
     a1.plot([1, wmax], [1, wmax], ":", color="#aaaaaa", label="ideal")
     a1.set_xlabel("workers")
-    a1.set_ylabel("speedup (items/s over 1 worker)")
+    a1.set_ylabel("speedup over serial (serial time / time)")
     a2.set_xlabel("workers")
-    a2.set_ylabel("efficiency (speedup / workers)")
-    a2.set_ylim(0, 1.1)
+    a2.set_ylabel("efficiency (pthreads limit time / time, same workers)")
+    a2.set_ylim(bottom=0)
     for a in (a1, a2):
         a.grid(True, alpha=0.3)
     a1.legend(fontsize=7)
