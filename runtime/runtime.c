@@ -161,7 +161,6 @@ int weir_runtime_create(const weir_config *user_cfg, weir_runtime **out)
     atomic_init(&rt->started, 0);
     weir_latch_init(&rt->all_started);
     rt->created_ns = weir__now_ns();
-    weir__trace_env_start(rt); /* WEIR_TRACE: traces until this runtime's destroy */
 
     err = weir__topo_load(&cfg, &rt->topo);
     if (err) {
@@ -239,6 +238,9 @@ int weir_runtime_create(const weir_config *user_cfg, weir_runtime **out)
         weir__log(WEIR_LOG_WARNING, "%u of %u workers could not be pinned (running unpinned)",
                   rt->failed_pins, n);
     weir__display_once(rt);
+    /* WEIR_TRACE: trace until this runtime's destroy (only once created:
+     * a failed create has no destroy to write the file) */
+    weir__trace_env_start(rt);
     *out = rt;
     return 0;
 }

@@ -2,8 +2,9 @@
  * weir — tracing to a Chrome trace-event JSON file (opens in Perfetto,
  * ui.perfetto.dev, and chrome://tracing).
  *
- *   WEIR_TRACE=run.json ./program        every runtime the program creates
- *                                        traces from its create to its destroy
+ *   WEIR_TRACE=run.json ./program        the first runtime created while no
+ *                                        trace runs traces from the end of its
+ *                                        create to its destroy
  *   weir_trace_start("run.json"); ...; weir_trace_stop();   the same, by hand
  *
  * What the file holds: one track (thread) per worker ("worker N") with a
@@ -63,7 +64,7 @@ WEIR_API int weir_trace_stop(void);
 WEIR_API bool weir_trace_enabled(void);
 
 /** Open a complete event named `name` on the calling thread's track (at most
- *  16 open at once a thread; `name` is copied, up to 39 bytes). */
+ *  16 open at once a thread; `name` is copied, up to 38 bytes). */
 WEIR_API void weir_trace_begin(const char *name);
 /** Close the innermost event opened by weir_trace_begin() on this thread. */
 WEIR_API void weir_trace_end(void);
