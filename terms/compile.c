@@ -82,6 +82,12 @@ typedef struct weir__edge {
 typedef struct weir__cc {
     weir__edge *e;
     size_t n, cap;
+    /* the pull sources' batch buffers and the maps' output records, with
+     * room to align each (the stage block, see "Memory"); too_big: over
+     * SIZE_MAX, reported as out of memory once the evaluation succeeded */
+    unsigned batch;
+    size_t bufs;
+    bool too_big;
 } weir__cc;
 
 /*
@@ -183,6 +189,8 @@ static int weir__walk(weir_pipeline *p, weir__tvec *prims, weir_term *t, weir_te
         }
         return 0;
     }
+    /* a previous failed create may have left compile results behind */
+    weir__term_reset_compile(t);
     t->index = (unsigned)prims->n;
     t->group = group;
     return weir__tvec_push(prims, t) < 0 ? weir__oom() : 0;
@@ -350,6 +358,13 @@ static int weir__eval_primitive(weir__cc *cc, weir_term *t, const weir__tvec *in
         return 0;
     default:
         return 0;
+    }
+    if (t->kind == WEIR__K_MAP || (t->kind == WEIR__K_ZIP && !t->fn.zip) ||
+        t->kind == WEIR__K_PULL) {
+        size_t k = t->kind == WEIR__K_PULL ? cc->batch : 1;
+        if (t->out_size > SIZE_MAX / 2 / k ||
+            !weir__add(&cc->bufs, t->out_size * k + alignof(max_align_t), 1))
+            cc->too_big = true;
     }
     int r = weir__connect(cc, t, ins);
     if (r < 0)
@@ -581,6 +596,7 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
         n++;
     weir__stage *s = weir__take(m, WEIR_CACHELINE, sizeof *s);
     memset((void *)s, 0, sizeof *s);
+    s->check_cancel = true; /* until the records prove cheap (stage.c) */
     *out = s;
     atomic_init(&s->state, WEIR__ST_IDLE);
     atomic_init(&s->queued_at, 0);
@@ -789,18 +805,16 @@ int weir__compile(weir_pipeline *p)
     p->nterms = (unsigned)prims.n;
     if (r < 0)
         goto fail;
-    /* A previous failed create may have left compile results behind. */
-    for (unsigned k = 0; k < p->nterms; k++)
-        weir__term_reset_compile(p->terms[k]);
-    for (unsigned k = 0; k < p->nterms; k++)
-        p->terms[k]->index = k;
-
+    /* The walk reset each term's compile results and numbered it. */
     weir__cc cc = {0};
+    cc.batch = p->cfg.batch;
     r = weir__eval(&cc, p->root, &ins, &outs);
     weir__tvec_free(&outs);
     if (r == 0)
         r = weir__link(p, &cc);
-    size_t nedges = cc.n;
+    size_t nedges = cc.n, bufs = cc.bufs;
+    if (r == 0 && cc.too_big)
+        r = weir__oom();
     weir_free(cc.e);
     if (r < 0)
         goto fail;
@@ -814,16 +828,8 @@ int weir__compile(weir_pipeline *p)
     size_t T = p->nterms, bytes = WEIR__LINE(T * sizeof *p->stages);
     bool ok = weir__add(&bytes, T, WEIR__LINE(sizeof(weir__stage)) + sizeof(weir__node) +
                                        WEIR_CACHELINE + 4 * alignof(max_align_t)) &&
-              weir__add(&bytes, nedges, sizeof(weir__input) + sizeof(void *));
-    for (size_t k = 0; k < T && ok; k++) {
-        const weir_term *t = p->terms[k];
-        if (t->kind == WEIR__K_MAP || (t->kind == WEIR__K_ZIP && !t->fn.zip))
-            ok = t->out_size <= SIZE_MAX / 2 &&
-                 weir__add(&bytes, t->out_size + alignof(max_align_t), 1);
-        else if (t->kind == WEIR__K_PULL)
-            ok = t->out_size <= SIZE_MAX / 2 / p->cfg.batch &&
-                 weir__add(&bytes, (size_t)p->cfg.batch * t->out_size + alignof(max_align_t), 1);
-    }
+              weir__add(&bytes, nedges, sizeof(weir__input) + sizeof(void *)) &&
+              weir__add(&bytes, bufs, 1);
     char *block = ok ? weir_aligned_alloc(WEIR_CACHELINE, bytes) : NULL;
     if (!block) {
         r = weir__oom();

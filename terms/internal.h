@@ -320,6 +320,9 @@ typedef struct weir__stage {
     bool collect;
     char *coll;
     size_t coll_n, coll_cap;
+    /* Check the cancel flag between records in the batch path (stage.c):
+     * cleared while records cost less than WEIR__CHECK_NS each. */
+    bool check_cancel;
     /* a blocking source's interrupt function was called (once per run) */
     _Atomic bool interrupted;
     uint64_t last_now;    /* clock at the end of the last activation (timing) */
@@ -440,6 +443,10 @@ void weir__derive_counts(weir__stage *s);
 void weir__note_err(weir__stage *s, unsigned node, int err);
 
 /* ---------------------------------------------------------------- pipeline */
+
+/* Average record cost below which a batch runs without the per-record
+ * cancel check (a batch then ends within B x this anyway). */
+#define WEIR__CHECK_NS 200u
 
 enum { WEIR__P_CREATED = 0, WEIR__P_STARTING = 1, WEIR__P_STARTED = 2 };
 

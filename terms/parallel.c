@@ -106,8 +106,13 @@ static void weir__slot_job(weir_worker *w, weir_job *job)
     uint64_t t0 = timing ? weir__terms_now_ns() : 0;
     if (!weir__par_cancelled(p))
         weir__run_records(sh, st, sl->begin, (size_t)sl->n);
-    if (timing)
-        sh->ns += weir__terms_now_ns() - t0;
+    if (timing) {
+        uint64_t el = weir__terms_now_ns() - t0;
+        sh->ns += el;
+        /* cheap records: skip the per-record cancel check (stage.c) */
+        if (sl->n >= 16)
+            sh->check_cancel = el > sl->n * WEIR__CHECK_NS;
+    }
     weir__current_stage = saved;
     if (sh->err) {
         /* First error wins and cancels the pipeline: the other replicas
@@ -656,6 +661,7 @@ static weir__stage *weir__shadow_new(weir__stage *s, weir__node *from, unsigned 
     sh->id = s->id;
     sh->head = WEIR__H_INPUT;
     sh->collect = true;
+    sh->check_cancel = true;
     sh->nodes = weir_calloc(end, sizeof *sh->nodes);
     if (!sh->nodes) {
         weir_free(sh);

@@ -380,18 +380,26 @@ static int weir__node_emit(weir_emit *e, const void *rec)
  * (`stride` bytes apart), or, with base NULL, pointed to by sc->ptrs. Until
  * a filter drops records the batch stays contiguous and no pointer array is
  * touched. The caller made sure the output (if any) has room for n records. */
-static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base, size_t stride,
-                             size_t n)
+/*
+ * Cancellation is checked between records (a relaxed load, see
+ * weir__cancelled()): a cancel or a failure elsewhere stops a batch of slow
+ * callbacks after the current one; what is left of the batch is dropped, as
+ * cancel drops everything in flight. The check is one load and a branch per
+ * record and term, which is a third of what the batch path itself executes
+ * around cheap callbacks, so it is compiled twice: stages whose records cost
+ * less than WEIR__CHECK_NS each on average over their last activation (a
+ * whole batch then takes at most B x WEIR__CHECK_NS, 51 us at B = 256) run
+ * the copy without it (weir__stage.check_cancel, set in weir__stage_run()).
+ */
+static inline __attribute__((always_inline)) void
+weir__push_batch_impl(weir__stage *s, weir__scratch *sc, const char *base, size_t stride,
+                      size_t n, const bool check)
 {
     const void **ptr = sc->ptrs;
     int flip = 0;
     unsigned i = s->vec_from;
-    /* Cancellation is checked between records (a relaxed load, see
-     * weir__cancelled()): a cancel or a failure elsewhere stops a batch of
-     * slow callbacks after the current one. What is left of the batch is
-     * dropped, as cancel drops everything in flight. */
     const _Atomic bool *cx = &s->p->cancelled;
-#define WEIR__CX() WEIR_UNLIKELY(atomic_load_explicit(cx, memory_order_relaxed))
+#define WEIR__CX() (check && WEIR_UNLIKELY(atomic_load_explicit(cx, memory_order_relaxed)))
     for (; i < s->nnodes && n; i++) {
         weir__node *nd = &s->nodes[i];
         if (nd->kind == WEIR__K_MAP) {
@@ -495,6 +503,9 @@ static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base
     }
 }
 
+static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base, size_t stride,
+                             size_t n);
+
 size_t weir__push_run(weir__stage *s, unsigned i, const char *base, size_t stride, size_t n)
 {
     weir__stream *o = s->out;
@@ -548,6 +559,15 @@ size_t weir__push_run(weir__stage *s, unsigned i, const char *base, size_t strid
             break;
     }
     return k;
+}
+
+static void weir__push_batch(weir__stage *s, weir__scratch *sc, const char *base, size_t stride,
+                             size_t n)
+{
+    if (s->check_cancel)
+        weir__push_batch_impl(s, sc, base, stride, n, true);
+    else
+        weir__push_batch_impl(s, sc, base, stride, n, false);
 }
 
 /*
@@ -1033,6 +1053,7 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
         atomic_store_explicit(&s->queued_at, 0, memory_order_relaxed);
     }
     s->activations++;
+    const uint64_t recs0 = s->nodes[0].in + s->nodes[0].out;
 
     int step = weir__step(s, w);
     if (step == STEP_ENDED && !s->input_done && !weir__cancelled(p)) {
@@ -1069,6 +1090,11 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
         uint64_t t1 = weir__terms_now_ns();
         s->ns += t1 - t0;
         s->last_now = t1;
+        /* cheap records: the batch path may skip the per-record cancel
+         * check (see weir__push_batch_impl()) */
+        uint64_t recs = s->nodes[0].in + s->nodes[0].out - recs0;
+        if (recs >= 16)
+            s->check_cancel = t1 - t0 > recs * WEIR__CHECK_NS;
     }
     if (step == STEP_ENDED) {
         s->input_done = true;

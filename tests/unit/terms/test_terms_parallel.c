@@ -741,3 +741,67 @@ Test(keyed, bad_shards_are_refused_with_the_names, .init = rt_setup, .fini = rt_
     cr_assert_null(weir_keyed("k", WEIR_KEYED_MAX_SHARDS + 1, kv_key, NULL, kmake_fn, NULL,
                               WEIR_ORDERED));
 }
+
+/* --------------------------------------------- cancel latency, serial stages */
+
+static int slow_sink2(void *st, const void *in)
+{
+    (void)in;
+    (*(_Atomic uint64_t *)st)++;
+    spin_ns(2000000); /* 2 ms a record */
+    return 0;
+}
+
+static int fail_fast(void *st, const void *in)
+{
+    (void)in;
+    if (++*(int *)st == 100)
+        return -EIO;
+    return 0;
+}
+
+/* Cancel and a failure elsewhere stop a batch of slow callbacks after the
+ * current one (issue 8, item 4): a batch of 256 records of 2 ms would be
+ * 0.5 s. Every mode; the sink fused behind a map (the batch path) and alone
+ * behind a stream. */
+Test(cancel, join_returns_within_about_one_callback_after_cancel_or_a_failure)
+{
+    weir_runtime *r = make_rt(2);
+    for (int mi = 0; mi < 3; mi++)
+        for (int form = 0; form < 3; form++) {
+            _Atomic uint64_t cnt = 0;
+            int fails = 0;
+            weir_term *snk = weir_sink("slow", 8, slow_sink2, (void *)&cnt);
+            weir_term *t;
+            if (form == 0) /* src -> map -> slow sink, fused */
+                t = weir_seq3(weir_range_source("src", 0, 1000000, 1),
+                              weir_map("dec", 8, 8, dec_map, NULL), snk);
+            else if (form == 1) /* a merge stage in front of the sink */
+                t = weir_seq3(weir_range_source("src", 0, 1000000, 1), weir_merge("m"), snk);
+            else /* a failing sibling branch */
+                t = weir_seq2(weir_range_source("src", 0, 1000000, 1),
+                              weir_par(2, (weir_term *[]){snk, weir_sink("bad", 8, fail_fast,
+                                                                         &fails)}));
+            weir_pipeline_config c = cfg_of(all_modes[mi], 256, 1024);
+            weir_pipeline *p;
+            cr_assert_eq(weir_pipeline_create(r, t, &c, &p), 0, "%s", weir_last_error());
+            uint64_t t0 = now_ns();
+            cr_assert_eq(weir_pipeline_start(p), 0);
+            /* (a failing sibling: timed from the start, it fails at once) */
+            for (uint64_t dl = now_ns() + 3000000000ull; form < 2 && cnt < 3 && now_ns() < dl;)
+                spin_ns(100000);
+            if (form < 2)
+                t0 = now_ns();
+            if (form < 2)
+                weir_pipeline_cancel(p);
+            int err = weir_pipeline_join_for(p, 5000000000ull);
+            uint64_t took = now_ns() - t0;
+            cr_assert_eq(err, form < 2 ? -ECANCELED : -EIO, "%s form %d: %d",
+                         weir_exec_mode_name(all_modes[mi]), form, err);
+            cr_assert(took < 250000000ull, "%s form %d: join took %llu ms",
+                      weir_exec_mode_name(all_modes[mi]), form,
+                      (unsigned long long)(took / 1000000));
+            weir_pipeline_destroy(p);
+        }
+    weir_runtime_destroy(r);
+}
