@@ -5,19 +5,23 @@
  *           on a thread of its own and blocks when its stream is full)
  *   split   a function term: one weir_line in, one word record out per word
  *           (a flat-map: 0..n outputs per input, through weir_emit_record)
- *   count   a sink: a hash table word -> count
+ *   count   weir_keyed(): SHARDS sinks, each with a hash table word -> count
+ *           of its own; a word always goes to the same shard (by the hash
+ *           of its text), so the shards count in parallel, without a lock,
+ *           and a word's count lives in exactly one table
  *
- *   lines * split * count
+ *   lines * split * keyed(count x SHARDS, by word)
  *
- * The splitter and the sink keep private state (a line counter, the hash
+ * The splitter and each shard keep private state (a line counter, a hash
  * table) without a lock: weir runs at most one callback of a term at a time.
  *
  * A word is a maximal run of ASCII letters and digits, with apostrophes kept
  * when a letter or digit follows ("don't"), lower-cased, cut to 27 bytes.
  *
- * Usage: wordcount FILE [TOP]
+ * Usage: wordcount FILE [TOP [SHARDS]]
  *   Prints the line, word and distinct-word totals, then the TOP (default 10)
  *   most frequent words, most frequent first, ties in alphabetical order.
+ *   SHARDS (default: the runtime's worker count) count words in parallel.
  *   Exit status 0, or 1 when the pipeline fails (e.g. FILE cannot be opened),
  *   2 for a usage error. WEIR_EXEC=threads|hybrid|pool picks the execution
  *   mode, WEIR_STATS=1 prints the term and stream tables.
@@ -146,6 +150,22 @@ static int count(void *state, const void *in)
     return 0;
 }
 
+/* weir_keyed's key: the word's hash (weir mixes it to pick the shard). */
+static uint64_t word_key(void *arg, const void *rec)
+{
+    (void)arg;
+    return hash(rec);
+}
+
+#define MAX_SHARDS 64
+
+/* weir_keyed's factory: shard i counts into tables[i]. */
+static weir_term *make_count(void *arg, unsigned i)
+{
+    table *tables = arg;
+    return weir_sink("count", sizeof(word), count, &tables[i]);
+}
+
 static int by_count(const void *a, const void *b)
 {
     const entry *x = a, *y = b;
@@ -156,13 +176,14 @@ static int by_count(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3 || strcmp(argv[1], "--help") == 0) {
-        fprintf(stderr, "usage: wordcount FILE [TOP]\n");
+    if (argc < 2 || argc > 4 || strcmp(argv[1], "--help") == 0) {
+        fprintf(stderr, "usage: wordcount FILE [TOP [SHARDS]]\n");
         return 2;
     }
-    long top = argc == 3 ? strtol(argv[2], NULL, 10) : 10;
-    if (top < 0) {
-        fprintf(stderr, "wordcount: TOP must be >= 0\n");
+    long top = argc >= 3 ? strtol(argv[2], NULL, 10) : 10;
+    long shards = argc == 4 ? strtol(argv[3], NULL, 10) : 0;
+    if (top < 0 || shards < 0 || shards > MAX_SHARDS) {
+        fprintf(stderr, "wordcount: TOP must be >= 0 and SHARDS 0..%d\n", MAX_SHARDS);
         return 2;
     }
 
@@ -173,11 +194,16 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    if (shards == 0)
+        shards = weir_runtime_workers(rt);
+    if (shards > MAX_SHARDS)
+        shards = MAX_SHARDS;
     split_state st = {0};
-    table counts = {0};
+    table tables[MAX_SHARDS] = {{0}};
     weir_term *t = WEIR_SEQ(weir_file_lines("lines", argv[1]),
                             weir_function("split", sizeof(weir_line), sizeof(word), split, &st),
-                            weir_sink("count", sizeof(word), count, &counts));
+                            weir_keyed("by-word", (unsigned)shards, word_key, NULL, make_count,
+                                       tables, WEIR_UNORDERED));
     weir_pipeline *p = NULL;
     err = weir_pipeline_create(rt, t, NULL, &p); /* NULL: default config + WEIR_EXEC */
     if (err < 0) {
@@ -191,12 +217,22 @@ int main(int argc, char **argv)
     }
     weir_runtime_destroy(rt);
 
+    /* Every word lives in one shard's table: their union is the count. */
+    table counts = {0};
+    for (long j = 0; j < shards; j++) {
+        counts.words += tables[j].words;
+        counts.cap += tables[j].used;
+    }
+    counts.slots = calloc(counts.cap ? counts.cap : 1, sizeof *counts.slots);
+    if (counts.slots == NULL && err == 0)
+        err = -ENOMEM;
     if (err == 0) {
-        /* Compact the table, sort it, print the totals and the top words. */
+        /* Gather the tables, sort, print the totals and the top words. */
         size_t k = 0;
-        for (size_t i = 0; i < counts.cap; i++)
-            if (counts.slots[i].count != 0)
-                counts.slots[k++] = counts.slots[i];
+        for (long j = 0; j < shards; j++)
+            for (size_t i = 0; i < tables[j].cap; i++)
+                if (tables[j].slots[i].count != 0)
+                    counts.slots[k++] = tables[j].slots[i];
         qsort(counts.slots, k, sizeof *counts.slots, by_count);
         printf("lines %llu, words %llu, distinct %zu\n", (unsigned long long)st.lines,
                (unsigned long long)counts.words, k);
@@ -208,5 +244,7 @@ int main(int argc, char **argv)
                    counts.slots[i].w.text);
     }
     free(counts.slots);
+    for (long j = 0; j < shards; j++)
+        free(tables[j].slots);
     return err == 0 ? 0 : 1;
 }
