@@ -1051,7 +1051,14 @@ int bench_chain(const bench_opts *o, int argc, char **argv)
 
     int status = 0;
     double direct_ns = NAN, direct_median = NAN;
-    for (int v = 0; v < CH_NVARIANTS; v++) {
+    /* tbb-pipeline before weir, so that weir's rows can say how far they are
+     * from it at the same batch (ns_over_tbb) */
+    static const int order[CH_NVARIANTS] = {CH_DIRECT, CH_TBB_PIPELINE, CH_WEIR, CH_TBB_GRAPH};
+    double tbb_ns[LIST_MAX];
+    for (size_t b = 0; b < LIST_MAX; b++)
+        tbb_ns[b] = NAN;
+    for (int oi = 0; oi < CH_NVARIANTS; oi++) {
+        const int v = order[oi];
         if (!bench_variant_selected(o, ch_names[v]))
             continue;
 #ifndef WEIR_BENCH_TERMS_TBB
@@ -1092,6 +1099,10 @@ int bench_chain(const bench_opts *o, int argc, char **argv)
                 row.ratio = (double)row.median_ns / direct_median;
             if (isfinite(direct_ns))
                 bench_row_extra(&row, "ns_over_direct", per - direct_ns, false);
+            if (v == CH_TBB_PIPELINE && b < LIST_MAX)
+                tbb_ns[b] = per;
+            if (v == CH_WEIR && b < LIST_MAX && isfinite(tbb_ns[b]))
+                bench_row_extra(&row, "ns_over_tbb", per - tbb_ns[b], false);
             bench_print_row(o, &row);
         }
 #ifdef WEIR_BENCH_TERMS_TBB
