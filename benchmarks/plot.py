@@ -49,8 +49,10 @@ def load(paths):
     """Rows of each bench, and the context records of the invocations that
     produced them (keyed by bench)."""
     rows, contexts = {}, {}
+    inv = 0
     for path in paths:
         ctx = None
+        inv += 1
         with open(path) as f:
             for line in f:
                 line = line.strip()
@@ -59,10 +61,12 @@ def load(paths):
                 r = json.loads(line)
                 if r.get("record") == "context":
                     ctx = r
+                    inv += 1
                     continue
                 if "record" in r or "bench" not in r:
                     continue
                 bench = r["bench"]
+                r["_inv"] = inv  # which invocation (file, context record) it came from
                 rows.setdefault(bench, []).append(r)
                 if ctx is not None:
                     contexts.setdefault(bench, [])
@@ -104,18 +108,15 @@ def save(fig, outdir, name):
 
 
 def plot_fib(rows, ctxs, outdir):
-    # Each weir-bench fib invocation prints its serial row first: a variant's
-    # speedup is over the serial row of its own invocation.
+    # A variant's speedup is over the serial row of its own invocation;
+    # invocations without one (--variants weir) are left out.
+    serial = {r["_inv"]: r["median_ns"] for r in rows if r["variant"] == "serial"}
     base = {}
     series = {}
-    cur_serial = None
     for r in rows:
-        if r["variant"] == "serial":
-            cur_serial = r["median_ns"]
+        if r["variant"] == "serial" or r["_inv"] not in serial:
             continue
-        if cur_serial is None:
-            continue
-        series.setdefault(r["variant"], []).append((r["workers"], cur_serial / r["median_ns"]))
+        series.setdefault(r["variant"], []).append((r["workers"], serial[r["_inv"]] / r["median_ns"]))
         base[r["n"]] = True
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     wmax = 1
@@ -163,17 +164,19 @@ def plot_fanout(rows, ctxs, outdir):
 
 def plot_chain(rows, ctxs, outdir):
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    series = {}
+    groups = {}
     direct = []
     stages = {r.get("stages") for r in rows}
     for r in rows:
         if r["variant"] == "direct":
             direct.append(r["ns_per_item"])
             continue
-        series.setdefault(r["variant"], []).append((r["batch"], r["ns_per_item"]))
-    for v, pts in sorted(series.items()):
-        pts.sort()
-        ax.plot([b for b, _ in pts], [y for _, y in pts], "o-", label=v, color=COLORS.get(v))
+        groups.setdefault((r["variant"], r["batch"]), []).append(r["ns_per_item"])
+    # one point per (variant, batch): the median over the invocations
+    for v in sorted({k[0] for k in groups}):
+        bs = sorted(b for (vv, b) in groups if vv == v)
+        ys = [statistics.median(groups[(v, b)]) for b in bs]
+        ax.plot(bs, ys, "o-", label=v, color=COLORS.get(v))
     if direct:
         ax.axhline(statistics.median(direct), ls="--", color=COLORS["direct"],
                    label="direct loop (1 thread)")
