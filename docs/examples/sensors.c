@@ -1,10 +1,13 @@
 /*
- * sensors — running statistics over a stream of sensor readings, with a
- * parallel branch per sensor and an outlier filter beside them.
+ * sensors — running statistics over a stream of sensor readings, computed
+ * twice: with a parallel branch per sensor (par), then with keyed shards
+ * (weir_keyed), the form that scales with the number of sensors.
  *
  *   readings  a pull source: R readings from each of S sensors, interleaved
  *             (reading k comes from sensor k % S); each sensor has its own
  *             level and noise, and about one reading in 150 is a spike
+ *
+ * 1. The par form, a branch per sensor and an outlier filter beside them:
  *
  *   readings * ( sensor0 * value0 * stats0 * last0
  *              | ...
@@ -27,10 +30,33 @@
  * sink keep state with no lock: weir runs one callback of a term at a time.
  * The compiler fuses each branch's filter, map, stats and sink into one task.
  *
- * The program checks itself: it recomputes every figure with a plain loop
- * over the same readings and exits 1 if the pipeline disagrees.
+ * 2. The keyed form, the same figures from a second pipeline:
  *
- * Usage: sensors [SENSORS [READINGS]]   (defaults 4 and 50000 per sensor)
+ *   readings * keyed("per-sensor", SHARDS, key = sensor id,
+ *                    shard i = sink stats_i, WEIR_ORDERED)
+ *
+ *   stats_i   sink with state: a table indexed by sensor id of Welford
+ *             accumulators (count, mean, M2 of all readings) and of the
+ *             outlier test (the inliers' count, mean and M2, and the
+ *             outliers counted); shard i owns table i
+ *
+ * weir routes each reading once, by its key, to one shard: a sensor's
+ * readings all go to the same shard, in input order, and a shard runs one
+ * callback at a time, so the per-sensor state needs no lock and Welford's
+ * update sees exactly the sequence a plain loop sees (the figures are
+ * bit-identical to it, not just close). It scales where the par form does
+ * not: the par form has S + 1 branches that each read every record (S
+ * filters each throwing away (S - 1)/S of the stream, work S x R x S), the
+ * keyed form one routing step per record (work R x S) and SHARDS shards, as
+ * many as there are workers to run them, whatever the number of sensors.
+ *
+ * The program checks itself: it recomputes every figure with a plain loop
+ * over the same readings and exits 1 if either pipeline disagrees (the par
+ * figures within 1e-9, the keyed ones exactly; every sensor must live in
+ * exactly one shard).
+ *
+ * Usage: sensors [SENSORS [READINGS [SHARDS]]]   (defaults 4, 50000 per
+ *   sensor and 0: the runtime's worker count)
  *   WEIR_EXEC=threads|hybrid|pool picks the execution mode, WEIR_STATS=1
  *   prints the term and stream tables.
  */
@@ -140,19 +166,25 @@ static void welford_add(welford *w, double x)
     w->m2 += d * (x - w->mean);
 }
 
+/* The outlier test of one reading against its sensor's inliers so far `w`:
+ * true for an outlier; an inlier is folded into `w`. */
+static bool outlier_step(welford *w, double x)
+{
+    if (w->n >= WARMUP) {
+        double sd = sqrt(w->m2 / (double)(w->n - 1));
+        if (fabs(x - w->mean) > OUTLIER_SIGMA * sd)
+            return true;
+    }
+    welford_add(w, x);
+    return false;
+}
+
 /* Keep (true) the readings that are outliers; fold the others in. */
 static bool is_outlier(void *state, const void *in)
 {
     outlier_state *st = state;
     const reading *r = in;
-    welford *w = &st->s[r->sensor];
-    if (w->n >= WARMUP) {
-        double sd = sqrt(w->m2 / (double)(w->n - 1));
-        if (fabs(r->value - w->mean) > OUTLIER_SIGMA * sd)
-            return true;
-    }
-    welford_add(w, r->value);
-    return false;
+    return outlier_step(&st->s[r->sensor], r->value);
 }
 
 typedef struct alert_state {
@@ -170,6 +202,66 @@ static int alert(void *state, const void *in)
     return 0;
 }
 
+/* ---- the keyed form: a shard's table, indexed by sensor id --------------- */
+
+typedef struct sensor_stats {
+    welford all;     /* every reading: count, mean, M2 */
+    welford inliers; /* the outlier test's state */
+    uint64_t outliers;
+} sensor_stats;
+
+typedef struct shard_table {
+    sensor_stats s[MAX_SENSORS]; /* only this shard's sensors are touched */
+} shard_table;
+
+#define MAX_SHARDS 64
+
+/* weir_keyed's key: the sensor id (weir mixes it to pick the shard). */
+static uint64_t sensor_key(void *arg, const void *rec)
+{
+    (void)arg;
+    const reading *r = rec;
+    return r->sensor;
+}
+
+/* Shard i's sink: its sensors' readings, one at a time, each sensor's in
+ * input order. */
+static int shard_update(void *state, const void *in)
+{
+    shard_table *t = state;
+    const reading *r = in;
+    sensor_stats *st = &t->s[r->sensor];
+    welford_add(&st->all, r->value);
+    st->outliers += outlier_step(&st->inliers, r->value);
+    return 0;
+}
+
+/* weir_keyed's factory: shard i updates tables[i]. */
+static weir_term *make_shard(void *arg, unsigned i)
+{
+    shard_table *tables = arg;
+    return weir_sink("stats", sizeof(reading), shard_update, &tables[i]);
+}
+
+/* The shard that holds sensor i (the one whose table saw it), -1 if none or
+ * more than one did. */
+static int shard_of(const shard_table *tables, unsigned shards, unsigned i)
+{
+    int found = -1;
+    for (unsigned j = 0; j < shards; j++)
+        if (tables[j].s[i].all.n != 0) {
+            if (found >= 0)
+                return -1;
+            found = (int)j;
+        }
+    return found;
+}
+
+static double std_of(const welford *w)
+{
+    return w->n > 1 ? sqrt(w->m2 / (double)(w->n - 1)) : 0.0;
+}
+
 /* ---- the check: the same figures from a plain loop ------------------------ */
 
 static bool close_to(double a, double b)
@@ -177,8 +269,13 @@ static bool close_to(double a, double b)
     return fabs(a - b) <= 1e-9 * (1.0 + fabs(b));
 }
 
+static bool same_welford(const welford *a, const welford *b)
+{
+    return a->n == b->n && a->mean == b->mean && a->m2 == b->m2;
+}
+
 static int check(unsigned sensors, uint64_t per_sensor, const weir_running *last,
-                 const alert_state *alerts)
+                 const alert_state *alerts, const shard_table *tables, unsigned shards)
 {
     welford w[MAX_SENSORS] = {{0}};
     outlier_state *ref = calloc(1, sizeof *ref);
@@ -190,10 +287,9 @@ static int check(unsigned sensors, uint64_t per_sensor, const weir_running *last
         welford_add(&w[r.sensor], r.value);
         outliers[r.sensor] += is_outlier(ref, &r);
     }
-    free(ref);
     int bad = 0;
     for (unsigned i = 0; i < sensors; i++) {
-        double sd = w[i].n > 1 ? sqrt(w[i].m2 / (double)(w[i].n - 1)) : 0.0;
+        double sd = std_of(&w[i]);
         if (last[i].n != w[i].n || !close_to(last[i].mean, w[i].mean) ||
             !close_to(last[i].std, sd) || alerts->count[i] != outliers[i]) {
             fprintf(stderr,
@@ -204,17 +300,55 @@ static int check(unsigned sensors, uint64_t per_sensor, const weir_running *last
                     (unsigned long long)outliers[i]);
             bad++;
         }
+        /* Keyed: one shard holds the sensor, its figures are bit-identical
+         * to the plain loop's (the same Welford steps in the same order). */
+        int j = shard_of(tables, shards, i);
+        const sensor_stats *k = j >= 0 ? &tables[j].s[i] : NULL;
+        if (k == NULL || !same_welford(&k->all, &w[i]) || !same_welford(&k->inliers, &ref->s[i]) ||
+            k->outliers != outliers[i]) {
+            fprintf(stderr,
+                    "sensors: MISMATCH keyed sensor %u (shard %d): n=%llu mean=%a m2=%a "
+                    "outliers=%llu, plain loop n=%llu mean=%a m2=%a outliers=%llu\n",
+                    i, j, k ? (unsigned long long)k->all.n : 0ull, k ? k->all.mean : 0.0,
+                    k ? k->all.m2 : 0.0, k ? (unsigned long long)k->outliers : 0ull,
+                    (unsigned long long)w[i].n, w[i].mean, w[i].m2,
+                    (unsigned long long)outliers[i]);
+            bad++;
+        }
     }
+    free(ref);
     return bad;
+}
+
+/* Create and run a pipeline of `t` (taken); 0 or a negative errno, with a
+ * message. */
+static int run(weir_runtime *rt, weir_term *t)
+{
+    weir_pipeline *p = NULL;
+    int err = weir_pipeline_create(rt, t, NULL, &p); /* NULL: default config + WEIR_EXEC */
+    if (err < 0) {
+        fprintf(stderr, "sensors: %s (%s)\n", weir_terms_last_error(), weir_strerror(err));
+        weir_term_destroy(t);
+        return err;
+    }
+    err = weir_pipeline_run(p); /* start + join */
+    if (err < 0)
+        fprintf(stderr, "sensors: %s (%s)\n", weir_pipeline_error(p), weir_strerror(err));
+    weir_pipeline_destroy(p);
+    return err;
 }
 
 int main(int argc, char **argv)
 {
     long sensors = argc > 1 ? strtol(argv[1], NULL, 10) : 4;
     long long per_sensor = argc > 2 ? strtoll(argv[2], NULL, 10) : 50000;
-    if (argc > 3 || sensors < 1 || sensors > MAX_SENSORS || per_sensor < 1) {
-        fprintf(stderr, "usage: sensors [SENSORS (1..%d) [READINGS per sensor (>= 1)]]\n",
-                MAX_SENSORS);
+    long shards = argc > 3 ? strtol(argv[3], NULL, 10) : 0;
+    if (argc > 4 || sensors < 1 || sensors > MAX_SENSORS || per_sensor < 1 || shards < 0 ||
+        shards > MAX_SHARDS) {
+        fprintf(stderr,
+                "usage: sensors [SENSORS (1..%d) [READINGS per sensor (>= 1) "
+                "[SHARDS (0..%d, 0: one per worker)]]]\n",
+                MAX_SENSORS, MAX_SHARDS);
         return 2;
     }
     unsigned S = (unsigned)sensors;
@@ -224,6 +358,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "sensors: %s\n", weir_last_error());
         return 1;
     }
+    if (shards == 0)
+        shards = weir_runtime_workers(rt);
+    if (shards < 1)
+        shards = 1;
+    if (shards > MAX_SHARDS)
+        shards = MAX_SHARDS;
+    unsigned K = (unsigned)shards;
 
     /* Term state lives here, owned by main; the terms only point at it. */
     source_state src = {0, (uint64_t)per_sensor * S, S};
@@ -233,7 +374,16 @@ int main(int argc, char **argv)
     outlier_state *ost = calloc(1, sizeof *ost);
     alert_state alerts;
     memset(&alerts, 0, sizeof alerts);
+    shard_table *tables = calloc(K, sizeof *tables);
+    if (ost == NULL || tables == NULL) {
+        fprintf(stderr, "sensors: out of memory\n");
+        weir_runtime_destroy(rt);
+        free(ost);
+        free(tables);
+        return 1;
+    }
 
+    /* 1. The par form: a branch per sensor, and the outlier filter. */
     weir_term *branches[MAX_SENSORS + 1];
     for (unsigned i = 0; i < S; i++) {
         char f[32], v[32], s[32], l[32];
@@ -249,24 +399,22 @@ int main(int argc, char **argv)
     }
     branches[S] = weir_seq2(weir_filter("outliers", sizeof(reading), is_outlier, ost),
                             weir_sink("alerts", sizeof(reading), alert, &alerts));
-    weir_term *t = weir_seq2(weir_source("readings", sizeof(reading), produce, &src),
-                             weir_par(S + 1, branches));
+    int err = run(rt, weir_seq2(weir_source("readings", sizeof(reading), produce, &src),
+                                weir_par(S + 1, branches)));
 
-    weir_pipeline *p = NULL;
-    int err = ost == NULL ? -ENOMEM : weir_pipeline_create(rt, t, NULL, &p);
-    if (err < 0) {
-        fprintf(stderr, "sensors: %s (%s)\n", weir_terms_last_error(), weir_strerror(err));
-        weir_term_destroy(t);
-    } else {
-        err = weir_pipeline_run(p);
-        if (err < 0)
-            fprintf(stderr, "sensors: %s (%s)\n", weir_pipeline_error(p), weir_strerror(err));
-        weir_pipeline_destroy(p);
-    }
+    /* 2. The keyed form: the same readings again, routed by sensor id to K
+     *    shards, each with its own table. */
+    source_state src2 = {0, (uint64_t)per_sensor * S, S};
+    if (err == 0)
+        err = run(rt, weir_seq2(weir_source("readings", sizeof(reading), produce, &src2),
+                                weir_keyed("per-sensor", K, sensor_key, NULL, make_shard, tables,
+                                           WEIR_ORDERED)));
     weir_runtime_destroy(rt);
     free(ost);
-    if (err < 0)
+    if (err < 0) {
+        free(tables);
         return 1;
+    }
 
     printf("%u sensors x %lld readings\n", S, per_sensor);
     printf("sensor  readings       mean        std  outliers\n");
@@ -275,11 +423,28 @@ int main(int argc, char **argv)
                last[i].std, (unsigned long long)alerts.count[i]);
     printf("total outliers: %llu\n", (unsigned long long)alerts.total);
 
-    int bad = check(S, (uint64_t)per_sensor, last, &alerts);
+    printf("keyed by sensor id, %u shards:\n", K);
+    printf("sensor  shard  readings       mean        std  outliers\n");
+    uint64_t keyed_outliers = 0;
+    for (unsigned i = 0; i < S; i++) {
+        int j = shard_of(tables, K, i);
+        if (j < 0) {
+            printf("%6u  %5s\n", i, "?");
+            continue;
+        }
+        const sensor_stats *k = &tables[j].s[i];
+        printf("%6u  %5d  %8llu  %9.3f  %9.3f  %8llu\n", i, j, (unsigned long long)k->all.n,
+               k->all.mean, std_of(&k->all), (unsigned long long)k->outliers);
+        keyed_outliers += k->outliers;
+    }
+    printf("total outliers: %llu\n", (unsigned long long)keyed_outliers);
+
+    int bad = check(S, (uint64_t)per_sensor, last, &alerts, tables, K);
+    free(tables);
     if (bad != 0) {
-        fprintf(stderr, "sensors: %s\n", bad < 0 ? "out of memory" : "the pipeline disagrees");
+        fprintf(stderr, "sensors: %s\n", bad < 0 ? "out of memory" : "a pipeline disagrees");
         return 1;
     }
-    printf("checked against a plain loop: ok\n");
+    printf("checked against a plain loop: ok (par within 1e-9, keyed bit-identical)\n");
     return 0;
 }
