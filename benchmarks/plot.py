@@ -15,11 +15,14 @@ result row, dispatched by its "bench" field:
   chain    -> chain-batch.svg   ns per item vs batch, weir against oneTBB
                                 parallel_pipeline / flow::graph and the
                                 direct loop
-  farm     -> farm.svg          speedup (serial / variant) and efficiency
+  farm     -> farm.svg          (rows at several worker counts) speedup (serial / variant) and efficiency
                                 (pthreads limit / variant, same workers) vs
                                 workers, one line per (variant, work_ns), by
                                 the fields bench, variant, workers, work_ns,
                                 items_per_s, speedup, efficiency
+              farm-work.svg     (rows at several work_ns) speedup and
+                                efficiency vs work per record at the
+                                largest worker count
 
 A figure is written only when rows for it exist. Under each figure: the
 commands that produced its data and the machine (CPU, PUs allowed,
@@ -221,6 +224,43 @@ def plot_farm(rows, ctxs, outdir):
     save(fig, outdir, "farm.svg")
 
 
+def plot_farm_work(rows, ctxs, outdir):
+    """Speedup and efficiency against the work per record, at the largest
+    worker count of the rows (the issue's figure: serial, weir, tbb, limit)."""
+    wmax = max(r["workers"] for r in rows)
+    rs = [r for r in rows if r["workers"] == wmax or r["variant"] == "serial"]
+    series = {}
+    for r in rs:
+        series.setdefault(r["variant"], []).append(r)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.6))
+    for v, xs in sorted(series.items()):
+        xs.sort(key=lambda r: r["work_ns"])
+        ns = [r["work_ns"] for r in xs]
+        style = ":" if v in ("serial", "limit") else "o-"
+        a1.plot(ns, [r.get("speedup", float("nan")) for r in xs], style, marker="o", label=v)
+        if v not in ("serial", "limit"):
+            a2.plot(ns, [r.get("efficiency", float("nan")) for r in xs], "o-", label=v)
+    for a in (a1, a2):
+        a.set_xscale("log")
+        a.set_xlabel("work per record (ns of dependent arithmetic)")
+        a.grid(True, which="both", alpha=0.3)
+    a1.set_ylabel("speedup over serial at %d workers" % wmax)
+    a2.set_ylabel("efficiency (pthreads limit time / time)")
+    a2.set_ylim(0, 1.3)
+    a1.legend(fontsize=7)
+    a2.legend(fontsize=7)
+    fig.suptitle("farm: speedup against work per record, %d workers" % wmax)
+    caption(fig, ctxs)
+    save(fig, outdir, "farm-work.svg")
+
+
+def plot_farm_any(rows, ctxs, outdir):
+    if len({r["workers"] for r in rows if r["variant"] != "serial"}) > 1:
+        plot_farm(rows, ctxs, outdir)
+    if len({r.get("work_ns") for r in rows}) > 1:
+        plot_farm_work(rows, ctxs, outdir)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--outdir", default="docs")
@@ -228,7 +268,7 @@ def main():
     a = ap.parse_args()
     rows, ctxs = load(a.files)
     os.makedirs(a.outdir, exist_ok=True)
-    plots = {"fib": plot_fib, "fanout": plot_fanout, "chain": plot_chain, "farm": plot_farm}
+    plots = {"fib": plot_fib, "fanout": plot_fanout, "chain": plot_chain, "farm": plot_farm_any}
     done = 0
     for bench, fn in plots.items():
         if rows.get(bench):
