@@ -805,3 +805,33 @@ Test(cancel, join_returns_within_about_one_callback_after_cancel_or_a_failure)
         }
     weir_runtime_destroy(r);
 }
+
+/* Threads mode runs without a runtime: width 0 then means one replica, and
+ * keyed shards get their threads all the same. */
+Test(parallel, threads_mode_without_a_runtime)
+{
+    weir_pipeline_config c = cfg_of(WEIR_EXEC_THREADS, 32, 0);
+    seq_check chk;
+    weir_term *t = weir_seq3(weir_range_source("src", 0, 5000, 1),
+                             weir_parallel(weir_map("inc", 8, 8, inc_map, NULL), 0),
+                             seq_sink("chk", &chk, 1));
+    weir_pipeline *p;
+    cr_assert_eq(weir_pipeline_create(NULL, t, &c, &p), 0, "%s", weir_last_error());
+    cr_assert_eq(weir_pipeline_run(p), 0, "%s", weir_pipeline_error(p));
+    cr_assert_eq(chk.count, 5000);
+    cr_assert_eq(chk.bad, 0);
+    weir_pipeline_destroy(p);
+
+    kv in[300];
+    for (int i = 0; i < 300; i++)
+        in[i] = (kv){i % 7, i};
+    kmake mk = {.finish = true};
+    _Atomic uint64_t cnt = 0;
+    t = weir_seq3(weir_array_source("src", in, 300, sizeof(kv)),
+                  weir_keyed("k", 3, kv_key, NULL, kmake_fn, &mk, WEIR_ORDERED),
+                  count_sink("n", sizeof(kv), &cnt));
+    cr_assert_eq(weir_pipeline_create(NULL, t, &c, &p), 0, "%s", weir_last_error());
+    cr_assert_eq(weir_pipeline_run(p), 0, "%s", weir_pipeline_error(p));
+    cr_assert(cnt > 0);
+    weir_pipeline_destroy(p);
+}
