@@ -96,8 +96,10 @@ typedef struct weir__cc {
  * allocations whatever the number of branches:
  *   stage block (owned by p->stages, which is its first part): the stage
  *     pointers, one stage per term at most, the nodes, the merge/zip/input
- *     slots (one per edge at most), the pull sources' batch buffers and the
- *     maps' output records; sized from the terms and edges before the
+ *     slots (one per edge at most), then, after all of those, the pull
+ *     sources' batch buffers and the maps' output records (their pages are
+ *     touched only when records reach them); sized from the terms and edges
+ *     (and the buffers' sizes summed by the evaluation) before the
  *     stages are known, so the stage slots of fused terms stay unused (and
  *     untouched: a large block is mapped lazily).
  *   stream block (owned by p->streams): the stream pointers, the streams,
@@ -106,7 +108,8 @@ typedef struct weir__cc {
  *     touched when records are written to them.
  */
 typedef struct weir__mem {
-    char *at; /* next free byte */
+    char *at;   /* next free byte */
+    char *bufs; /* the stage block: next free byte of the buffers at its end */
 } weir__mem;
 
 #define WEIR__LINE(x) (((x) + WEIR_CACHELINE - 1) / WEIR_CACHELINE * WEIR_CACHELINE)
@@ -116,6 +119,17 @@ static void *weir__take(weir__mem *m, size_t align, size_t bytes)
 {
     char *r = (char *)(((uintptr_t)m->at + align - 1) & ~(uintptr_t)(align - 1));
     m->at = r + bytes;
+    return r;
+}
+
+/* A record buffer (pull batch, map output) from the part of the stage block
+ * after the stages, so that the stages stay dense and a buffer's pages are
+ * only touched when records are written there. */
+static void *weir__take_buf(weir__mem *m, size_t bytes)
+{
+    weir__mem b = {m->bufs, NULL};
+    void *r = weir__take(&b, alignof(max_align_t), bytes);
+    m->bufs = b.at;
     return r;
 }
 
@@ -625,7 +639,7 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
         t->stage = s;
         t->node = i;
         if (t->kind == WEIR__K_MAP || (t->kind == WEIR__K_ZIP && !t->fn.zip))
-            nd->tmp = weir__take(m, alignof(max_align_t), t->out_size);
+            nd->tmp = weir__take_buf(m, t->out_size);
         /* A fused batch sink's buffer is per thread (stage.c), not here. */
     }
     if (s->head == WEIR__H_INPUT || s->head == WEIR__H_MERGE || s->head == WEIR__H_ZIP) {
@@ -638,7 +652,7 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
         }
     }
     if (s->head == WEIR__H_PULL)
-        s->buf = weir__take(m, alignof(max_align_t), (size_t)p->cfg.batch * head->out_size);
+        s->buf = weir__take_buf(m, (size_t)p->cfg.batch * head->out_size);
     /* A parallel stage: its leading replicated nodes, then a serial tail. */
     unsigned npar = 0;
     unsigned width = 0; /* adjacent groups fused: the widest wins */
@@ -730,10 +744,10 @@ static int weir__build_streams(weir_pipeline *p)
     if (!block)
         return weir__oom();
     p->streams = (weir__stream **)(void *)block;
-    weir__mem m = {block + WEIR__LINE(nst * sizeof(weir__stream *))};
+    weir__mem m = {block + WEIR__LINE(nst * sizeof(weir__stream *)), NULL};
     weir__cursor *cursors = (weir__cursor *)(void *)(m.at + nst * WEIR__LINE(sizeof(weir__stream)));
     weir__stage **consumers = (weir__stage **)(void *)(cursors + ncons);
-    weir__mem rm = {block + WEIR__LINE((size_t)((char *)(consumers + ncons) - block))};
+    weir__mem rm = {block + WEIR__LINE((size_t)((char *)(consumers + ncons) - block)), NULL};
     for (unsigned k = 0; k < p->nstages; k++) {
         weir__stage *s = p->stages[k];
         weir_term *last = s->nodes[s->nnodes - 1].term;
@@ -828,8 +842,9 @@ int weir__compile(weir_pipeline *p)
     size_t T = p->nterms, bytes = WEIR__LINE(T * sizeof *p->stages);
     bool ok = weir__add(&bytes, T, WEIR__LINE(sizeof(weir__stage)) + sizeof(weir__node) +
                                        WEIR_CACHELINE + 4 * alignof(max_align_t)) &&
-              weir__add(&bytes, nedges, sizeof(weir__input) + sizeof(void *)) &&
-              weir__add(&bytes, bufs, 1);
+              weir__add(&bytes, nedges, sizeof(weir__input) + sizeof(void *));
+    size_t meta = bytes; /* the buffers follow, a cache line further */
+    ok = ok && weir__add(&bytes, WEIR_CACHELINE + bufs, 1);
     char *block = ok ? weir_aligned_alloc(WEIR_CACHELINE, bytes) : NULL;
     if (!block) {
         r = weir__oom();
@@ -837,7 +852,7 @@ int weir__compile(weir_pipeline *p)
     }
     p->stages = (weir__stage **)(void *)block;
     memset(p->stages, 0, T * sizeof *p->stages);
-    weir__mem mem = {block + WEIR__LINE(T * sizeof *p->stages)};
+    weir__mem mem = {block + WEIR__LINE(T * sizeof *p->stages), block + WEIR__LINE(meta)};
     bool any_source = false;
     for (unsigned k = 0; k < p->nterms; k++) {
         weir_term *t = p->terms[k];
