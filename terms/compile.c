@@ -694,9 +694,11 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
             s->vec = false;
         }
     }
-    if (s->vec && (s->nodes[s->vec_from].kind == WEIR__K_SINK ||
-                   s->nodes[s->vec_from].kind == WEIR__K_BATCH_SINK))
+    if (s->vec && !npar && (s->nodes[s->vec_from].kind == WEIR__K_SINK ||
+                            s->nodes[s->vec_from].kind == WEIR__K_BATCH_SINK))
         s->vec = false; /* nothing to batch: the record goes straight to the sink */
+    /* (a parallel stage's commit hands its tail whole runs of records: a
+     * sink alone there is called in the batch path's tight loop) */
     if (npar) {
         int r = weir__par_build(s, npar, width, ordered, keyed);
         if (r < 0)
