@@ -96,15 +96,17 @@ typedef struct weir__cc {
  * allocations whatever the number of branches:
  *   stage block (owned by p->stages, which is its first part): the stage
  *     pointers, one stage per term at most, the nodes, the merge/zip/input
- *     slots (one per edge at most), then, after all of those, the pull
+ *     slots (one per edge at most), each merge's ready set (two bits per
+ *     input and a little more, stage.c), then, after all of those, the pull
  *     sources' batch buffers and the maps' output records (their pages are
  *     touched only when records reach them); sized from the terms and edges
  *     (and the buffers' sizes summed by the evaluation) before the
  *     stages are known, so the stage slots of fused terms stay unused (and
  *     untouched: a large block is mapped lazily).
  *   stream block (owned by p->streams): the stream pointers, the streams,
- *     their cursors and consumer lists, then the rings; sized exactly once
- *     the stages are built. Rings are not zeroed, so a ring's pages are only
+ *     their cursors, consumer lists and input indices (a cursor's bit in
+ *     its merge's ready set), then the rings; sized exactly once the
+ *     stages are built. Rings are not zeroed, so a ring's pages are only
  *     touched when records are written to them.
  */
 typedef struct weir__mem {
@@ -650,6 +652,29 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
             s->zip_in = weir__take(m, alignof(max_align_t), s->ninputs * sizeof *s->zip_in);
             memset((void *)s->zip_in, 0, s->ninputs * sizeof *s->zip_in);
         }
+        if (s->head == WEIR__H_MERGE) {
+            /* The ready set (internal.h): the producers' words on lines of
+             * their own, then the activation's pending set, every input
+             * pending at first (the first activation looks at each once). */
+            weir__ready *rd = &s->ready;
+            rd->w1 = weir__ready_w1(s->ninputs);
+            rd->w0 = weir__ready_w0(s->ninputs);
+            rd->ready1 = weir__take(m, WEIR_CACHELINE, rd->w1 * sizeof(uint64_t));
+            rd->ready0 = weir__take(m, alignof(uint64_t), rd->w0 * sizeof(uint64_t));
+            rd->pend1 = weir__take(m, WEIR_CACHELINE, rd->w1 * sizeof(uint64_t));
+            rd->pend0 = weir__take(m, alignof(uint64_t), rd->w0 * sizeof(uint64_t));
+            for (unsigned j = 0; j < rd->w1; j++) {
+                atomic_init(&rd->ready1[j], 0);
+                unsigned left = s->ninputs - j * 64;
+                rd->pend1[j] = left >= 64 ? UINT64_MAX : (UINT64_C(1) << left) - 1;
+            }
+            for (unsigned k = 0; k < rd->w0; k++) {
+                atomic_init(&rd->ready0[k], 0);
+                unsigned left = rd->w1 - k * 64;
+                rd->pend0[k] = left >= 64 ? UINT64_MAX : (UINT64_C(1) << left) - 1;
+            }
+            rd->nended = 0;
+        }
     }
     if (s->head == WEIR__H_PULL)
         s->buf = weir__take_buf(m, (size_t)p->cfg.batch * head->out_size);
@@ -739,7 +764,8 @@ static int weir__build_streams(weir_pipeline *p)
     }
     size_t bytes = WEIR__LINE(nst * sizeof(weir__stream *));
     if (!weir__add(&bytes, nst, WEIR__LINE(sizeof(weir__stream))) ||
-        !weir__add(&bytes, ncons, sizeof(weir__cursor) + sizeof(weir__stage *)) ||
+        !weir__add(&bytes, ncons,
+                   sizeof(weir__cursor) + sizeof(weir__stage *) + sizeof(uint32_t)) ||
         !weir__add(&bytes, WEIR_CACHELINE, 1) || !weir__add(&bytes, rings, 1))
         return weir__oom();
     char *block = weir_aligned_alloc(WEIR_CACHELINE, bytes);
@@ -749,7 +775,8 @@ static int weir__build_streams(weir_pipeline *p)
     weir__mem m = {block + WEIR__LINE(nst * sizeof(weir__stream *)), NULL};
     weir__cursor *cursors = (weir__cursor *)(void *)(m.at + nst * WEIR__LINE(sizeof(weir__stream)));
     weir__stage **consumers = (weir__stage **)(void *)(cursors + ncons);
-    weir__mem rm = {block + WEIR__LINE((size_t)((char *)(consumers + ncons) - block)), NULL};
+    uint32_t *slots = (uint32_t *)(void *)(consumers + ncons);
+    weir__mem rm = {block + WEIR__LINE((size_t)((char *)(slots + ncons) - block)), NULL};
     for (unsigned k = 0; k < p->nstages; k++) {
         weir__stage *s = p->stages[k];
         weir_term *last = s->nodes[s->nnodes - 1].term;
@@ -758,9 +785,10 @@ static int weir__build_streams(weir_pipeline *p)
         weir__stream *st = weir__take(&m, WEIR_CACHELINE, sizeof *st);
         char *ring = weir__take(&rm, WEIR_CACHELINE, weir__stream_ring_bytes(last->out_size, cap));
         weir__stream_place(st, last->name, last->out_size, cap, last->nconsumers, ring, cursors,
-                           consumers);
+                           consumers, slots);
         cursors += last->nconsumers;
         consumers += last->nconsumers;
+        slots += last->nconsumers;
         p->streams[p->nstreams++] = st;
         st->producer = s;
         s->out = st;
@@ -772,6 +800,8 @@ static int weir__build_streams(weir_pipeline *p)
             weir__input *in = &cs->inputs[last->consumer_slot[i]];
             in->stream = st;
             in->cursor = i;
+            if (cs->head == WEIR__H_MERGE)
+                st->slots[i] = last->consumer_slot[i]; /* its bit in the merge's ready set */
             in->tail = 0;
             in->ended = false;
         }
@@ -845,6 +875,9 @@ int weir__compile(weir_pipeline *p)
     bool ok = weir__add(&bytes, T, WEIR__LINE(sizeof(weir__stage)) + sizeof(weir__node) +
                                        WEIR_CACHELINE + 4 * alignof(max_align_t)) &&
               weir__add(&bytes, nedges, sizeof(weir__input) + sizeof(void *));
+    for (unsigned k = 0; ok && k < p->nterms; k++)
+        if (p->terms[k]->kind == WEIR__K_MERGE) /* a merge is always a stage head */
+            ok = weir__add(&bytes, weir__ready_bytes(p->terms[k]->ninputs), 1);
     size_t meta = bytes; /* the buffers follow, a cache line further */
     ok = ok && weir__add(&bytes, WEIR_CACHELINE + bufs, 1);
     char *block = ok ? weir_aligned_alloc(WEIR_CACHELINE, bytes) : NULL;

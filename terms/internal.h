@@ -178,6 +178,9 @@ typedef struct weir__stream {
     unsigned ncons;
     weir__cursor *cursors;          /* [ncons] */
     struct weir__stage **consumers; /* [ncons] stage of each cursor */
+    /* [ncons] the cursor's input in its consumer's ready set (a merge, see
+     * weir__ready_mark), WEIR__NOBODY when the consumer keeps none */
+    uint32_t *slots;
     struct weir__stage *producer;
     const char *name; /* the producing term's */
 } weir__stream;
@@ -215,6 +218,45 @@ uint64_t weir__stream_depth(const weir__stream *s);
 bool weir__stream_stalled(weir__stream *s, uint64_t now);
 
 /* ------------------------------------------------------------------ stages */
+
+/*
+ * The ready set of a merge: which inputs published or ended since the
+ * merge's activation last looked, so that an activation costs O(inputs that
+ * changed) rather than O(inputs). Two levels of bits: ready1 has one bit per
+ * input, ready0 one bit per ready1 word. A producer sets its bit in ready1,
+ * then the word's bit in ready0 (both fetch_or release), then notifies the
+ * merge (weir__ready_mark). The activation exchanges the non-zero ready0
+ * words with 0, then each ready1 word they name (acquire), and ORs the
+ * result into its private pending set (pend1 / pend0, same layout); it
+ * visits only pending inputs (stage.c, weir__step_merge). See
+ * docs/terms.md section 10.
+ */
+typedef struct weir__ready {
+    _Atomic uint64_t *ready1; /* [w1] producers set, the activation clears */
+    _Atomic uint64_t *ready0; /* [w0] */
+    uint64_t *pend1;          /* [w1] activation-private */
+    uint64_t *pend0;          /* [w0] activation-private */
+    unsigned w1, w0;
+    unsigned nended; /* inputs seen ended (activation-private) */
+} weir__ready;
+
+static inline unsigned weir__ready_w1(unsigned n)
+{
+    return (n + 63) / 64;
+}
+
+static inline unsigned weir__ready_w0(unsigned n)
+{
+    return (weir__ready_w1(n) + 63) / 64;
+}
+
+/* Bytes of a ready set for n inputs, laid out by weir__ready_place() at a
+ * cache-line boundary (the caller adds the alignment). */
+static inline size_t weir__ready_bytes(unsigned n)
+{
+    size_t w = (size_t)weir__ready_w1(n) + weir__ready_w0(n);
+    return 2 * WEIR_CACHELINE + 2 * w * sizeof(uint64_t);
+}
 
 typedef enum weir__head {
     WEIR__H_PULL,
@@ -295,6 +337,7 @@ typedef struct weir__stage {
     unsigned ninputs;
     weir__input *inputs;
     unsigned rr;         /* merge: next input to look at */
+    weir__ready ready;   /* merge: inputs that changed (see weir__ready) */
     const void **zip_in; /* zip: argument array */
     weir__stream *out;   /* NULL: sink at the end, or nobody reads */
     void *buf;           /* pull source batch buffer */

@@ -768,21 +768,115 @@ static int weir__step_input(weir__stage *s, weir_worker *w)
     return avail ? STEP_PROGRESS : STEP_WAIT;
 }
 
+/*
+ * A merge visits only the inputs in its pending set: those whose producer
+ * published or ended since they were last found empty (the ready set, see
+ * weir__ready in internal.h), in round-robin order from `rr`. An activation
+ * costs O(pending inputs + inputs / 4096), not O(inputs): a merge of 100 000
+ * branches woken once per branch would otherwise scan all of them each time.
+ *
+ * No lost input: a producer sets its bit after publishing and before it
+ * notifies the merge. Either the activation's exchange takes the bit (and,
+ * acquiring it, sees the records), or the bit is set after the exchange and
+ * the notify that follows runs the merge again (or fails its CAS to IDLE).
+ * An input leaves the pending set only when a read of its stream, made
+ * after its bit was taken, found it empty or ended; one with records left
+ * (budget spent, output full) stays pending.
+ */
+
+/* Move the producers' bits into the pending set. */
+static void weir__ready_collect(weir__ready *rd)
+{
+    for (unsigned k = 0; k < rd->w0; k++) {
+        /* relaxed probe: a bit set before the notify that led here is
+         * visible (the notify's RMW on `state` orders it); a later one
+         * comes with a notify of its own. */
+        if (atomic_load_explicit(&rd->ready0[k], memory_order_relaxed) == 0)
+            continue;
+        /* acquire: pairs with the release fetch_or of weir__ready_mark() */
+        uint64_t x = atomic_exchange_explicit(&rd->ready0[k], 0, memory_order_acquire);
+        while (x) {
+            unsigned j = k * 64 + (unsigned)__builtin_ctzll(x);
+            x &= x - 1;
+            /* acquire: as above, for the bits whose ready0 bit is not set
+             * yet (their producer sets it next, and notifies again) */
+            uint64_t y = atomic_exchange_explicit(&rd->ready1[j], 0, memory_order_acquire);
+            if (y) {
+                rd->pend1[j] |= y;
+                rd->pend0[k] |= UINT64_C(1) << (j % 64);
+            }
+        }
+    }
+}
+
+/* The first pending input in [from, to), or `to` when there is none. */
+static unsigned weir__pending_next(const weir__ready *rd, unsigned from, unsigned to)
+{
+    if (from >= to)
+        return to;
+    unsigned j = from / 64;
+    uint64_t x = rd->pend1[j] & (UINT64_MAX << (from % 64));
+    if (!x) {
+        /* the next non-empty pend1 word, through pend0 */
+        unsigned k = (j + 1) / 64, b = (j + 1) % 64;
+        uint64_t y = k < rd->w0 ? rd->pend0[k] & (b ? UINT64_MAX << b : UINT64_MAX) : 0;
+        for (;;) {
+            if (y) {
+                j = k * 64 + (unsigned)__builtin_ctzll(y);
+                break;
+            }
+            if (++k >= rd->w0 || (size_t)k * 4096 >= to)
+                return to;
+            y = rd->pend0[k];
+        }
+        x = rd->pend1[j];
+    }
+    unsigned i = j * 64 + (unsigned)__builtin_ctzll(x);
+    return i < to ? i : to;
+}
+
+static inline void weir__pending_clear(weir__ready *rd, unsigned i)
+{
+    unsigned j = i / 64;
+    rd->pend1[j] &= ~(UINT64_C(1) << (i % 64));
+    if (!rd->pend1[j])
+        rd->pend0[j / 64] &= ~(UINT64_C(1) << (j % 64));
+}
+
+static bool weir__pending_any(const weir__ready *rd)
+{
+    for (unsigned k = 0; k < rd->w0; k++)
+        if (rd->pend0[k])
+            return true;
+    return false;
+}
+
 static int weir__step_merge(weir__stage *s, weir_worker *w)
 {
     weir__node *n0 = &s->nodes[0];
+    weir__ready *rd = &s->ready;
+    const unsigned N = s->ninputs;
     uint64_t budget = s->p->cfg.batch;
     bool blocked = false;
-    for (unsigned k = 0; k < s->ninputs && budget && !blocked && !s->err; k++) {
-        weir__input *in = &s->inputs[(s->rr + k) % s->ninputs];
-        if (in->ended)
-            continue;
-        bool at_end;
-        uint64_t avail = weir__stream_avail(in->stream, in->tail, &at_end);
-        if (at_end) {
-            in->ended = true;
+    weir__ready_collect(rd);
+    /* one pass over the pending inputs: [rr, N), then [0, rr) */
+    const unsigned start = s->rr < N ? s->rr : 0;
+    unsigned last = start, i = weir__pending_next(rd, start, N);
+    bool wrapped = false;
+    for (;;) {
+        if (i >= (wrapped ? start : N)) {
+            if (wrapped)
+                break;
+            wrapped = true;
+            i = weir__pending_next(rd, 0, start);
             continue;
         }
+        if (!budget || blocked || s->err || WEIR_UNLIKELY(weir__cancelled(s->p)))
+            break;
+        weir__input *in = &s->inputs[i];
+        last = i;
+        bool at_end;
+        uint64_t avail = weir__stream_avail(in->stream, in->tail, &at_end);
         uint64_t take = avail < budget ? avail : budget;
         uint64_t done = 0;
         while (done < take) {
@@ -802,34 +896,33 @@ static int weir__step_merge(weir__stage *s, weir_worker *w)
             n0->out += done;
             in->tail += done;
             weir__stream_advance(in->stream, in->cursor, in->tail, w);
+            budget -= done;
+            if (done == avail) /* look again: ended, or more since? */
+                avail = weir__stream_avail(in->stream, in->tail, &at_end);
+            else
+                avail -= done;
         }
-        budget -= done;
+        if (at_end || avail == 0) {
+            /* empty or ended: its producer sets the bit again when that
+             * changes (ended is for good) */
+            if (at_end && !in->ended) {
+                in->ended = true;
+                rd->nended++;
+            }
+            weir__pending_clear(rd, i);
+        }
+        i = weir__pending_next(rd, i + 1, wrapped ? start : N);
     }
-    /* Start with the next input next time, so that no input is favoured. */
-    s->rr = (s->rr + 1) % s->ninputs;
+    /* Start after the last input looked at next time, so that no input is
+     * favoured when the budget runs out. */
+    s->rr = last + 1 < N ? last + 1 : 0;
     if (s->err)
         return STEP_ERROR;
+    if (rd->nended == N)
+        return STEP_ENDED;
     if (blocked)
         return STEP_WAIT;
-    if (budget == 0)
-        return STEP_PROGRESS;
-    bool more = false, all_ended = true;
-    for (unsigned k = 0; k < s->ninputs; k++) {
-        weir__input *in = &s->inputs[k];
-        if (in->ended)
-            continue;
-        bool at_end;
-        uint64_t avail = weir__stream_avail(in->stream, in->tail, &at_end);
-        if (at_end)
-            in->ended = true;
-        else
-            all_ended = false;
-        if (avail)
-            more = true;
-    }
-    if (all_ended)
-        return STEP_ENDED;
-    return more ? STEP_PROGRESS : STEP_WAIT;
+    return weir__pending_any(rd) ? STEP_PROGRESS : STEP_WAIT;
 }
 
 static int weir__step_zip(weir__stage *s, weir_worker *w)
@@ -967,11 +1060,28 @@ static void weir__flush_stats(weir__stage *s)
     atomic_store_explicit(&s->st_max_wait, s->max_wait, memory_order_relaxed);
 }
 
+/* Producer: input `slot` of merge `c` published or ended (see weir__ready
+ * in internal.h). release on both: the records published (head, ended)
+ * before the bit are visible to the activation whose acquire exchange takes
+ * it, at either level; the merge is notified after this. */
+static inline void weir__ready_mark(weir__stage *c, uint32_t slot)
+{
+    weir__ready *rd = &c->ready;
+    unsigned j = slot / 64;
+    atomic_fetch_or_explicit(&rd->ready1[j], UINT64_C(1) << (slot % 64), memory_order_release);
+    atomic_fetch_or_explicit(&rd->ready0[j / 64], UINT64_C(1) << (j % 64), memory_order_release);
+}
+
 static void weir__notify_consumers(weir__stage *s, weir_worker *w)
 {
     weir__stream *o = s->out;
-    for (unsigned i = 0; i < o->ncons; i++)
+    for (unsigned i = 0; i < o->ncons; i++) {
+        /* before the notify: its acq_rel RMW (or mutex) hands the bit over
+         * with everything else this producer did */
+        if (o->slots[i] != WEIR__NOBODY)
+            weir__ready_mark(o->consumers[i], o->slots[i]);
         weir__stage_notify(o->consumers[i], w);
+    }
 }
 
 /* End the output, let go of the inputs, and leave the pipeline. The last

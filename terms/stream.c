@@ -54,14 +54,16 @@ int weir__stream_init(weir__stream *s, const char *name, size_t size, uint64_t c
     weir__cursor *cursors =
         weir_aligned_alloc(WEIR_CACHELINE, (size_t)ncons * sizeof(weir__cursor));
     struct weir__stage **consumers = weir_calloc(ncons, sizeof *consumers);
-    if (!buf || !cursors || !consumers) {
+    uint32_t *slots = weir_calloc(ncons, sizeof *slots);
+    if (!buf || !cursors || !consumers || !slots) {
         weir_free(buf);
         weir_free(cursors);
         weir_free(consumers);
+        weir_free(slots);
         memset((void *)s, 0, sizeof *s);
         return -ENOMEM;
     }
-    weir__stream_place(s, name, size, cap, ncons, buf, cursors, consumers);
+    weir__stream_place(s, name, size, cap, ncons, buf, cursors, consumers, slots);
     return 0;
 }
 
@@ -69,15 +71,17 @@ int weir__stream_init(weir__stream *s, const char *name, size_t size, uint64_t c
  * and untouched pages of a large ring then cost no memory. */
 void weir__stream_place(weir__stream *s, const char *name, size_t size, uint64_t cap,
                         unsigned ncons, char *buf, weir__cursor *cursors,
-                        struct weir__stage **consumers)
+                        struct weir__stage **consumers, uint32_t *slots)
 {
     memset((void *)s, 0, sizeof *s);
     s->buf = buf;
     s->cursors = cursors;
     s->consumers = consumers;
+    s->slots = slots;
     for (unsigned i = 0; i < ncons; i++) {
         atomic_init(&s->cursors[i].tail, 0);
         s->consumers[i] = NULL;
+        s->slots[i] = WEIR__NOBODY;
     }
     atomic_init(&s->head, 0);
     atomic_init(&s->ended, 0);
@@ -100,9 +104,11 @@ void weir__stream_deinit(weir__stream *s)
     weir_free(s->buf);
     weir_free(s->cursors);
     weir_free(s->consumers);
+    weir_free(s->slots);
     s->buf = NULL;
     s->cursors = NULL;
     s->consumers = NULL;
+    s->slots = NULL;
 }
 
 bool weir__stream_space(weir__stream *s, uint32_t want)

@@ -14,10 +14,10 @@ size_t weir__stream_ring_bytes(size_t size, uint64_t cap);
 
 /* weir__stream_init() on memory the caller provides: `buf` (ring bytes,
  * cache-line aligned, need not be zeroed), `cursors` (ncons, cache-line
- * aligned) and `consumers` (ncons). Cannot fail; the caller frees the
- * memory, never weir__stream_deinit(). */
+ * aligned), `consumers` and `slots` (ncons each). Cannot fail; the caller
+ * frees the memory, never weir__stream_deinit(). */
 void weir__stream_place(weir__stream *s, const char *name, size_t size, uint64_t cap,
                         unsigned ncons, char *buf, weir__cursor *cursors,
-                        struct weir__stage **consumers);
+                        struct weir__stage **consumers, uint32_t *slots);
 
 #endif /* WEIR_TERMS_STREAM_PLACE_H */
