@@ -745,6 +745,24 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
 
 /* ------------------------------------------------------------ 4. streams */
 
+/* A stream's capacity: the configured one, raised for a stream that feeds a
+ * parallel or keyed stage to hold every batch it may have in flight
+ * (nslots x B, parallel.c); otherwise the dispatcher could claim fewer
+ * batches than it has replicas (capacity 1024 = 4 batches of 256 caps a
+ * 16-worker farm at 4). Still a bound: 2 x width batches. */
+static uint64_t weir__stream_cap(const weir_pipeline *p, const weir_term *last, uint64_t cap)
+{
+    for (unsigned i = 0; i < last->nconsumers; i++) {
+        const weir__stage *cs = last->consumers[i]->stage;
+        if (cs && cs->par) {
+            uint64_t want = (uint64_t)cs->par->nslots * p->cfg.batch;
+            while (cap < want)
+                cap <<= 1;
+        }
+    }
+    return cap;
+}
+
 /* The stream block (see "Memory"). */
 static int weir__build_streams(weir_pipeline *p)
 {
@@ -756,7 +774,7 @@ static int weir__build_streams(weir_pipeline *p)
         weir_term *last = p->stages[k]->nodes[p->stages[k]->nnodes - 1].term;
         if (!weir__has_output(last) || last->nconsumers == 0)
             continue;
-        size_t ring = weir__stream_ring_bytes(last->out_size, cap);
+        size_t ring = weir__stream_ring_bytes(last->out_size, weir__stream_cap(p, last, cap));
         if (!ring || !weir__add(&rings, ring, 1))
             return weir__oom();
         nst++;
@@ -783,8 +801,9 @@ static int weir__build_streams(weir_pipeline *p)
         if (!weir__has_output(last) || last->nconsumers == 0)
             continue; /* a sink, or nobody reads it: records are dropped */
         weir__stream *st = weir__take(&m, WEIR_CACHELINE, sizeof *st);
-        char *ring = weir__take(&rm, WEIR_CACHELINE, weir__stream_ring_bytes(last->out_size, cap));
-        weir__stream_place(st, last->name, last->out_size, cap, last->nconsumers, ring, cursors,
+        const uint64_t scap = weir__stream_cap(p, last, cap);
+        char *ring = weir__take(&rm, WEIR_CACHELINE, weir__stream_ring_bytes(last->out_size, scap));
+        weir__stream_place(st, last->name, last->out_size, scap, last->nconsumers, ring, cursors,
                            consumers, slots);
         cursors += last->nconsumers;
         consumers += last->nconsumers;

@@ -837,3 +837,29 @@ Test(parallel, threads_mode_without_a_runtime)
     cr_assert(cnt > 0);
     weir_pipeline_destroy(p);
 }
+
+/* The stream feeding a parallel stage holds every batch it may claim
+ * (2 x width x B), whatever the configured capacity: with 1024 records a
+ * 16-wide farm could claim only 4 batches of 256. */
+Test(parallel, the_input_stream_holds_every_batch_in_flight)
+{
+    weir_runtime *r = make_rt(2);
+    _Atomic uint64_t cnt = 0;
+    weir_term *t = weir_seq3(weir_range_source("src", 0, 100000, 1),
+                             weir_parallel(weir_map("inc", 8, 8, inc_map, NULL), 16),
+                             count_sink("n", 8, &cnt));
+    weir_pipeline_config c = cfg_of(WEIR_EXEC_POOL, 256, 1024);
+    weir_pipeline *p;
+    cr_assert_eq(weir_pipeline_create(r, t, &c, &p), 0, "%s", weir_last_error());
+    weir_stream_stats ss;
+    cr_assert_eq(weir_pipeline_stream_stats(p, 0, &ss), 0);
+    cr_assert_str_eq(ss.name, "src");
+    cr_assert_geq(ss.capacity, 2 * 16 * 256, "capacity %llu", (unsigned long long)ss.capacity);
+    cr_assert_eq(weir_pipeline_run(p), 0, "%s", weir_pipeline_error(p));
+    cr_assert_eq(cnt, 100000);
+    weir_term_stats ts;
+    weir_pipeline_term_stats(p, 1, &ts);
+    cr_assert_leq(ts.max_in_flight, 16);
+    weir_pipeline_destroy(p);
+    weir_runtime_destroy(r);
+}
