@@ -236,8 +236,8 @@ def plot_farm_work(rows, ctxs, outdir):
     for v, xs in sorted(series.items()):
         xs.sort(key=lambda r: r["work_ns"])
         ns = [r["work_ns"] for r in xs]
-        style = ":" if v in ("serial", "limit") else "o-"
-        a1.plot(ns, [r.get("speedup", float("nan")) for r in xs], style, marker="o", label=v)
+        style = "o:" if v in ("serial", "limit") else "o-"
+        a1.plot(ns, [r.get("speedup", float("nan")) for r in xs], style, label=v)
         if v not in ("serial", "limit"):
             a2.plot(ns, [r.get("efficiency", float("nan")) for r in xs], "o-", label=v)
     for a in (a1, a2):
