@@ -112,7 +112,9 @@ typedef struct hook {
     bool emit_fail; /* ... through weir_emit_fail() */
     bool trigger;   /* call stop / cancel at call `at` */
     uint64_t at;
-    uint64_t calls;
+    /* atomic: the replicas of a weir_parallel run call it concurrently
+     * (relaxed: a count; which call is the at-th does not matter) */
+    _Atomic uint64_t calls;
 } hook;
 
 typedef struct op {
@@ -128,6 +130,10 @@ typedef struct branch {
     int nops;
     op ops[MAXOPS];
     bool batch; /* batch sink */
+    /* ops [par_from, par_from + par_n) run as one weir_parallel (par_n 0:
+     * none), width par_width (0: every worker) */
+    int par_from, par_n;
+    unsigned par_width;
     hook h;
     char name[40];
     vec got;
@@ -186,7 +192,7 @@ static void trigger(void)
 /* One call of a hooked callback: @return -EIO when it must fail now. */
 static int hook_call(hook *h, weir_emit *e, const char *name)
 {
-    uint64_t c = h->calls++;
+    uint64_t c = atomic_fetch_add_explicit(&h->calls, 1, memory_order_relaxed);
     if (h->trigger) {
         atomic_store_explicit(&T->trigger_calls, c + 1, memory_order_relaxed);
         if (c == h->at)
@@ -294,7 +300,7 @@ static int op_copies(item x)
 static void map_fn(void *state, const void *in, void *out)
 {
     op *o = state;
-    o->h.calls++;
+    atomic_fetch_add_explicit(&o->h.calls, 1, memory_order_relaxed);
     item x;
     memcpy(&x, in, IS);
     x = op_apply_map(x);
@@ -304,7 +310,7 @@ static void map_fn(void *state, const void *in, void *out)
 static bool pred_fn(void *state, const void *in)
 {
     op *o = state;
-    o->h.calls++;
+    atomic_fetch_add_explicit(&o->h.calls, 1, memory_order_relaxed);
     item x;
     memcpy(&x, in, IS);
     return op_keep_x(x);
@@ -344,7 +350,7 @@ static int op_finish(void *state, weir_emit *e)
     int r = hook_call(&o->hfin, e, o->name);
     if (r < 0)
         return r;
-    item f = {-1000, (int64_t)o->h.calls};
+    item f = {-1000, (int64_t)atomic_load_explicit(&o->h.calls, memory_order_relaxed)};
     return weir_emit_record(e, &f);
 }
 
@@ -446,10 +452,21 @@ static weir_term *build(void)
         for (int j = 0; j < T->nbr[i]; j++) {
             branch *b = &T->br[i][j];
             weir_term *chain[MAXOPS + 1];
-            for (int k = 0; k < b->nops; k++)
-                chain[k] = build_op(&b->ops[k]);
-            chain[b->nops] = build_sink(b);
-            brs[j] = weir_seq((size_t)b->nops + 1, chain);
+            int n = 0;
+            for (int k = 0; k < b->nops; k++) {
+                if (b->par_n && k == b->par_from) {
+                    /* a run of ops as replicas: the same records, in order */
+                    weir_term *run[MAXOPS];
+                    for (int q = 0; q < b->par_n; q++)
+                        run[q] = build_op(&b->ops[k + q]);
+                    chain[n++] = weir_parallel(weir_seq((size_t)b->par_n, run), b->par_width);
+                    k += b->par_n - 1;
+                    continue;
+                }
+                chain[n++] = build_op(&b->ops[k]);
+            }
+            chain[n++] = build_sink(b);
+            brs[j] = weir_seq((size_t)n, chain);
         }
         comps[nc++] = weir_seq2(build_source(&T->src[i]), weir_par((size_t)T->nbr[i], brs));
     }
@@ -501,6 +518,12 @@ static void gen_trial(int type)
                 o->kind = kinds[rndn(6)];
                 o->finish = o->kind != 'i' && rndn(4) == 0;
                 snprintf(o->name, sizeof o->name, "b%d_%d_%d", i, j, k);
+            }
+            b->par_n = 0;
+            if (b->nops > 0 && rndn(3) == 0) {
+                b->par_from = (int)rndn((unsigned)b->nops);
+                b->par_n = 1 + (int)rndn((unsigned)(b->nops - b->par_from));
+                b->par_width = rndn(4);
             }
         }
     }
@@ -758,7 +781,8 @@ static void *watchdog(void *arg)
                 fprintf(stderr, "  source s%d: %s, %" PRIu64 " records, %" PRIu64 " calls%s\n", i,
                         T->src[i].blocking ? "blocking" : "pull",
                         atomic_load_explicit(&T->src[i].produced, memory_order_relaxed),
-                        T->src[i].h.calls, T->src[i].h.trigger ? " (triggers)" : "");
+                        atomic_load_explicit(&T->src[i].h.calls, memory_order_relaxed),
+                        T->src[i].h.trigger ? " (triggers)" : "");
             fflush(stderr);
             _Exit(1);
         }
