@@ -324,7 +324,7 @@ Test(parallel, cancel_returns_within_about_one_callback)
         cr_assert_eq(err, -ECANCELED, "mode %s: %d", weir_exec_mode_name(all_modes[mi]), err);
         /* a batch of 256 records would be 0.5 s; one callback is 2 ms.
          * Generous for a loaded machine, far below a batch. */
-        cr_assert(took < 250000000ull, "mode %s: join took %llu ms after cancel",
+        cr_assert(took < 350000000ull, "mode %s: join took %llu ms after cancel",
                   weir_exec_mode_name(all_modes[mi]), (unsigned long long)(took / 1000000));
         weir_pipeline_destroy(p);
     }
@@ -414,7 +414,15 @@ Test(parallel, stop_drains_exactly_once)
         weir_pipeline *p;
         cr_assert_eq(weir_pipeline_create(r, t, &c, &p), 0, "%s", weir_last_error());
         cr_assert_eq(weir_pipeline_start(p), 0);
-        spin_ns(20000000);
+        /* stop once the source has emitted something (a fixed sleep saw
+         * nothing yet on a loaded CI machine) */
+        weir_term_stats st0;
+        for (uint64_t dl = now_ns() + 5000000000ull; now_ns() < dl;) {
+            weir_pipeline_term_stats(p, 0, &st0);
+            if (st0.records_out >= 1000)
+                break;
+            spin_ns(1000000);
+        }
         cr_assert_eq(weir_pipeline_stop(p), 0);
         cr_assert_eq(weir_pipeline_join(p), 0, "%s", weir_pipeline_error(p));
         weir_term_stats src;
@@ -800,7 +808,7 @@ Test(cancel, join_returns_within_about_one_callback_after_cancel_or_a_failure)
             uint64_t took = now_ns() - t0;
             cr_assert_eq(err, form < 2 ? -ECANCELED : -EIO, "%s form %d: %d",
                          weir_exec_mode_name(all_modes[mi]), form, err);
-            cr_assert(took < 250000000ull, "%s form %d: join took %llu ms",
+            cr_assert(took < 350000000ull, "%s form %d: join took %llu ms",
                       weir_exec_mode_name(all_modes[mi]), form,
                       (unsigned long long)(took / 1000000));
             weir_pipeline_destroy(p);
