@@ -197,6 +197,28 @@ WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)
     }
     if (p->nstreams > max_rows)
         fprintf(f, "  ... %u more streams\n", p->nstreams - max_rows);
+    /* Data-parallel stages (weir_parallel, weir_keyed): replicas and reorder
+     * slots (keyed shards have their rows in the term table above). */
+    bool header = false;
+    for (unsigned k = 0; k < p->nstages; k++) {
+        const weir__stage *s = p->stages[k];
+        if (!s->par)
+            continue;
+        const weir__par *pa = s->par;
+        if (!header) {
+            fprintf(f, "  %-20s %6s %6s %10s %9s %9s %9s\n", "parallel stage", "width", "shards",
+                    "batches", "in flight", "max", "max reord");
+            header = true;
+        }
+        /* relaxed: monitoring counters written by the dispatcher */
+        const weir_term *g = s->nodes[0].term->group; /* keyed: its own name */
+        fprintf(f, "  %-20.20s %6u %6u %10llu %9u %9u %9llu\n",
+                pa->nshards && g ? g->name : s->nodes[0].term->name,
+                pa->width, pa->nshards, (unsigned long long)weir__ld(&pa->st_batches),
+                atomic_load_explicit(&pa->st_running, memory_order_relaxed),
+                atomic_load_explicit(&pa->st_max_running, memory_order_relaxed),
+                (unsigned long long)weir__ld(&pa->st_max_reorder));
+    }
     if (p->rt) {
         /* The pipeline's attachment keeps the handle valid after
          * weir_runtime_destroy(), but not the workers: once destroy has
