@@ -2,6 +2,7 @@
 /* Fork-join results: fib, nqueens and a deep spawn chain on 1..4 workers
  * (4 oversubscribes this 2-core box on purpose). */
 #include <criterion/criterion.h>
+#include <time.h>
 #include <stdlib.h>
 
 #include "weir.h"
@@ -117,13 +118,35 @@ Test(forkjoin, wide_spawn_grows_deque_from_capacity_2)
     }
 }
 
+/* Idle workers keep trying to steal, and the counters are read (and reset)
+ * one by one, so a snapshot or a reset taken meanwhile may count an attempt
+ * on one side only (CI under ASan saw outcomes 3 above attempts). Wait until
+ * the workers have parked: two totals 2 ms apart agree (at most ~2 s). */
+static void settle(weir_runtime *rt, weir_worker_stats *t)
+{
+    weir_runtime_stats_total(rt, t);
+    for (int k = 0; k < 1000; k++) {
+        weir_worker_stats u;
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+        weir_runtime_stats_total(rt, &u);
+        bool same = u.steal_attempts == t->steal_attempts && u.steals == t->steals &&
+                    u.steal_empty == t->steal_empty && u.steal_contended == t->steal_contended;
+        *t = u;
+        if (same)
+            return;
+    }
+}
+
 Test(forkjoin, stats_count_spawns_and_steals)
 {
     weir_runtime *rt = make_rt(2, 1024);
+    weir_worker_stats t0;
+    settle(rt, &t0); /* no steal attempt may straddle the reset */
     weir_runtime_stats_reset(rt);
     cr_assert_eq(fib_run(rt, 25), fib_serial(25));
     weir_worker_stats t;
-    weir_runtime_stats_total(rt, &t);
+    settle(rt, &t);
     /* fib(25) spawns fib-nodes-with-n>=2 frames: exactly 121392 */
     cr_assert_eq(t.spawns, 121392u, "spawns %lu", (unsigned long)t.spawns);
     /* idle workers keep trying while we read the counters one by one: at
