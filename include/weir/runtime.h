@@ -143,7 +143,10 @@ WEIR_API void weir_runtime_stats_total(const weir_runtime *rt, weir_worker_stats
 /** Start counting afresh: later snapshots report what happened since this
  *  call. Safe while workers run (it records a base per worker instead of
  *  writing their counters); a snapshot taken concurrently with a reset may mix
- *  the old and the new base. No-op on a destroyed runtime. */
+ *  the old and the new base. The bases are taken counter by counter, so a
+ *  steal in flight during the reset may count its outcome and not its attempt
+ *  (or the reverse): reset a quiet runtime where related counters must agree
+ *  exactly. No-op on a destroyed runtime. */
 WEIR_API void weir_runtime_stats_reset(weir_runtime *rt);
 
 /** Print the per-worker statistics table (the WEIR_STATS=1 output) to `f`;
