@@ -69,6 +69,7 @@
  * thread-per-replica baseline): a small queue under a mutex, started at the
  * first dispatch, stopped and joined by the dispatcher before it ends.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,8 +105,16 @@ static void weir__slot_job(weir_worker *w, weir_job *job)
     weir__current_stage = s;
     const bool timing = p->cfg.timing;
     uint64_t t0 = timing ? weir__terms_now_ns() : 0;
+    const bool traced = WEIR_UNLIKELY(weir_trace_enabled());
+    if (traced) {
+        char name[40];
+        weir__trace_stage_name(sh, "replica: ", name, sizeof name);
+        weir_trace_begin(name);
+    }
     if (!weir__par_cancelled(p))
         weir__run_records(sh, st, sl->begin, (size_t)sl->n);
+    if (traced)
+        weir_trace_end();
     if (timing) {
         uint64_t el = weir__terms_now_ns() - t0;
         sh->ns += el;
@@ -244,6 +253,13 @@ static void weir__shard_batch(weir__shard *sd, weir__slot *sl, weir_worker *w)
     const unsigned i = sd->idx;
     const bool timing = p->cfg.timing;
     uint64_t t0 = timing ? weir__terms_now_ns() : 0;
+    const bool traced = WEIR_UNLIKELY(weir_trace_enabled());
+    if (traced) {
+        char name[40], prefix[24];
+        snprintf(prefix, sizeof prefix, "shard %u: ", i);
+        weir__trace_stage_name(cx, prefix, name, sizeof name);
+        weir_trace_begin(name);
+    }
     cx->coll = sl->obuf[i];
     cx->coll_cap = sl->ocap[i];
     cx->coll_n = 0;
@@ -261,6 +277,8 @@ static void weir__shard_batch(weir__shard *sd, weir__slot *sl, weir_worker *w)
         if (WEIR_UNLIKELY(cx->err))
             break;
     }
+    if (traced)
+        weir_trace_end();
     sl->obuf[i] = cx->coll;
     sl->ocap[i] = cx->coll_cap;
     sl->on[i] = cx->coll_n;
