@@ -123,10 +123,13 @@ WEIR_API weir_term *weir_keyed(const char *name, unsigned shards, weir_key_fn ke
         return NULL;
     if (name) {
         char *copy = weir_strdup(name);
-        if (copy) {
-            weir_free(g->name);
-            g->name = copy;
+        if (!copy) {
+            weir_term_destroy(g); /* and the shards it owns */
+            weir__terms_error(-ENOMEM, "weir_keyed '%s': out of memory", name);
+            return NULL;
         }
+        weir_free(g->name);
+        g->name = copy;
     }
     g->width = shards;
     g->unordered = order == WEIR_UNORDERED;

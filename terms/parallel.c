@@ -730,14 +730,17 @@ static int weir__keyed_build(weir__stage *s, weir_term *g)
     weir__par *pa = s->par;
     const unsigned k_ = (unsigned)g->nchildren;
     const size_t B = s->p->cfg.batch;
-    pa->nshards = k_;
     pa->key = g->key;
     pa->key_arg = g->key_arg;
     pa->touch = weir_calloc(k_, sizeof *pa->touch);
     pa->shards = weir_aligned_alloc(WEIR_CACHELINE, k_ * sizeof *pa->shards);
-    if (!pa->touch || !pa->shards)
+    if (!pa->shards)
         return -ENOMEM;
+    /* zeroed at once: weir__par_free() walks the shards of a partial build */
     memset((void *)pa->shards, 0, k_ * sizeof *pa->shards);
+    pa->nshards = k_;
+    if (!pa->touch)
+        return -ENOMEM;
     for (unsigned i = 0; i < k_; i++) {
         weir__shard *sd = &pa->shards[i];
         weir_term *t = g->children[i];
@@ -830,14 +833,14 @@ int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered, 
         weir__par_threads *th = weir_calloc(1, sizeof *th);
         if (!th)
             return -ENOMEM;
+        pthread_mutex_init(&th->mu, NULL);
+        pthread_cond_init(&th->cv, NULL);
         pa->threads = th;
         th->cap = pa->nslots + pa->nshards;
         th->q = weir_calloc(th->cap, sizeof *th->q);
         th->tids = weir_calloc(width, sizeof *th->tids);
         if (!th->q || !th->tids)
             return -ENOMEM;
-        pthread_mutex_init(&th->mu, NULL);
-        pthread_cond_init(&th->cv, NULL);
     }
     return 0;
 }

@@ -395,12 +395,34 @@ static void sinks_deinit(sinks *s)
  * streams with different rates from one source would stall for good on
  * bounded streams, whatever the allocator does.
  */
+static uint64_t key_i64(void *arg, const void *rec)
+{
+    (void)arg;
+    int64_t v;
+    memcpy(&v, rec, sizeof v);
+    return (uint64_t)v;
+}
+
+static weir_term *make_shard(void *arg, unsigned i)
+{
+    char nm[32];
+    snprintf(nm, sizeof nm, "b2.map.%u", i);
+    return weir_map(nm, sizeof(int64_t), sizeof(int64_t), maps[(intptr_t)arg], NULL);
+}
+
+/* Branch 0's map runs as weir_parallel replicas and branch 2's as weir_keyed
+ * shards (ordered: the same records as the plain map), so their build, their
+ * slots, shadows and shard contexts meet every failing allocation too. */
 static weir_term *branch(int i, weir_collector *c)
 {
     static const char *const tag[3] = {"b0", "b1", "b2"};
     char nm[32], col[32];
     snprintf(nm, sizeof nm, "%s.map", tag[i]);
-    weir_term *map = weir_map(nm, sizeof(int64_t), sizeof(int64_t), maps[i], NULL);
+    weir_term *map = i == 2 ? weir_keyed(nm, 2, key_i64, NULL, make_shard, (void *)(intptr_t)i,
+                                         WEIR_ORDERED)
+                            : weir_map(nm, sizeof(int64_t), sizeof(int64_t), maps[i], NULL);
+    if (i == 0)
+        map = weir_parallel(map, 2);
     snprintf(nm, sizeof nm, "%s.filter", tag[i]);
     weir_term *filt = weir_filter(nm, sizeof(int64_t),
                                   i == 0   ? f_keep4
