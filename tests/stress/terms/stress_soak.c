@@ -151,6 +151,21 @@ static void twice(void *state, const void *in, void *out)
     memcpy(out, &v, sizeof v);
 }
 
+static uint64_t soak_key(void *arg, const void *rec)
+{
+    (void)arg;
+    int64_t v;
+    memcpy(&v, rec, sizeof v);
+    return (uint64_t)v;
+}
+
+static weir_term *soak_shard(void *arg, unsigned i)
+{
+    (void)arg;
+    (void)i;
+    return weir_map("twice", 8, 8, twice, NULL);
+}
+
 static int sink_fn(void *state, const void *in)
 {
     (void)in;
@@ -249,10 +264,18 @@ static void one_runtime(unsigned workers, unsigned np, uint64_t *records)
         q->finite = q->end == E_RUN;
         q->n = (int64_t)rndn(2000);
         weir_exec_mode m = q->mode = modes[rndn(3)];
-        weir_term *t =
-            weir_seq(3, (weir_term *[]){weir_source("src", 8, src_pull, q),
-                                        weir_map("twice", 8, 8, twice, NULL),
-                                        weir_sink("sink", 8, sink_fn, q)});
+        /* the middle term plain, as weir_parallel replicas (width 0..2) or
+         * as weir_keyed shards (1..3): replica threads, shard jobs and slots
+         * must come and go with their pipelines too */
+        unsigned form = rndn(4);
+        weir_term *mid = form == 3 ? weir_keyed("twice", 1 + rndn(3), soak_key, NULL, soak_shard,
+                                                NULL, WEIR_ORDERED)
+                                   : weir_map("twice", 8, 8, twice, NULL);
+        if (form == 1 || form == 2)
+            mid = weir_parallel(mid, rndn(3));
+        weir_term *t = weir_seq(
+            3, (weir_term *[]){weir_source("src", 8, src_pull, q), mid,
+                               weir_sink("sink", 8, sink_fn, q)});
         weir_pipeline_config pc;
         weir_pipeline_config_init(&pc);
         pc.mode = m;
