@@ -444,6 +444,7 @@ typedef struct weir__par {
     /* published for monitoring (relaxed) */
     _Atomic unsigned st_running, st_max_running;
     _Atomic uint64_t st_reorder, st_max_reorder, st_batches;
+    _Atomic unsigned st_threads; /* threads mode: replica threads started */
     weir__par_threads *threads; /* threads mode: the replicas' own threads */
     /* keyed stages: nshards > 0 */
     unsigned nshards;

@@ -179,6 +179,8 @@ static void weir__par_threads_start(weir__stage *s)
         th->nstarted++;
     }
     pthread_attr_destroy(&attr);
+    /* relaxed: a statistics count (weir_pipeline_stats.threads) */
+    atomic_store_explicit(&pa->st_threads, th->nstarted, memory_order_relaxed);
 }
 
 /* Run `job` (a replica or a shard) on a worker, or on the stage's threads. */
@@ -809,6 +811,7 @@ int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered, 
     atomic_init(&pa->st_reorder, 0);
     atomic_init(&pa->st_max_reorder, 0);
     atomic_init(&pa->st_batches, 0);
+    atomic_init(&pa->st_threads, 0);
     pa->slots = weir_aligned_alloc(WEIR_CACHELINE, pa->nslots * sizeof *pa->slots);
     if (!pa->slots)
         return -ENOMEM;

@@ -132,6 +132,12 @@ WEIR_API void weir_pipeline_stats_get(const weir_pipeline *p, weir_pipeline_stat
     out->stages = p->nstages;
     out->streams = p->nstreams;
     out->threads = p->nthreads;
+    /* a parallel or keyed stage's own threads (threads mode), started at
+     * its first dispatch; relaxed: a count its dispatcher publishes */
+    for (unsigned k = 0; k < p->nstages; k++)
+        if (p->stages[k]->par)
+            out->threads += atomic_load_explicit(&p->stages[k]->par->st_threads,
+                                                 memory_order_relaxed);
     out->starvations = weir__ld(&((weir_pipeline *)p)->starvations);
     uint64_t now = weir__terms_now_ns();
     for (unsigned k = 0; k < p->nstages; k++) {

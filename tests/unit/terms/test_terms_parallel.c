@@ -871,3 +871,24 @@ Test(parallel, the_input_stream_holds_every_batch_in_flight)
     weir_pipeline_destroy(p);
     weir_runtime_destroy(r);
 }
+
+/* Threads mode: a parallel term's own threads count among the pipeline's. */
+Test(parallel, threads_mode_counts_the_replica_threads)
+{
+    weir_pipeline_config c = cfg_of(WEIR_EXEC_THREADS, 64, 0);
+    seq_check chk;
+    weir_term *t = weir_seq3(weir_range_source("src", 0, 20000, 1),
+                             weir_parallel(weir_map("inc", 8, 8, inc_map, NULL), 3),
+                             seq_sink("chk", &chk, 1));
+    weir_pipeline *p;
+    cr_assert_eq(weir_pipeline_create(NULL, t, &c, &p), 0, "%s", weir_last_error());
+    weir_pipeline_stats before;
+    weir_pipeline_stats_get(p, &before);
+    cr_assert_eq(weir_pipeline_run(p), 0, "%s", weir_pipeline_error(p));
+    cr_assert_eq(chk.bad, 0);
+    weir_pipeline_stats ps;
+    weir_pipeline_stats_get(p, &ps);
+    cr_assert_eq(ps.threads, before.threads + 3, "threads %u, stage threads %u", ps.threads,
+                 before.threads);
+    weir_pipeline_destroy(p);
+}
