@@ -108,9 +108,9 @@ static weir_runtime *fm_runtime(unsigned workers)
     return rt;
 }
 
-static void fm_print(const bench_opts *o, const char *bench, const char *variant,
-                     unsigned workers, const fm_cfg *cfg, uint64_t median, uint64_t minv,
-                     unsigned runs, double serial, double limit, int ordered, const char *extra)
+static void fm_print(const bench_opts *o, const char *bench, const char *variant, unsigned workers,
+                     const fm_cfg *cfg, uint64_t median, uint64_t minv, unsigned runs,
+                     double serial, double limit, int ordered, const char *extra)
 {
     double ips = (double)cfg->items * 1e9 / (double)median;
     double speedup = serial > 0 ? serial / (double)median : NAN;
@@ -120,8 +120,7 @@ static void fm_print(const bench_opts *o, const char *bench, const char *variant
                ",\"items\":%" PRIu64 ",\"items_per_s\":%.0f,\"speedup\":%.4f,\"efficiency\":%.4f,"
                "\"ordered\":%s,\"median_ns\":%" PRIu64 ",\"min_ns\":%" PRIu64 ",\"runs\":%u%s}\n",
                bench, variant, workers, cfg->work_ns, cfg->items, ips, speedup,
-               isfinite(eff) ? eff : 0.0, ordered ? "true" : "false", median, minv, runs,
-               extra);
+               isfinite(eff) ? eff : 0.0, ordered ? "true" : "false", median, minv, runs, extra);
     } else {
         printf("%-6s %-15s %7u %8" PRIu64 " %11.3f %11.3f %12.0f %8.3f %8.3f %7s%s\n", bench,
                variant, workers, cfg->work_ns, (double)median / 1e6, (double)minv / 1e6, ips,
@@ -173,14 +172,13 @@ static void *fm_limit_body(void *arg)
 }
 
 #ifdef WEIR_BENCH_TERMS_TBB
-int bench_tbb_farm(uint64_t n, uint64_t iters, unsigned workers, uint64_t per_token,
-                   uint64_t *sum, int *ordered);
+int bench_tbb_farm(uint64_t n, uint64_t iters, unsigned workers, uint64_t per_token, uint64_t *sum,
+                   int *ordered);
 #endif
 
 enum { FV_SERIAL, FV_LIMIT, FV_WSERIAL, FV_WORD, FV_WUNORD, FV_TBB, FV_TBB_BATCH, FV_N };
-static const char *const fv_names[FV_N] = {"serial",         "limit", "weir-serial",
-                                           "weir-ordered",   "weir-unordered", "tbb",
-                                           "tbb-batch"};
+static const char *const fv_names[FV_N] = {"serial",         "limit", "weir-serial", "weir-ordered",
+                                           "weir-unordered", "tbb",   "tbb-batch"};
 
 /* One run of variant v at `w` workers. @return 0, or -1 on a wrong result. */
 static int fm_once(int v, unsigned w, weir_runtime *rt, const fm_cfg *cfg, uint64_t want,
@@ -236,8 +234,9 @@ static int fm_once(int v, unsigned w, weir_runtime *rt, const fm_cfg *cfg, uint6
         *ordered = chk.ordered;
     }
     if (sum != want || count != n) {
-        fprintf(stderr, "weir-bench: farm/%s at %u workers: %" PRIu64 " records, checksum %" PRIx64
-                        ", want %" PRIu64 " and %" PRIx64 "\n",
+        fprintf(stderr,
+                "weir-bench: farm/%s at %u workers: %" PRIu64 " records, checksum %" PRIx64
+                ", want %" PRIu64 " and %" PRIx64 "\n",
                 fv_names[v], w, count, sum, n, want);
         return -1;
     }
@@ -305,8 +304,8 @@ static int fm_parse(const bench_opts *o, int argc, char **argv, fm_cfg *cfg, boo
             if (!cfg->skew[0] && !cfg->skew[1])
                 return bench_usage_error("--skew '%s': uniform, zipf or both", val);
         } else {
-            return bench_usage_error("%s: unknown option or argument '%s'", keyed ? "keyed" : "farm",
-                                     argv[i]);
+            return bench_usage_error("%s: unknown option or argument '%s'",
+                                     keyed ? "keyed" : "farm", argv[i]);
         }
     }
     return 0;
@@ -315,9 +314,9 @@ static int fm_parse(const bench_opts *o, int argc, char **argv, fm_cfg *cfg, boo
 static void fm_header(const bench_opts *o, const char *what)
 {
     if (!o->json)
-        printf("%-6s %-15s %7s %8s %11s %11s %12s %8s %8s %7s  %s\n", "bench", "variant",
-               "workers", "work_ns", "median_ms", "min_ms", "items_per_s", "speedup", "effic",
-               "ordered", what);
+        printf("%-6s %-15s %7s %8s %11s %11s %12s %8s %8s %7s  %s\n", "bench", "variant", "workers",
+               "work_ns", "median_ms", "min_ms", "items_per_s", "speedup", "effic", "ordered",
+               what);
 }
 
 /* Time `runs` runs (after the warm-up) of one variant; median and minimum. */
@@ -363,8 +362,9 @@ int bench_farm(const bench_opts *o, int argc, char **argv)
     uint64_t want = 0;
     for (uint64_t i = 0; i < cfg.items; i++)
         want += farm_work(i, fm_iters);
-    bench_note(o, "farm items=%" PRIu64 " work_ns=%" PRIu64 " iters=%" PRIu64
-                  " (%.3f per ns) runs=%u cpus=%u",
+    bench_note(o,
+               "farm items=%" PRIu64 " work_ns=%" PRIu64 " iters=%" PRIu64
+               " (%.3f per ns) runs=%u cpus=%u",
                cfg.items, cfg.work_ns, fm_iters, ipn, o->runs, bench_online_cpus());
     fm_header(o, "");
     int status = 0, fail = 0;
@@ -411,7 +411,8 @@ int bench_farm(const bench_opts *o, int argc, char **argv)
             }
             char extra[64] = "";
             if (v == FV_TBB_BATCH)
-                snprintf(extra, sizeof extra, o->json ? ",\"per_token\":%" PRIu64 : "  per_token=%" PRIu64,
+                snprintf(extra, sizeof extra,
+                         o->json ? ",\"per_token\":%" PRIu64 : "  per_token=%" PRIu64,
                          cfg.per_token);
             fm_print(o, "farm", fv_names[v], w, &cfg, med, mn, o->runs, (double)serial,
                      (double)limit, ordered, extra);
@@ -555,8 +556,9 @@ static int kd_once(int v, unsigned w, weir_runtime *rt, const fm_cfg *cfg, const
         for (uint64_t key = 0; key < kd_keys_n; key++)
             if (out->count[key] != want->count[key] ||
                 memcmp(&out->mean[key], &want->mean[key], sizeof(double)) != 0) {
-                fprintf(stderr, "weir-bench: keyed/%s at %u workers: key %" PRIu64
-                                " count %" PRIu64 " mean %.17g, want %" PRIu64 " and %.17g\n",
+                fprintf(stderr,
+                        "weir-bench: keyed/%s at %u workers: key %" PRIu64 " count %" PRIu64
+                        " mean %.17g, want %" PRIu64 " and %.17g\n",
                         kv_names[v], w, key, out->count[key], out->mean[key], want->count[key],
                         want->mean[key]);
                 return -1;
@@ -654,15 +656,14 @@ int bench_keyed(const bench_opts *o, int argc, char **argv)
         kd_make_keys(recs, cfg.items, cfg.keys, z == 1);
         int fail = 0, ord = 1;
         uint64_t serial = 0, smin = 0;
-        FM_TIME(o, kd_once(KV_SERIAL, 1, NULL, &cfg, recs, NULL, &want, parts), serial, smin,
-                fail);
+        FM_TIME(o, kd_once(KV_SERIAL, 1, NULL, &cfg, recs, NULL, &want, parts), serial, smin, fail);
         if (fail) {
             status = BENCH_EXIT_FAIL;
             continue;
         }
         if (bench_variant_selected(o, "serial"))
-            fm_print(o, "keyed", "serial", 1, &cfg, serial, smin, o->runs, (double)serial, NAN,
-                     1, extra);
+            fm_print(o, "keyed", "serial", 1, &cfg, serial, smin, o->runs, (double)serial, NAN, 1,
+                     extra);
         for (size_t wi = 0; wi < cfg.nworkers; wi++) {
             unsigned w = cfg.workers[wi];
             uint64_t limit = 0, lmin = 0;

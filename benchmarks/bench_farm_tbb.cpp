@@ -14,7 +14,8 @@
 
 #include "farm_kernel.h"
 
-namespace {
+namespace
+{
 struct token {
     uint64_t first = 0;
     uint64_t count = 0;
@@ -47,24 +48,24 @@ extern "C" int bench_tbb_farm(uint64_t n, uint64_t iters, unsigned workers, uint
                 next += t->count;
                 return t;
             });
-        auto work = tbb::make_filter<token *, token *>(tbb::filter_mode::parallel,
-                                                       [iters](token *t) -> token * {
-                                                           for (uint64_t i = 0; i < t->count; i++) {
-                                                               uint64_t id = t->first + i;
-                                                               t->recs[i].id = id;
-                                                               t->recs[i].val = farm_work(id, iters);
-                                                           }
-                                                           return t;
-                                                       });
-        auto output = tbb::make_filter<token *, void>(tbb::filter_mode::serial_in_order,
-                                                      [&](token *t) {
-                                                          for (uint64_t i = 0; i < t->count; i++) {
-                                                              if (t->recs[i].id != expect)
-                                                                  inorder = false;
-                                                              expect = t->recs[i].id + 1;
-                                                              s += t->recs[i].val;
-                                                          }
-                                                      });
+        auto work = tbb::make_filter<token *, token *>(
+            tbb::filter_mode::parallel, [iters](token *t) -> token * {
+                for (uint64_t i = 0; i < t->count; i++) {
+                    uint64_t id = t->first + i;
+                    t->recs[i].id = id;
+                    t->recs[i].val = farm_work(id, iters);
+                }
+                return t;
+            });
+        auto output =
+            tbb::make_filter<token *, void>(tbb::filter_mode::serial_in_order, [&](token *t) {
+                for (uint64_t i = 0; i < t->count; i++) {
+                    if (t->recs[i].id != expect)
+                        inorder = false;
+                    expect = t->recs[i].id + 1;
+                    s += t->recs[i].val;
+                }
+            });
         arena.execute([&] { tbb::parallel_pipeline(ntokens, input & work & output); });
         *sum = s;
         *ordered = inorder ? 1 : 0;

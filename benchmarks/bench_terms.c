@@ -1197,9 +1197,9 @@ static weir_term *bu_build(bu_ctx *c, int shape)
         } else if (shape == BU_SOURCES) {
             snprintf(a, sizeof a, "src%zu", i + 1);
             snprintf(b, sizeof b, "f%zu", i + 1);
-            br[i] = weir_seq2(weir_array_source(a, c->items, (size_t)c->cfg->items,
-                                                sizeof(uint64_t)),
-                              weir_filter(b, sizeof(uint64_t), bu_pass, NULL));
+            br[i] =
+                weir_seq2(weir_array_source(a, c->items, (size_t)c->cfg->items, sizeof(uint64_t)),
+                          weir_filter(b, sizeof(uint64_t), bu_pass, NULL));
         } else {
             snprintf(a, sizeof a, "mul%zu", i + 1);
             snprintf(b, sizeof b, "sink%zu", i + 1);
@@ -1239,8 +1239,8 @@ static bool bu_verify(const bu_ctx *c, int shape)
     for (size_t i = 0; i < N; i++) {
         if (c->branches[i].count != n || c->branches[i].sum != (i + 1) * tri(n - 1)) {
             fprintf(stderr,
-                    "weir-bench: build/fanout N=%zu n=%" PRIu64 ": WRONG RESULT in branch %zu: %" PRIu64
-                    " records (want %" PRIu64 ")\n",
+                    "weir-bench: build/fanout N=%zu n=%" PRIu64
+                    ": WRONG RESULT in branch %zu: %" PRIu64 " records (want %" PRIu64 ")\n",
                     c->N, n, i + 1, c->branches[i].count, n);
             return false;
         }
@@ -1330,8 +1330,7 @@ static int bu_shape(const bench_opts *o, bu_ctx *c, int shape)
         bench_row_extra(&row, "branches", (double)c->N, true);
         for (int k = 0; k < BU_NPHASES; k++)
             bench_row_extra(&row, keys[k], (double)bench_median(t[k], done) / 1e6, false);
-        bench_row_extra(&row, "us_per_branch", (double)row.median_ns / 1e3 / (double)c->N,
-                        false);
+        bench_row_extra(&row, "us_per_branch", (double)row.median_ns / 1e3 / (double)c->N, false);
         bench_print_row(o, &row);
     }
     for (int k = 0; k <= BU_NPHASES; k++)

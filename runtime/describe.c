@@ -7,8 +7,9 @@
  *
  * Where a value came from is worked out at create by comparing the config
  * with the build defaults and with what the environment would give: equal to
- * what WEIR_X says (and WEIR_X changed it) is "environment", equal to the
- * default is "default", anything else is "config" (the caller set it). A
+ * what its WEIR_* variable says (and the variable changed it) is
+ * "environment", equal to the default is "default", anything else is
+ * "config" (the caller set it). A
  * caller that set a field to its default value therefore reads "default",
  * which is what the value is.
  */

@@ -28,8 +28,9 @@
  * | operation            | caller       | concurrently with                   |
  * |----------------------|--------------|-------------------------------------|
  * | spawn / sync (inline)| owner only   | weir__fj_steal                      |
- * | weir__fj_grow/shrink | owner only   | weir__fj_steal                      |
- * | weir__fj_publish     | owner only   | weir__fj_steal                      |
+ * | weir__fj_spawn_slow  | owner only   | weir__fj_steal                      |
+ * |   (grow; publish())  |              |                                     |
+ * | weir__fj_shrink      | owner only   | weir__fj_steal                      |
  * | weir__fj_sync_public | owner only   | weir__fj_steal                      |
  * | weir__fj_steal       | other worker | everything above, other steals      |
  */
@@ -280,7 +281,7 @@ int weir__fj_steal(weir_worker *self, weir_worker *v, weir_frame *sp)
         return WEIR__STEAL_EMPTY;
     }
     /* acquire on success: pairs with the owner's release fetch_add in
-     * weir__fj_publish(), making the frame's contents (and the segment
+     * publish() (from weir__fj_spawn_slow()), making the frame's contents (and the segment
      * pointer) visible. top + 1 <= split < 2^32: no carry into split. */
     if (!atomic_compare_exchange_strong_explicit(&v->fj.ts, &old, old + 1, memory_order_acquire,
                                                  memory_order_relaxed))

@@ -308,8 +308,7 @@ static void weir__names(const weir__tvec *ins, char *buf, size_t n)
     }
 }
 
-static int weir__eval_primitive(weir__cc *cc, weir_term *t, const weir__tvec *ins,
-                                weir__tvec *outs)
+static int weir__eval_primitive(weir__cc *cc, weir_term *t, const weir__tvec *ins, weir__tvec *outs)
 {
     char names[256];
     switch (t->kind) {
@@ -603,8 +602,7 @@ static weir__head weir__head_of(const weir_term *t)
     }
 }
 
-static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **out,
-                             weir__mem *m)
+static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **out, weir__mem *m)
 {
     unsigned n = 1;
     for (weir_term *t = head; t->nconsumers == 1 && weir__fusable(p, t, t->consumers[0]);
@@ -719,8 +717,9 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
             s->vec = false;
         }
     }
-    if (s->vec && !npar && (s->nodes[s->vec_from].kind == WEIR__K_SINK ||
-                            s->nodes[s->vec_from].kind == WEIR__K_BATCH_SINK))
+    if (s->vec && !npar &&
+        (s->nodes[s->vec_from].kind == WEIR__K_SINK ||
+         s->nodes[s->vec_from].kind == WEIR__K_BATCH_SINK))
         s->vec = false; /* nothing to batch: the record goes straight to the sink */
     /* (a parallel stage's commit hands its tail whole runs of records: a
      * sink alone there is called in the batch path's tight loop) */
@@ -891,8 +890,9 @@ int weir__compile(weir_pipeline *p)
     /* The stage block (see "Memory"): bounds from the terms and edges, with
      * room for aligning each stage's parts. */
     size_t T = p->nterms, bytes = WEIR__LINE(T * sizeof *p->stages);
-    bool ok = weir__add(&bytes, T, WEIR__LINE(sizeof(weir__stage)) + sizeof(weir__node) +
-                                       WEIR_CACHELINE + 4 * alignof(max_align_t)) &&
+    bool ok = weir__add(&bytes, T,
+                        WEIR__LINE(sizeof(weir__stage)) + sizeof(weir__node) + WEIR_CACHELINE +
+                            4 * alignof(max_align_t)) &&
               weir__add(&bytes, nedges, sizeof(weir__input) + sizeof(void *));
     for (unsigned k = 0; ok && k < p->nterms; k++)
         if (p->terms[k]->kind == WEIR__K_MERGE) /* a merge is always a stage head */

@@ -65,7 +65,8 @@ WEIR_API weir_term *weir_parallel_order(weir_term *t, unsigned width, weir_order
     if (order != WEIR_ORDERED && order != WEIR_UNORDERED) {
         if (t && t->owner == WEIR__FREE)
             weir_term_destroy(t);
-        weir__terms_error(-EINVAL, "weir_parallel: order must be WEIR_ORDERED or WEIR_UNORDERED (got %d)",
+        weir__terms_error(-EINVAL,
+                          "weir_parallel: order must be WEIR_ORDERED or WEIR_UNORDERED (got %d)",
                           (int)order);
         return NULL;
     }
@@ -95,8 +96,10 @@ WEIR_API weir_term *weir_keyed(const char *name, unsigned shards, weir_key_fn ke
 {
     const char *nm = name ? name : "(unnamed)";
     if (!key || !make) {
-        weir__terms_error(-EINVAL, "weir_keyed '%s': the key function and the shard factory "
-                                   "must not be NULL", nm);
+        weir__terms_error(-EINVAL,
+                          "weir_keyed '%s': the key function and the shard factory "
+                          "must not be NULL",
+                          nm);
         return NULL;
     }
     if (shards == 0 || shards > WEIR_KEYED_MAX_SHARDS) {

@@ -82,7 +82,7 @@ struct weir_term {
     weir_finish_fn finish;
     weir_free_fn free_state;
     weir_interrupt_fn interrupt; /* blocking sources: weir_term_on_interrupt() */
-    int owner; /* WEIR__FREE / IN_COMPOSITE / IN_PIPELINE */
+    int owner;                   /* WEIR__FREE / IN_COMPOSITE / IN_PIPELINE */
 
     /* weir_parallel composites: replicas at once (0 = the runtime's workers)
      * and whether the output keeps the input order */
@@ -141,7 +141,8 @@ typedef struct weir__cursor {
  *
  * | operation              | who               | concurrently with             |
  * |------------------------|-------------------|-------------------------------|
- * | weir__stream_write etc | the producer only | consumers' read/advance       |
+ * | weir__stream_space,    | the producer only | consumers' read/advance       |
+ * |   slot writes, p_head  |                   |                               |
  * | weir__stream_publish   | the producer only | consumers' read/advance       |
  * | weir__stream_end       | the producer, once| consumers                     |
  * | weir__stream_avail/at  | consumer i only   | producer, other consumers     |
@@ -250,8 +251,8 @@ static inline unsigned weir__ready_w0(unsigned n)
     return (weir__ready_w1(n) + 63) / 64;
 }
 
-/* Bytes of a ready set for n inputs, laid out by weir__ready_place() at a
- * cache-line boundary (the caller adds the alignment). */
+/* Bytes of a ready set for n inputs, laid out by weir__build_stage()
+ * (compile.c) at a cache-line boundary (the caller adds the alignment). */
 static inline size_t weir__ready_bytes(unsigned n)
 {
     size_t w = (size_t)weir__ready_w1(n) + weir__ready_w0(n);
@@ -368,7 +369,7 @@ typedef struct weir__stage {
     bool check_cancel;
     /* a blocking source's interrupt function was called (once per run) */
     _Atomic bool interrupted;
-    uint64_t last_now;    /* clock at the end of the last activation (timing) */
+    uint64_t last_now; /* clock at the end of the last activation (timing) */
     uint64_t activations, ns, starvations, max_wait;
     _Atomic uint64_t st_activations, st_ns, st_starvations, st_max_wait;
 } weir__stage;
@@ -404,8 +405,8 @@ typedef struct weir__slot {
      * each shard's output of this batch with its commit cursor */
     uint32_t *sh_of, *cnt, *touched;
     unsigned ntouched;
-    size_t cpart;   /* input order: outputs of record ci already committed */
-    char **obuf;    /* [nshards] */
+    size_t cpart; /* input order: outputs of record ci already committed */
+    char **obuf;  /* [nshards] */
     size_t *on, *ocap, *oci;
 } weir__slot;
 
@@ -429,9 +430,9 @@ typedef struct weir__shard {
 typedef struct weir__par_threads weir__par_threads;
 
 typedef struct weir__par {
-    unsigned end;      /* nodes [0, end) are replicated */
-    unsigned width;    /* replicas at once */
-    unsigned nslots;   /* batches in flight or awaiting commit (>= width) */
+    unsigned end;    /* nodes [0, end) are replicated */
+    unsigned width;  /* replicas at once */
+    unsigned nslots; /* batches in flight or awaiting commit (>= width) */
     bool ordered;
     weir__slot *slots; /* [nslots], slot of seq = slots[seq % nslots] */
     /* dispatcher-private (the stage's one activation at a time) */
@@ -445,23 +446,22 @@ typedef struct weir__par {
     _Atomic unsigned st_running, st_max_running;
     _Atomic uint64_t st_reorder, st_max_reorder, st_batches;
     _Atomic unsigned st_threads; /* threads mode: replica threads started */
-    weir__par_threads *threads; /* threads mode: the replicas' own threads */
+    weir__par_threads *threads;  /* threads mode: the replicas' own threads */
     /* keyed stages: nshards > 0 */
     unsigned nshards;
     weir__shard *shards;
     weir_key_fn key;
     void *key_arg;
-    uint64_t *touch;     /* dispatcher: per shard, 1 + the seq that touched it last */
-    unsigned fin_next;   /* end of input: next shard whose finish runs */
-    bool fin_called;     /* ... and whether it ran (its output is in fin) */
+    uint64_t *touch;   /* dispatcher: per shard, 1 + the seq that touched it last */
+    unsigned fin_next; /* end of input: next shard whose finish runs */
+    bool fin_called;   /* ... and whether it ran (its output is in fin) */
     weir__stage *fin_ctx;
     size_t fin_ci;
 } weir__par;
 
 /* compile.c -> parallel.c: give stage `s` (whose first `end` nodes are
  * replicated) its slots and shadows. */
-int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered,
-                    weir_term *keyed);
+int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered, weir_term *keyed);
 void weir__par_free(weir__stage *s);
 /* stage.c -> parallel.c: the head step of a parallel stage (STEP_* codes);
  * `cancelled`: only wait for the replicas in flight. */

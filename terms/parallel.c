@@ -778,8 +778,7 @@ static int weir__keyed_build(weir__stage *s, weir_term *g)
         sl->on = weir_calloc(k_, sizeof *sl->on);
         sl->ocap = weir_calloc(k_, sizeof *sl->ocap);
         sl->oci = weir_calloc(k_, sizeof *sl->oci);
-        if (!sl->sh_of || !sl->cnt || !sl->touched || !sl->obuf || !sl->on || !sl->ocap ||
-            !sl->oci)
+        if (!sl->sh_of || !sl->cnt || !sl->touched || !sl->obuf || !sl->on || !sl->ocap || !sl->oci)
             return -ENOMEM;
     }
     return 0;

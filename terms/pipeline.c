@@ -304,8 +304,7 @@ WEIR_API int weir_pipeline_start(weir_pipeline *p)
     if (!p)
         return weir__terms_error(-EINVAL, "weir_pipeline_start: pipeline is NULL");
     if (weir_runtime_stopping(p->rt))
-        return weir__terms_error(-ESHUTDOWN,
-                                 "weir_pipeline_start: the runtime is being destroyed");
+        return weir__terms_error(-ESHUTDOWN, "weir_pipeline_start: the runtime is being destroyed");
     int exp = WEIR__P_CREATED;
     /* relaxed: only decides which caller starts; STARTED below publishes. */
     if (!atomic_compare_exchange_strong_explicit(&p->phase, &exp, WEIR__P_STARTING,

@@ -392,8 +392,8 @@ static int weir__node_emit(weir_emit *e, const void *rec)
  * the copy without it (weir__stage.check_cancel, set in weir__stage_run()).
  */
 static inline __attribute__((always_inline)) void
-weir__push_batch_impl(weir__stage *s, weir__scratch *sc, const char *base, size_t stride,
-                      size_t n, const bool check)
+weir__push_batch_impl(weir__stage *s, weir__scratch *sc, const char *base, size_t stride, size_t n,
+                      const bool check)
 {
     const void **ptr = sc->ptrs;
     int flip = 0;

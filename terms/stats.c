@@ -114,8 +114,7 @@ WEIR_API int weir_pipeline_stream_stats(const weir_pipeline *p, unsigned i, weir
     out->depth = weir__stream_depth(s);
     out->max_depth = weir__ld(&s->max_depth);
     /* acquire: a started pipeline's streams (the phase's release in start) */
-    if (atomic_load_explicit(&((weir_pipeline *)p)->phase, memory_order_acquire) ==
-        WEIR__P_STARTED)
+    if (atomic_load_explicit(&((weir_pipeline *)p)->phase, memory_order_acquire) == WEIR__P_STARTED)
         out->stalled = weir__stream_stalled((weir__stream *)s, weir__terms_now_ns());
     out->stalls = weir__ld(&s->stalls);
     return 0;
@@ -136,8 +135,8 @@ WEIR_API void weir_pipeline_stats_get(const weir_pipeline *p, weir_pipeline_stat
      * its first dispatch; relaxed: a count its dispatcher publishes */
     for (unsigned k = 0; k < p->nstages; k++)
         if (p->stages[k]->par)
-            out->threads += atomic_load_explicit(&p->stages[k]->par->st_threads,
-                                                 memory_order_relaxed);
+            out->threads +=
+                atomic_load_explicit(&p->stages[k]->par->st_threads, memory_order_relaxed);
     out->starvations = weir__ld(&((weir_pipeline *)p)->starvations);
     uint64_t now = weir__terms_now_ns();
     for (unsigned k = 0; k < p->nstages; k++) {
@@ -147,8 +146,8 @@ WEIR_API void weir_pipeline_stats_get(const weir_pipeline *p, weir_pipeline_stat
             out->starvations++;
     }
     /* acquire: a started pipeline's streams (the phase's release in start) */
-    bool started = atomic_load_explicit(&((weir_pipeline *)p)->phase, memory_order_acquire) ==
-                   WEIR__P_STARTED;
+    bool started =
+        atomic_load_explicit(&((weir_pipeline *)p)->phase, memory_order_acquire) == WEIR__P_STARTED;
     for (unsigned k = 0; k < p->nstreams; k++) {
         weir__stream *st = p->streams[k];
         if (started && weir__stream_stalled(st, now))
@@ -219,8 +218,8 @@ WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)
         /* relaxed: monitoring counters written by the dispatcher */
         const weir_term *g = s->nodes[0].term->group; /* keyed: its own name */
         fprintf(f, "  %-20.20s %6u %6u %10llu %9u %9u %9llu\n",
-                pa->nshards && g ? g->name : s->nodes[0].term->name,
-                pa->width, pa->nshards, (unsigned long long)weir__ld(&pa->st_batches),
+                pa->nshards && g ? g->name : s->nodes[0].term->name, pa->width, pa->nshards,
+                (unsigned long long)weir__ld(&pa->st_batches),
                 atomic_load_explicit(&pa->st_running, memory_order_relaxed),
                 atomic_load_explicit(&pa->st_max_running, memory_order_relaxed),
                 (unsigned long long)weir__ld(&pa->st_max_reorder));

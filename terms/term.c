@@ -302,8 +302,7 @@ WEIR_API weir_term *weir_term_on_interrupt(weir_term *t, weir_interrupt_fn fn)
     if (!t)
         return NULL;
     if (t->owner != WEIR__FREE) {
-        weir__terms_error(-EBUSY, "weir_term_on_interrupt: term '%s' is already composed",
-                          t->name);
+        weir__terms_error(-EBUSY, "weir_term_on_interrupt: term '%s' is already composed", t->name);
         return NULL;
     }
     if (t->kind != WEIR__K_BLOCKING) {

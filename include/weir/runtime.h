@@ -115,10 +115,10 @@ WEIR_API unsigned weir_runtime_workers(const weir_runtime *rt);
 
 /** Where a worker was placed. */
 typedef struct weir_worker_info {
-    int pu;         /**< OS index of the PU it is pinned to, -1 if not pinned */
-    int numa_node;  /**< OS index of its NUMA node, -1 if unknown */
-    int l3;         /**< logical index of its L3 cache, -1 if unknown */
-    int pinned;     /**< 1 if the pin succeeded */
+    int pu;        /**< OS index of the PU it is pinned to, -1 if not pinned */
+    int numa_node; /**< OS index of its NUMA node, -1 if unknown */
+    int l3;        /**< logical index of its L3 cache, -1 if unknown */
+    int pinned;    /**< 1 if the pin succeeded */
 } weir_worker_info;
 
 /** @return 0; -EINVAL for NULL or a bad index; -ESHUTDOWN for a destroyed

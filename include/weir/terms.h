@@ -670,11 +670,11 @@ typedef struct weir_term_stats {
     uint64_t starvations; /**< waits above the threshold */
     uint64_t max_wait_ns; /**< longest runnable-to-running wait seen */
     /** Terms of a data-parallel stage (weir_parallel), else all 0: */
-    unsigned width;            /**< replicas at once */
-    unsigned in_flight;        /**< replicas running now */
-    unsigned max_in_flight;    /**< most replicas seen running at once */
-    uint64_t batches;          /**< batches dispatched */
-    uint64_t reorder_depth;    /**< batches done, waiting for an earlier one */
+    unsigned width;         /**< replicas at once */
+    unsigned in_flight;     /**< replicas running now */
+    unsigned max_in_flight; /**< most replicas seen running at once */
+    uint64_t batches;       /**< batches dispatched */
+    uint64_t reorder_depth; /**< batches done, waiting for an earlier one */
     uint64_t max_reorder_depth;
 } weir_term_stats;
 
@@ -697,7 +697,7 @@ typedef struct weir_stream_stats {
 
 typedef struct weir_pipeline_stats {
     unsigned terms, stages, streams;
-    unsigned threads;     /**< OS threads the pipeline started */
+    unsigned threads; /**< OS threads the pipeline started */
     /** Starvations: waits longer than the config's starvation_ns, of two
      *  kinds. A stage runnable but not run (the sum of the terms'
      *  `starvations`, a wait in progress included), and a stage starved of

@@ -418,9 +418,9 @@ static weir_term *branch(int i, weir_collector *c)
     static const char *const tag[3] = {"b0", "b1", "b2"};
     char nm[32], col[32];
     snprintf(nm, sizeof nm, "%s.map", tag[i]);
-    weir_term *map = i == 2 ? weir_keyed(nm, 2, key_i64, NULL, make_shard, (void *)(intptr_t)i,
-                                         WEIR_ORDERED)
-                            : weir_map(nm, sizeof(int64_t), sizeof(int64_t), maps[i], NULL);
+    weir_term *map =
+        i == 2 ? weir_keyed(nm, 2, key_i64, NULL, make_shard, (void *)(intptr_t)i, WEIR_ORDERED)
+               : weir_map(nm, sizeof(int64_t), sizeof(int64_t), maps[i], NULL);
     if (i == 0)
         map = weir_parallel(map, 2);
     snprintf(nm, sizeof nm, "%s.filter", tag[i]);

@@ -126,9 +126,9 @@ typedef enum nkind {
     N_KEYED,    /* weir_keyed, sub shards: each record's per-key running count */
 } nkind;
 
-static const char *const kind_names[] = {"src",   "map",   "filter", "flat", "id",   "tag", "rsum",
-                                         "index", "merge", "zip",    "sink", "stop", "seq", "par",
-                                         "parallel", "keyed"};
+static const char *const kind_names[] = {"src",  "map",   "filter",   "flat", "id",   "tag",
+                                         "rsum", "index", "merge",    "zip",  "sink", "stop",
+                                         "seq",  "par",   "parallel", "keyed"};
 
 enum { MAXCH = 8 };
 
@@ -153,7 +153,7 @@ typedef struct tstate {
     int64_t pos;    /* pull / blocking source position */
     uint64_t r;     /* source's private rng (chunk sizes) */
     unsigned finish_calls;
-    bool emit_error; /* a blocking source's emit failed */
+    bool emit_error;     /* a blocking source's emit failed */
     uint64_t kcnt[4][8]; /* keyed: each shard's per-key counts */
     /* sinks */
     rec *got;

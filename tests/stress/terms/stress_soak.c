@@ -273,9 +273,8 @@ static void one_runtime(unsigned workers, unsigned np, uint64_t *records)
                                    : weir_map("twice", 8, 8, twice, NULL);
         if (form == 1 || form == 2)
             mid = weir_parallel(mid, rndn(3));
-        weir_term *t = weir_seq(
-            3, (weir_term *[]){weir_source("src", 8, src_pull, q), mid,
-                               weir_sink("sink", 8, sink_fn, q)});
+        weir_term *t = weir_seq(3, (weir_term *[]){weir_source("src", 8, src_pull, q), mid,
+                                                   weir_sink("sink", 8, sink_fn, q)});
         weir_pipeline_config pc;
         weir_pipeline_config_init(&pc);
         pc.mode = m;
@@ -405,7 +404,7 @@ int main(int argc, char **argv)
            ran, pipes, ends[E_RUN], ends[E_STOP], ends[E_CANCEL], ends[E_DESTROY_RUNNING],
            ends[E_NEVER_STARTED], ends[E_RUNTIME_FIRST], records, stress_now() - t0, s0.rss_kib,
            base.rss_kib, max_rss, last.rss_kib, s0.fds, last.fds, s0.threads, last.threads,
-           s0.blocks, last.blocks, under_sanitizer ? " (RSS not checked: sanitizer)" : "",
-           failures, o.seed, wmax);
+           s0.blocks, last.blocks, under_sanitizer ? " (RSS not checked: sanitizer)" : "", failures,
+           o.seed, wmax);
     return failures ? 1 : 0;
 }

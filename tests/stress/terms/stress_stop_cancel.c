@@ -949,8 +949,8 @@ static void deadlock_trial(unsigned wmin, unsigned wmax)
     snprintf(desc, sizeof desc,
              "deadlock trial %" PRIu64 " (n %" PRId64 ", %s source, mode %s, batch %u, "
              "capacity %u, %u workers)",
-             dl_trials, src.n, blocking ? "blocking" : "pull", weir_exec_mode_name(c.mode),
-             c.batch, c.capacity, workers);
+             dl_trials, src.n, blocking ? "blocking" : "pull", weir_exec_mode_name(c.mode), c.batch,
+             c.capacity, workers);
     atomic_store(&deadline, stress_now() + 60);
     weir_term *s = blocking ? weir_blocking_source("src", 8, dl_blocking, &src)
                             : weir_source("src", 8, dl_pull, &src);
@@ -977,8 +977,7 @@ static void deadlock_trial(unsigned wmin, unsigned wmax)
         weir_pipeline_join(p);
     } else if (r == 0) {
         if (far)
-            FAIL("completed although n is far beyond the capacity (%" PRId64 " pairs)",
-                 got.count);
+            FAIL("completed although n is far beyond the capacity (%" PRId64 " pairs)", got.count);
         else if (got.count != pairs || got.sum != want)
             FAIL("completed with %" PRId64 " pairs summing to %" PRId64 ", want %" PRId64
                  " and %" PRId64,
@@ -1052,11 +1051,11 @@ static void interrupt_trial(unsigned wmin, unsigned wmax)
     snprintf(desc, sizeof desc,
              "interrupt trial %" PRIu64 " (%s after %u us, n %" PRId64 ", mode %s, batch %u, "
              "capacity %u, %u workers)",
-             int_trials, hn[how], delay_us, src.n, weir_exec_mode_name(c.mode), c.batch,
-             c.capacity, workers);
+             int_trials, hn[how], delay_us, src.n, weir_exec_mode_name(c.mode), c.batch, c.capacity,
+             workers);
     atomic_store(&deadline, stress_now() + 60);
-    weir_term *s = weir_term_on_interrupt(weir_blocking_source("src", 8, int_blocking, &src),
-                                          int_wake);
+    weir_term *s =
+        weir_term_on_interrupt(weir_blocking_source("src", 8, int_blocking, &src), int_wake);
     weir_term *t = weir_seq2(s, weir_sink("sum", 8, dl_sink, &got));
     weir_pipeline *p;
     int r = weir_pipeline_create(rts[workers], t, &c, &p);

@@ -153,17 +153,18 @@ static void check_shape(shape sh, unsigned workers, unsigned width, weir_exec_mo
     weir_pipeline *p = NULL;
     cr_assert_eq(weir_pipeline_create(r, t, &c, &p), 0, "create: %s", weir_last_error());
     cr_assert_eq(weir_pipeline_run(p), 0, "run: %s", weir_pipeline_error(p));
-    cr_assert_eq(col.count, nw, "shape %d workers %u width %u mode %s order %d: %zu records, want %zu",
-                 sh, workers, width, weir_exec_mode_name(m), ord, col.count, nw);
+    cr_assert_eq(col.count, nw,
+                 "shape %d workers %u width %u mode %s order %d: %zu records, want %zu", sh,
+                 workers, width, weir_exec_mode_name(m), ord, col.count, nw);
     int64_t *got = (int64_t *)col.data;
     if (ord == WEIR_UNORDERED && nw > 0) {
         qsort(got, nw, 8, cmp64);
         qsort(want, nw, 8, cmp64);
     }
     for (size_t i = 0; i < nw; i++)
-        cr_assert_eq(got[i], want[i], "shape %d workers %u width %u mode %s: record %zu is %lld, want %lld",
-                     sh, workers, width, weir_exec_mode_name(m), i, (long long)got[i],
-                     (long long)want[i]);
+        cr_assert_eq(
+            got[i], want[i], "shape %d workers %u width %u mode %s: record %zu is %lld, want %lld",
+            sh, workers, width, weir_exec_mode_name(m), i, (long long)got[i], (long long)want[i]);
     weir_pipeline_destroy(p);
     weir_collector_deinit(&col);
     free(want);
@@ -278,12 +279,12 @@ Test(parallel, an_error_in_one_replica_stops_everything_and_names_the_term)
     for (int mi = 0; mi < 3; mi++) {
         int64_t at = 7777;
         _Atomic uint64_t cnt = 0;
-        weir_term *t = weir_seq3(
-            weir_range_source("src", 0, 1000000, 1),
-            weir_parallel(weir_seq2(weir_map("slow", 8, 8, work_map, NULL),
-                                    weir_function("breaker", 8, 8, fail_at, &at)),
-                          4),
-            count_sink("n", 8, &cnt));
+        weir_term *t =
+            weir_seq3(weir_range_source("src", 0, 1000000, 1),
+                      weir_parallel(weir_seq2(weir_map("slow", 8, 8, work_map, NULL),
+                                              weir_function("breaker", 8, 8, fail_at, &at)),
+                                    4),
+                      count_sink("n", 8, &cnt));
         weir_pipeline_config c = cfg_of(all_modes[mi], 0, 0);
         weir_pipeline *p;
         cr_assert_eq(weir_pipeline_create(r, t, &c, &p), 0, "%s", weir_last_error());
@@ -354,7 +355,8 @@ Test(parallel, a_slow_sink_keeps_reorder_buffer_and_streams_bounded)
     cr_assert_eq(n, 30000);
     weir_term_stats ts;
     weir_pipeline_term_stats(p, 1, &ts);
-    cr_assert(ts.max_reorder_depth <= 4, "reorder depth %llu", (unsigned long long)ts.max_reorder_depth);
+    cr_assert(ts.max_reorder_depth <= 4, "reorder depth %llu",
+              (unsigned long long)ts.max_reorder_depth);
     cr_assert(ts.max_in_flight <= 2);
     for (unsigned i = 0; i < weir_pipeline_stream_count(p); i++) {
         weir_stream_stats ss;
@@ -441,8 +443,8 @@ Test(parallel, only_functions_maps_and_filters_can_be_replicated, .init = rt_set
      .fini = rt_teardown)
 {
     _Atomic uint64_t cnt = 0;
-    weir_term *t = weir_seq2(weir_range_source("src", 0, 10, 1),
-                             weir_parallel(count_sink("snk", 8, &cnt), 2));
+    weir_term *t =
+        weir_seq2(weir_range_source("src", 0, 10, 1), weir_parallel(count_sink("snk", 8, &cnt), 2));
     weir_pipeline *p = NULL;
     cr_assert_eq(weir_pipeline_create(rt, t, NULL, &p), -EINVAL);
     cr_assert(strstr(weir_last_error(), "sink 'snk' cannot run as replicas"), "%s",
@@ -454,7 +456,7 @@ Test(parallel, only_functions_maps_and_filters_can_be_replicated, .init = rt_set
     _Atomic uint64_t both = 0;
     t = weir_seq3(weir_range_source("src", 0, 5000, 1),
                   weir_parallel(weir_par(2, (weir_term *[]){weir_map("x", 8, 8, inc_map, NULL),
-                                                             weir_map("y", 8, 8, dec_map, NULL)}),
+                                                            weir_map("y", 8, 8, dec_map, NULL)}),
                                 2),
                   weir_seq2(weir_merge("mg"), count_sink("cnt", 8, &both)));
     cr_assert_eq(weir_pipeline_create(rt, t, NULL, &p), 0, "%s", weir_last_error());
@@ -599,8 +601,8 @@ static void check_keyed(unsigned workers, unsigned shards, weir_exec_mode m, wei
         /* input order, then the totals shard by shard (each sorted by key) */
         for (size_t i = 0; i < nrec; i++)
             cr_assert(got[i].key == want[i].key && got[i].val == want[i].val,
-                      "%s shards %u: record %zu is (%lld,%lld), want (%lld,%lld)", what, shards,
-                      i, (long long)got[i].key, (long long)got[i].val, (long long)want[i].key,
+                      "%s shards %u: record %zu is (%lld,%lld), want (%lld,%lld)", what, shards, i,
+                      (long long)got[i].key, (long long)got[i].val, (long long)want[i].key,
                       (long long)want[i].val);
     } else {
         /* per-key order: each key's counts come 1, 2, 3, ... */
@@ -748,8 +750,8 @@ Test(keyed, bad_shards_are_refused_with_the_names, .init = rt_setup, .fini = rt_
     cr_assert(strstr(weir_last_error(), "0 shards"), "%s", weir_last_error());
     cr_assert_null(weir_keyed("k", 2, NULL, NULL, kmake_fn, NULL, WEIR_ORDERED));
     cr_assert_null(weir_keyed("k", 2, kv_key, NULL, NULL, NULL, WEIR_ORDERED));
-    cr_assert_null(weir_keyed("k", WEIR_KEYED_MAX_SHARDS + 1, kv_key, NULL, kmake_fn, NULL,
-                              WEIR_ORDERED));
+    cr_assert_null(
+        weir_keyed("k", WEIR_KEYED_MAX_SHARDS + 1, kv_key, NULL, kmake_fn, NULL, WEIR_ORDERED));
 }
 
 /* --------------------------------------------- cancel latency, serial stages */
@@ -789,9 +791,9 @@ Test(cancel, join_returns_within_about_one_callback_after_cancel_or_a_failure)
             else if (form == 1) /* a merge stage in front of the sink */
                 t = weir_seq3(weir_range_source("src", 0, 1000000, 1), weir_merge("m"), snk);
             else /* a failing sibling branch */
-                t = weir_seq2(weir_range_source("src", 0, 1000000, 1),
-                              weir_par(2, (weir_term *[]){snk, weir_sink("bad", 8, fail_fast,
-                                                                         &fails)}));
+                t = weir_seq2(
+                    weir_range_source("src", 0, 1000000, 1),
+                    weir_par(2, (weir_term *[]){snk, weir_sink("bad", 8, fail_fast, &fails)}));
             weir_pipeline_config c = cfg_of(all_modes[mi], 256, 1024);
             weir_pipeline *p;
             cr_assert_eq(weir_pipeline_create(r, t, &c, &p), 0, "%s", weir_last_error());
@@ -822,9 +824,9 @@ Test(parallel, threads_mode_without_a_runtime)
 {
     weir_pipeline_config c = cfg_of(WEIR_EXEC_THREADS, 32, 0);
     seq_check chk;
-    weir_term *t = weir_seq3(weir_range_source("src", 0, 5000, 1),
-                             weir_parallel(weir_map("inc", 8, 8, inc_map, NULL), 0),
-                             seq_sink("chk", &chk, 1));
+    weir_term *t =
+        weir_seq3(weir_range_source("src", 0, 5000, 1),
+                  weir_parallel(weir_map("inc", 8, 8, inc_map, NULL), 0), seq_sink("chk", &chk, 1));
     weir_pipeline *p;
     cr_assert_eq(weir_pipeline_create(NULL, t, &c, &p), 0, "%s", weir_last_error());
     cr_assert_eq(weir_pipeline_run(p), 0, "%s", weir_pipeline_error(p));
@@ -877,9 +879,9 @@ Test(parallel, threads_mode_counts_the_replica_threads)
 {
     weir_pipeline_config c = cfg_of(WEIR_EXEC_THREADS, 64, 0);
     seq_check chk;
-    weir_term *t = weir_seq3(weir_range_source("src", 0, 20000, 1),
-                             weir_parallel(weir_map("inc", 8, 8, inc_map, NULL), 3),
-                             seq_sink("chk", &chk, 1));
+    weir_term *t =
+        weir_seq3(weir_range_source("src", 0, 20000, 1),
+                  weir_parallel(weir_map("inc", 8, 8, inc_map, NULL), 3), seq_sink("chk", &chk, 1));
     weir_pipeline *p;
     cr_assert_eq(weir_pipeline_create(NULL, t, &c, &p), 0, "%s", weir_last_error());
     weir_pipeline_stats before;

@@ -65,8 +65,7 @@ static void one_round(weir_exec_mode m, int64_t n, unsigned *early)
 {
     _Atomic uint64_t got = 0;
     weir_term *t = WEIR_SEQ(weir_range_source("src", 0, n, 1), weir_id("a", 8),
-                            weir_map("b", 8, 8, int64_twice, NULL),
-                            count_sink("sink", 8, &got));
+                            weir_map("b", 8, 8, int64_twice, NULL), count_sink("sink", 8, &got));
     weir_pipeline_config c = cfg_of(m, 4, 8);
     c.thread_stack = 64 * 1024;
     weir_pipeline *p;
