@@ -132,24 +132,35 @@ static int weir__out_write(weir__stage *s, const void *rec)
 }
 
 /* Move spilled records into the ring. @return true when the spill is empty. */
-static bool weir__spill_drain(weir__stage *s)
+/* Copy up to n contiguous records into the output ring, as far as there is
+ * room; when there is none, the stream has asked the consumer to notify the
+ * stage (weir__stream_space). @return records copied. */
+static size_t weir__out_copy(weir__stage *s, const char *src, size_t n)
 {
     weir__stream *o = s->out;
-    while (s->spill_head < s->spill_n) {
+    size_t done = 0;
+    while (done < n) {
         if (o->p_free == 0 && !weir__stream_space(o, weir__want(s)))
-            return false;
-        uint64_t room = o->cap - (o->p_head & o->mask); /* contiguous */
-        uint64_t k = s->spill_n - s->spill_head;
+            break;
+        uint64_t k = o->cap - (o->p_head & o->mask); /* contiguous */
         if (k > o->p_free)
             k = o->p_free;
-        if (k > room)
-            k = room;
-        memcpy(weir__stream_slot(o, o->p_head), s->spill + s->spill_head * o->size,
-               (size_t)k * o->size);
+        if (k > n - done)
+            k = n - done;
+        memcpy(weir__stream_slot(o, o->p_head), src + done * o->size, (size_t)k * o->size);
         o->p_head += k;
         o->p_free -= k;
-        s->spill_head += (size_t)k;
+        done += (size_t)k;
     }
+    return done;
+}
+
+static bool weir__spill_drain(weir__stage *s)
+{
+    s->spill_head +=
+        weir__out_copy(s, s->spill + s->spill_head * s->out->size, s->spill_n - s->spill_head);
+    if (s->spill_head < s->spill_n)
+        return false;
     s->spill_head = s->spill_n = 0;
     return true;
 }
@@ -510,30 +521,12 @@ size_t weir__push_run(weir__stage *s, unsigned i, const char *base, size_t strid
 {
     weir__stream *o = s->out;
     if (i == s->nnodes) {
-        /* nothing after: straight into the output ring */
+        /* nothing after: straight into the output ring (the records are the
+         * last node's, so stride is the stream's record size); after what
+         * a finish callback spilled, never before it */
         if (!o)
             return n; /* nobody reads it: dropped */
-        size_t done = 0;
-        while (done < n) {
-            if (!weir__out_ready(s))
-                break;
-            uint64_t k = o->cap - (o->p_head & o->mask); /* contiguous */
-            if (k > o->p_free)
-                k = o->p_free;
-            if (k > n - done)
-                k = n - done;
-            if (stride == o->size) {
-                memcpy(weir__stream_slot(o, o->p_head), base + done * stride, (size_t)k * stride);
-            } else {
-                for (uint64_t j = 0; j < k; j++)
-                    memcpy(weir__stream_slot(o, o->p_head + j), base + (done + j) * stride,
-                           o->size);
-            }
-            o->p_head += k;
-            o->p_free -= k;
-            done += (size_t)k;
-        }
-        return done;
+        return s->spill_n ? 0 : weir__out_copy(s, base, n);
     }
     weir__scratch *sc;
     if (s->vec && s->vec_from == i) {
