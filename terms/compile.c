@@ -308,6 +308,16 @@ static void weir__names(const weir__tvec *ins, char *buf, size_t n)
     }
 }
 
+/* "16-byte" or "variable-size" for messages. */
+static const char *weir__size_text(size_t size, bool var, char *buf, size_t n)
+{
+    if (var)
+        snprintf(buf, n, "variable-size");
+    else
+        snprintf(buf, n, "%zu-byte", size);
+    return buf;
+}
+
 static int weir__eval_primitive(weir__cc *cc, weir_term *t, const weir__tvec *ins, weir__tvec *outs)
 {
     char names[256];
@@ -338,32 +348,48 @@ static int weir__eval_primitive(weir__cc *cc, weir_term *t, const weir__tvec *in
                                      "weir_merge() or weir_zip() before it",
                                      t->kind_name, t->name, ins->n, names);
         }
-        if (ins->v[0]->out_size != t->in_size)
-            return weir__terms_error(-EINVAL,
-                                     "%s '%s' expects %zu-byte records but its input %s '%s' "
-                                     "produces %zu-byte records",
-                                     t->kind_name, t->name, t->in_size, ins->v[0]->kind_name,
-                                     ins->v[0]->name, ins->v[0]->out_size);
+        if (ins->v[0]->out_size != t->in_size || ins->v[0]->out_var != t->in_var) {
+            char want[48], got[48];
+            return weir__terms_error(
+                -EINVAL,
+                "%s '%s' expects %s records but its input %s '%s' "
+                "produces %s records",
+                t->kind_name, t->name, weir__size_text(t->in_size, t->in_var, want, sizeof want),
+                ins->v[0]->kind_name, ins->v[0]->name,
+                weir__size_text(ins->v[0]->out_size, ins->v[0]->out_var, got, sizeof got));
+        }
         break;
     case WEIR__K_MERGE:
         if (ins->n == 0)
             return weir__terms_error(-EINVAL, "merge '%s' has no input", t->name);
         for (size_t i = 1; i < ins->n; i++)
-            if (ins->v[i]->out_size != ins->v[0]->out_size)
-                return weir__terms_error(-EINVAL,
-                                         "merge '%s': input '%s' has %zu-byte records but input "
-                                         "'%s' has %zu-byte records",
-                                         t->name, ins->v[0]->name, ins->v[0]->out_size,
-                                         ins->v[i]->name, ins->v[i]->out_size);
+            if (ins->v[i]->out_size != ins->v[0]->out_size ||
+                ins->v[i]->out_var != ins->v[0]->out_var) {
+                char a[48], b[48];
+                return weir__terms_error(
+                    -EINVAL, "merge '%s': input '%s' has %s records but input '%s' has %s records",
+                    t->name, ins->v[0]->name,
+                    weir__size_text(ins->v[0]->out_size, ins->v[0]->out_var, a, sizeof a),
+                    ins->v[i]->name,
+                    weir__size_text(ins->v[i]->out_size, ins->v[i]->out_var, b, sizeof b));
+            }
         t->in_size = t->out_size = ins->v[0]->out_size;
+        t->in_var = t->out_var = ins->v[0]->out_var;
         break;
     case WEIR__K_ZIP:
         if (ins->n == 0)
             return weir__terms_error(-EINVAL, "zip '%s' has no input", t->name);
         if (!t->fn.zip) {
             size_t sum = 0;
-            for (size_t i = 0; i < ins->n; i++)
+            for (size_t i = 0; i < ins->n; i++) {
+                if (ins->v[i]->out_var)
+                    return weir__terms_error(
+                        -EINVAL,
+                        "zip '%s' has no function, so it concatenates fixed-size records, but "
+                        "its input %s '%s' has variable-size records (give the zip a function)",
+                        t->name, ins->v[i]->kind_name, ins->v[i]->name);
                 sum += ins->v[i]->out_size;
+            }
             t->out_size = sum;
         }
         break;
@@ -709,7 +735,10 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
     for (unsigned i = s->vec_from; s->vec && i < s->nnodes; i++) {
         weir__kind k = s->nodes[i].kind;
         bool last = i + 1 == s->nnodes;
-        if (k == WEIR__K_MAP) {
+        if (k == WEIR__K_MAP && s->nodes[i].term->out_var) {
+            /* its output bytes last only until its next call: depth-first */
+            s->vec = false;
+        } else if (k == WEIR__K_MAP) {
             if (s->nodes[i].term->out_size > s->vec_size)
                 s->vec_size = s->nodes[i].term->out_size;
         } else if (k != WEIR__K_FILTER &&
@@ -762,7 +791,17 @@ static uint64_t weir__stream_cap(const weir_pipeline *p, const weir_term *last, 
     return cap;
 }
 
-/* The stream block (see "Memory"). */
+/* A variable-size stream's byte ring: the configured size, a power of two. */
+static uint64_t weir__byte_cap(const weir_pipeline *p)
+{
+    uint64_t b = 64;
+    while (b < p->cfg.byte_capacity)
+        b <<= 1;
+    return b;
+}
+
+/* The stream block (see "Memory"); a variable-size stream's byte ring and
+ * positions are allocated on their own (weir__stream_set_var). */
 static int weir__build_streams(weir_pipeline *p)
 {
     uint64_t cap = 1;
@@ -773,8 +812,16 @@ static int weir__build_streams(weir_pipeline *p)
         weir_term *last = p->stages[k]->nodes[p->stages[k]->nnodes - 1].term;
         if (!weir__has_output(last) || last->nconsumers == 0)
             continue;
-        size_t ring = weir__stream_ring_bytes(last->out_size, weir__stream_cap(p, last, cap));
-        if (!ring || !weir__add(&rings, ring, 1))
+        const uint64_t scap = weir__stream_cap(p, last, cap);
+        size_t ring = weir__stream_ring_bytes(last->out_size, scap);
+        if (!ring || ring > WEIR_MAX_STREAM_BYTES)
+            return weir__terms_error(
+                -EINVAL,
+                "the stream of %s '%s' would take %llu records x %zu bytes, above the maximum of "
+                "%llu bytes (WEIR_MAX_STREAM_BYTES): lower weir_pipeline_config.capacity",
+                last->kind_name, last->name, (unsigned long long)scap, last->out_size,
+                (unsigned long long)WEIR_MAX_STREAM_BYTES);
+        if (!weir__add(&rings, ring, 1))
             return weir__oom();
         nst++;
         ncons += last->nconsumers;
@@ -808,6 +855,8 @@ static int weir__build_streams(weir_pipeline *p)
         consumers += last->nconsumers;
         slots += last->nconsumers;
         p->streams[p->nstreams++] = st;
+        if (last->out_var && weir__stream_set_var(st, weir__byte_cap(p)) < 0)
+            return weir__oom();
         st->producer = s;
         s->out = st;
         last->out = st;
@@ -838,13 +887,17 @@ void weir__compile_free(weir_pipeline *p)
         /* nodes, inputs, buffers: in the stage block */
         weir_free(s->spill);
         weir_free(s->err_msg);
+        for (unsigned i = 0; i < s->nnodes; i++)
+            weir_free(s->nodes[i].rbuf);
         weir__exec_thread_free(s);
         weir__par_free(s);
     }
     weir_free(p->stages); /* the stage block (see "Memory") */
     p->stages = NULL;
     p->nstages = 0;
-    weir_free(p->streams); /* the stream block: placed streams need no deinit */
+    for (unsigned k = 0; k < p->nstreams; k++)
+        weir__stream_free_var(p->streams[k]);
+    weir_free(p->streams); /* the stream block: placed streams need no other deinit */
     p->streams = NULL;
     p->nstreams = 0;
     for (unsigned k = 0; k < p->nterms; k++) {

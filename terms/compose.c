@@ -164,7 +164,7 @@ WEIR_API weir_term *weir_zip(const char *name, size_t out_size, weir_zip_fn fn, 
     }
     weir_term *t = weir__term_new(WEIR__K_ZIP, "zip", name);
     if (t) {
-        t->out_size = out_size;
+        weir__term_set_sizes(t, 0, out_size);
         t->fn.zip = fn;
         t->state = state;
     }

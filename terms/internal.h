@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "weir.h"
 
@@ -77,6 +78,10 @@ struct weir_term {
     char *name;
     size_t in_size;  /* 0 = any (merge, zip, stop) */
     size_t out_size; /* 0 = no output (sinks, stop) or decided at compile */
+    /* Variable-size records (WEIR_VARSIZE given to the constructor): the
+     * size above is then sizeof(weir_bytes), the descriptor every stream
+     * slot and fused hand-off carries (see weir__stream). */
+    bool in_var, out_var;
     void *state;
     weir__fn fn;
     weir_finish_fn finish;
@@ -117,6 +122,8 @@ weir_term *weir__term_new(weir__kind kind, const char *kind_name, const char *na
 /* Built-ins made from a generic constructor: set the kind shown in
  * statistics and, when the user gave no name, a "<kind>#<n>" name. */
 void weir__term_set_kind(weir_term *t, const char *given_name, const char *kind_name);
+/* Record sizes of a primitive, WEIR_VARSIZE included (in_var / out_var). */
+void weir__term_set_sizes(weir_term *t, size_t in, size_t out);
 /* Free a whole tree, whoever owns it (pipeline destroy). */
 void weir__term_free_tree(weir_term *t);
 /* Free one term's compile results (not the tree). */
@@ -139,16 +146,34 @@ typedef struct weir__cursor {
  * Bounded broadcast ring. Positions are 64-bit counters that never wrap;
  * slot(i) = buf + (i & mask) * size. Records [min tail, head) are live.
  *
+ * A variable-size stream (var) is the same ring of weir_bytes descriptors
+ * plus a byte ring (`bytes`, bcap bytes, a power of two) that the
+ * descriptors point into: record i's bytes are written once, 8-byte aligned
+ * and contiguous (a record that would cross the end of the byte ring starts
+ * at its beginning; the bytes skipped count as used until the record is
+ * consumed), and every consumer reads them in place. bpos[i & mask] is where
+ * record i's region began (before any skip), so the bytes in use are
+ * p_bhead - bpos[min tail & mask]. The bytes of record i follow exactly the
+ * rules of slot i: written before the release of head that publishes i, read
+ * by a consumer before its tail passes i, reused by the producer only after
+ * its acquire load of every tail shows them past i.
+ *
  * | operation              | who               | concurrently with             |
  * |------------------------|-------------------|-------------------------------|
  * | weir__stream_space,    | the producer only | consumers' read/advance       |
- * |   slot writes, p_head  |                   |                               |
+ * |   weir__stream_put,    |                   |                               |
+ * |   weir__stream_write,  |                   |                               |
+ * |   weir__stream_wspan / |                   |                               |
+ * |   weir__stream_wcommit,|                   |                               |
+ * |   weir__stream_breserve|                   |                               |
+ * |   / weir__stream_bcommit|                  |                               |
  * | weir__stream_publish   | the producer only | consumers' read/advance       |
  * | weir__stream_end       | the producer, once| consumers                     |
  * | weir__stream_avail/at  | consumer i only   | producer, other consumers     |
  * | weir__stream_advance   | consumer i only   | producer, other consumers     |
  * | weir__stream_detach    | consumer i, once  | producer, other consumers     |
- * | weir__stream_depth     | any thread        | everything (approximate)      |
+ * | weir__stream_depth,    | any thread        | everything (approximate)      |
+ * |   weir__stream_bdepth  |                   |                               |
  */
 typedef struct weir__stream {
     /* Published by the producer, read by every consumer. */
@@ -162,7 +187,13 @@ typedef struct weir__stream {
     alignas(WEIR_CACHELINE) uint64_t p_head; /* written, maybe unpublished */
     uint64_t p_free;                         /* known free slots */
     uint32_t p_scan;                         /* resume point of the blocked scan */
+    uint64_t p_target;                       /* ... and the target it scans for */
+    uint64_t p_bhead;                        /* var: next byte position (8-aligned) */
+    uint64_t p_bfree;                        /* var: known free bytes */
+    uint64_t p_bytes;                        /* var: payload bytes written */
     _Atomic uint64_t max_depth;              /* producer-written, relaxed */
+    /* var, monitoring (producer-written at publish, relaxed) */
+    _Atomic uint64_t st_bytes, st_bhead, max_bdepth;
     /* The stall watch (stream.c): the clock at the last publish, kept only
      * when stall_ns (the pipeline's starvation_ns) is not 0; stall_mark is
      * the last_publish_ns value of the last silence counted in `stalls`. */
@@ -173,10 +204,15 @@ typedef struct weir__stream {
 
     /* Read-only after compile. */
     alignas(WEIR_CACHELINE) char *buf;
-    size_t size;  /* record size */
+    size_t size;  /* record size (var: sizeof(weir_bytes)) */
     uint64_t cap; /* power of two */
     uint64_t mask;
     unsigned ncons;
+    bool var;
+    char *bytes;                    /* var: the byte ring */
+    uint64_t bcap, bmask;           /* var: its size, a power of two */
+    _Atomic uint64_t *bpos;         /* var: [cap] region start of each record (producer
+                                       writes, relaxed; monitoring reads) */
     weir__cursor *cursors;          /* [ncons] */
     struct weir__stage **consumers; /* [ncons] stage of each cursor */
     /* [ncons] the cursor's input in its consumer's ready set (a merge, see
@@ -198,6 +234,60 @@ static inline void *weir__stream_slot(const weir__stream *s, uint64_t pos)
  * space; false when the producer must wait: then a consumer whose advance
  * may free space has been asked (waiting_on) to notify the producer stage. */
 bool weir__stream_space(weir__stream *s, uint32_t want);
+
+/*
+ * The write side: every producer path (pull source, fused chain end,
+ * blocking source, spill, a parallel stage's commit) writes through these.
+ * `want` is the producer's hysteresis (free slots it waits for when full).
+ * A return of 0 records / NULL without an error means full: the stream has
+ * asked a consumer to notify the producer stage (weir__stream_space).
+ */
+/* Give a variable-size stream its byte ring (compile.c). */
+int weir__stream_set_var(weir__stream *s, uint64_t bcap);
+void weir__stream_free_var(weir__stream *s);
+/* var: one record of `len` bytes: room for it at the byte head (a pointer
+ * into the byte ring, 8-byte aligned), NULL when full or, with *err set to
+ * -EMSGSIZE, when `len` exceeds the byte ring. Commit with bcommit. */
+void *weir__stream_breserve(weir__stream *s, size_t len, uint32_t want, int *err);
+/* var: publishable record of `len` bytes (<= the reserved length) at `at`,
+ * the pointer breserve returned. */
+void weir__stream_bcommit(weir__stream *s, void *at, size_t len);
+int weir__stream_put_var(weir__stream *s, const weir_bytes *b, uint32_t want);
+/* Copy up to n records, `stride` bytes apart (var: weir_bytes descriptors
+ * whose bytes are copied), into the ring. @return records written; stops
+ * at a full ring (0: the producer waits) or, with *err = -EMSGSIZE, at a
+ * record larger than the byte ring. */
+size_t weir__stream_write(weir__stream *s, const char *src, size_t stride, size_t n, uint32_t want,
+                          int *err);
+
+/* One record. @return 1 written, 0 full, or -EMSGSIZE (var: larger than
+ * the byte ring). */
+static inline int weir__stream_put(weir__stream *s, const void *rec, uint32_t want)
+{
+    if (WEIR_UNLIKELY(s->var))
+        return weir__stream_put_var(s, (const weir_bytes *)rec, want);
+    if (s->p_free == 0 && !weir__stream_space(s, want))
+        return 0;
+    memcpy(s->buf + (size_t)(s->p_head & s->mask) * s->size, rec, s->size);
+    s->p_head++;
+    s->p_free--;
+    return 1;
+}
+
+/* Fixed-size streams: free slots that are contiguous at p_head (the caller
+ * made sure p_free > 0 or called weir__stream_space); write them in place
+ * at weir__stream_slot(s, s->p_head), then commit how many were written. */
+static inline size_t weir__stream_wspan(const weir__stream *s)
+{
+    uint64_t k = s->cap - (s->p_head & s->mask);
+    return (size_t)(k < s->p_free ? k : s->p_free);
+}
+
+static inline void weir__stream_wcommit(weir__stream *s, size_t k)
+{
+    s->p_head += k;
+    s->p_free -= k;
+}
 /* Producer: publish p_head to the consumers. Returns true if there was
  * anything new (the caller then notifies the consumers). */
 bool weir__stream_publish(weir__stream *s);
@@ -213,6 +303,9 @@ void weir__stream_advance(weir__stream *s, unsigned i, uint64_t tail, weir_worke
 void weir__stream_detach(weir__stream *s, unsigned i, weir_worker *w);
 /* Records not yet consumed by the slowest attached consumer. */
 uint64_t weir__stream_depth(const weir__stream *s);
+/* var: bytes of the byte ring in use (records not yet consumed by the
+ * slowest consumer, with the bytes skipped at a wrap); 0 for fixed. */
+uint64_t weir__stream_bdepth(const weir__stream *s);
 /* Monitoring (any thread): the stream has not ended, an attached consumer
  * has read everything, and nothing was published for longer than stall_ns.
  * Counts the silence in `stalls` if nobody did yet. */
@@ -276,8 +369,16 @@ typedef struct weir__node {
     void *state;
     weir__fn fn;
     weir_term *term;
-    void *tmp;   /* map / zip output record; batch sink buffer */
-    size_t nbuf; /* records in a batch sink's buffer */
+    void *tmp;     /* map / zip output record; batch sink buffer */
+    size_t nbuf;   /* records in a batch sink's buffer */
+    size_t nbytes; /* variable-size batch sink: bytes in the thread's buffer */
+    /* weir_emit_reserve(): the reservation (in the output's byte ring when
+     * resv_ring, else in rbuf), NULL when none */
+    char *resv;
+    size_t resv_max;
+    bool resv_ring;
+    char *rbuf;
+    size_t rcap;
     /* Cumulative counters: written only by the stage's activations (which are
      * ordered by the activation state machine), published to the atomics
      * below at the end of each activation for readers on other threads. */
@@ -342,10 +443,13 @@ typedef struct weir__stage {
     const void **zip_in; /* zip: argument array */
     weir__stream *out;   /* NULL: sink at the end, or nobody reads */
     void *buf;           /* pull source batch buffer */
-    char *spill;         /* outputs that did not fit in `out` */
-    size_t spill_n, spill_head, spill_cap;
-    bool input_done; /* the head will produce nothing more */
-    int err;         /* first error in this activation */
+    char *spill;         /* outputs that did not fit in `out` (stage.c) */
+    size_t spill_n;      /* records in it not yet drained */
+    size_t spill_head;   /* byte offset of the next one to drain */
+    size_t spill_len;    /* bytes used */
+    size_t spill_cap;    /* bytes allocated */
+    bool input_done;     /* the head will produce nothing more */
+    int err;             /* first error in this activation */
     unsigned err_node;
     char *err_msg; /* detail from weir_emit_fail() */
     uint64_t prof_nested;
@@ -364,6 +468,9 @@ typedef struct weir__stage {
     bool collect;
     char *coll;
     size_t coll_n, coll_cap;
+    /* a variable-size output's bytes (weir__collect_seal) */
+    char *collb;
+    size_t collb_n, collb_cap;
     /* Check the cancel flag between records in the batch path (stage.c):
      * cleared while records cost less than WEIR__CHECK_NS each. */
     bool check_cancel;
@@ -408,6 +515,8 @@ typedef struct weir__slot {
     size_t cpart; /* input order: outputs of record ci already committed */
     char **obuf;  /* [nshards] */
     size_t *on, *ocap, *oci;
+    char **obufb; /* [nshards] a variable-size output's bytes (collb) */
+    size_t *obcap;
 } weir__slot;
 
 /* One shard of a keyed stage: its own term instance (a shadow stage of one
@@ -483,6 +592,10 @@ int weir__push(weir__stage *s, unsigned i, const void *rec);
 size_t weir__push_run(weir__stage *s, unsigned i, const char *base, size_t stride, size_t n);
 bool weir__run_records(weir__stage *s, const weir__stream *st, uint64_t pos, size_t n);
 bool weir__out_ready(weir__stage *s);
+/* A replica's or shard's collected variable-size output: turn the byte
+ * offsets into pointers into collb (which then must not move until the
+ * dispatcher has committed it). */
+void weir__collect_seal(weir__stage *s);
 void weir__derive_counts(weir__stage *s);
 void weir__note_err(weir__stage *s, unsigned node, int err);
 

@@ -111,8 +111,8 @@ static void weir__slot_job(weir_worker *w, weir_job *job)
         weir__trace_stage_name(sh, "replica: ", name, sizeof name);
         weir_trace_begin(name);
     }
-    if (!weir__par_cancelled(p))
-        weir__run_records(sh, st, sl->begin, (size_t)sl->n);
+    if (!weir__par_cancelled(p) && weir__run_records(sh, st, sl->begin, (size_t)sl->n))
+        weir__collect_seal(sh);
     if (traced)
         weir_trace_end();
     if (timing) {
@@ -265,6 +265,9 @@ static void weir__shard_batch(weir__shard *sd, weir__slot *sl, weir_worker *w)
     cx->coll = sl->obuf[i];
     cx->coll_cap = sl->ocap[i];
     cx->coll_n = 0;
+    cx->collb = sl->obufb[i];
+    cx->collb_cap = sl->obcap[i];
+    cx->collb_n = 0;
     weir__node *n0 = &cx->nodes[0];
     const uint32_t *sh_of = sl->sh_of;
     for (uint64_t k = 0; k < sl->n; k++) {
@@ -281,11 +284,14 @@ static void weir__shard_batch(weir__shard *sd, weir__slot *sl, weir_worker *w)
     }
     if (traced)
         weir_trace_end();
+    weir__collect_seal(cx);
     sl->obuf[i] = cx->coll;
     sl->ocap[i] = cx->coll_cap;
     sl->on[i] = cx->coll_n;
-    cx->coll = NULL;
-    cx->coll_cap = cx->coll_n = 0;
+    sl->obufb[i] = cx->collb;
+    sl->obcap[i] = cx->collb_cap;
+    cx->coll = cx->collb = NULL;
+    cx->coll_cap = cx->coll_n = cx->collb_cap = cx->collb_n = 0;
     if (cx->err) {
         weir__pipeline_fail(p, n0->term, cx->err, cx->err_msg, w);
         cx->err = 0;
@@ -446,6 +452,7 @@ int weir__par_finish(weir__stage *s, weir_worker *w)
             pa->fin_called = true;
             pa->fin_ci = 0;
             cx->coll_n = 0;
+            cx->collb_n = 0;
             if (n0->term->finish && !weir__par_cancelled(p)) {
                 const bool sink = n0->kind == WEIR__K_SINK;
                 int r = n0->term->finish(n0->state, sink ? NULL : &n0->emit);
@@ -455,6 +462,7 @@ int weir__par_finish(weir__stage *s, weir_worker *w)
                 }
                 /* the shard's own statistics, and the stage's count */
                 weir__derive_counts(cx);
+                weir__collect_seal(cx);
                 atomic_store_explicit(&n0->st_out, n0->out, memory_order_relaxed);
                 if (n0->kind == WEIR__K_MAP)
                     s->nodes[0].extra += cx->coll_n;
@@ -642,6 +650,7 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
         }
         weir__stage *sh = sl->shadow;
         sh->coll_n = 0;
+        sh->collb_n = 0;
         sh->err = 0;
         weir_free(sh->err_msg);
         sh->err_msg = NULL;
@@ -705,6 +714,8 @@ static weir__stage *weir__shadow_new(weir__stage *s, weir__node *from, unsigned 
             c->tmp = weir_malloc(c->term->out_size);
             if (!c->tmp)
                 sh->vec = false, sh->err = -ENOMEM;
+            if (c->term->out_var)
+                sh->vec = false; /* its output lasts until its next call */
             if (c->term->out_size > sh->vec_size)
                 sh->vec_size = c->term->out_size;
         } else if (c->kind != WEIR__K_FILTER) {
@@ -719,10 +730,13 @@ static void weir__shadow_free(weir__stage *sh)
 {
     if (!sh)
         return;
-    for (unsigned i = 0; sh->nodes && i < sh->nnodes; i++)
+    for (unsigned i = 0; sh->nodes && i < sh->nnodes; i++) {
         weir_free(sh->nodes[i].tmp);
+        weir_free(sh->nodes[i].rbuf);
+    }
     weir_free(sh->nodes);
     weir_free(sh->coll);
+    weir_free(sh->collb);
     weir_free(sh->err_msg);
     weir_free(sh);
 }
@@ -778,7 +792,10 @@ static int weir__keyed_build(weir__stage *s, weir_term *g)
         sl->on = weir_calloc(k_, sizeof *sl->on);
         sl->ocap = weir_calloc(k_, sizeof *sl->ocap);
         sl->oci = weir_calloc(k_, sizeof *sl->oci);
-        if (!sl->sh_of || !sl->cnt || !sl->touched || !sl->obuf || !sl->on || !sl->ocap || !sl->oci)
+        sl->obufb = weir_calloc(k_, sizeof *sl->obufb);
+        sl->obcap = weir_calloc(k_, sizeof *sl->obcap);
+        if (!sl->sh_of || !sl->cnt || !sl->touched || !sl->obuf || !sl->on || !sl->ocap ||
+            !sl->oci || !sl->obufb || !sl->obcap)
             return -ENOMEM;
     }
     return 0;
@@ -858,6 +875,10 @@ void weir__par_free(weir__stage *s)
         weir__shadow_free(sl->shadow);
         for (unsigned i = 0; sl->obuf && i < pa->nshards; i++)
             weir_free(sl->obuf[i]);
+        for (unsigned i = 0; sl->obufb && i < pa->nshards; i++)
+            weir_free(sl->obufb[i]);
+        weir_free(sl->obufb);
+        weir_free(sl->obcap);
         weir_free(sl->sh_of);
         weir_free(sl->cnt);
         weir_free(sl->touched);

@@ -91,6 +91,7 @@ WEIR_API void weir_pipeline_config_init(weir_pipeline_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->batch = 256;
     cfg->capacity = 1024;
+    cfg->byte_capacity = UINT64_C(1) << 20;
     cfg->mode = WEIR_EXEC_POOL;
     cfg->timing = true;
     cfg->profile = false;
@@ -115,6 +116,12 @@ static int weir__check_config(const weir_pipeline_config *c, const weir_runtime 
         return weir__terms_error(-EINVAL,
                                  "pipeline config: capacity: invalid value %u (expected 1..%u)",
                                  c->capacity, 1u << 30);
+    if (c->byte_capacity < 64 || c->byte_capacity > WEIR_MAX_BYTE_CAPACITY)
+        return weir__terms_error(-EINVAL,
+                                 "pipeline config: byte_capacity: invalid value %llu (expected "
+                                 "64..%llu)",
+                                 (unsigned long long)c->byte_capacity,
+                                 (unsigned long long)WEIR_MAX_BYTE_CAPACITY);
     if (c->mode != WEIR_EXEC_POOL && c->mode != WEIR_EXEC_THREADS && c->mode != WEIR_EXEC_HYBRID) {
         const char *ex = getenv("WEIR_EXEC");
         if (c->mode == WEIR__MODE_INVALID && ex)

@@ -67,18 +67,63 @@ static inline uint32_t weir__want(const weir__stage *s)
 
 /* ---------------------------------------------------------------- output */
 
+/*
+ * Every record leaves a stage through the stream's write side (stream.c:
+ * weir__stream_put / weir__stream_write / the reserve-commit pair), or, when
+ * the stream has no room for the outputs of one input (a flat-map), into the
+ * spill buffer, drained into the stream before the stage takes new input.
+ * The spill holds fixed records back to back, or, on a variable-size
+ * stream, each record as a uint64_t length and its bytes (8-aligned): the
+ * bytes a descriptor points to may not outlive the callback that emitted
+ * them.
+ */
+
+/* The term whose output overflowed names the error. */
+static int weir__out_msgsize(weir__stage *s, size_t len)
+{
+    if (s->err == 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "record of %zu bytes is larger than its stream can hold (byte_capacity %llu "
+                 "bytes: raise weir_pipeline_config.byte_capacity)",
+                 len, (unsigned long long)s->out->bcap);
+        weir_free(s->err_msg);
+        s->err_msg = weir_strdup(msg);
+    }
+    weir__note_err(s, s->nnodes - 1, -EMSGSIZE);
+    return -EMSGSIZE;
+}
+
+static inline size_t weir__spill_entry(const weir__stream *o, const void *rec)
+{
+    return o->var ? 8 + (((const weir_bytes *)rec)->len + 7) / 8 * 8 : o->size;
+}
+
 static int weir__spill_push(weir__stage *s, const void *rec)
 {
-    size_t size = s->out->size;
-    if (s->spill_n == s->spill_cap) {
-        size_t cap = s->spill_cap ? s->spill_cap * 2 : 64;
-        char *n = weir_realloc(s->spill, cap * size);
+    const weir__stream *o = s->out;
+    size_t need = weir__spill_entry(o, rec);
+    if (s->spill_cap - s->spill_len < need) {
+        size_t cap = s->spill_cap ? s->spill_cap : 64 * o->size;
+        while (cap - s->spill_len < need)
+            cap *= 2;
+        char *n = weir_realloc(s->spill, cap);
         if (!n)
             return -ENOMEM;
         s->spill = n;
         s->spill_cap = cap;
     }
-    memcpy(s->spill + s->spill_n * size, rec, size);
+    char *at = s->spill + s->spill_len;
+    if (o->var) {
+        const weir_bytes *b = rec;
+        uint64_t len = b->len;
+        memcpy(at, &len, 8);
+        if (len)
+            memcpy(at + 8, b->data, b->len);
+    } else {
+        memcpy(at, rec, o->size);
+    }
+    s->spill_len += need;
     s->spill_n++;
     return 0;
 }
@@ -89,24 +134,61 @@ bool weir__out_ready(weir__stage *s)
 }
 
 /* A replica (parallel.c) appends its output to its own growing buffer; the
- * dispatcher commits it in order. */
+ * dispatcher commits it in order. A variable-size output keeps descriptors
+ * there and the bytes in collb: until weir__collect_seal() a descriptor's
+ * data is an offset into collb (which may move as it grows). */
+static int weir__collect_oom(weir__stage *s)
+{
+    if (!s->err_msg)
+        s->err_msg = weir_strdup("out of memory in a replica's output buffer");
+    weir__note_err(s, s->nnodes - 1, -ENOMEM);
+    return -ENOMEM;
+}
+
 static int weir__collect(weir__stage *s, const void *rec, size_t size)
 {
     if (s->coll_n == s->coll_cap) {
         size_t cap = s->coll_cap ? s->coll_cap * 2 : 64;
         char *n = weir_realloc(s->coll, cap * size);
-        if (!n) {
-            if (!s->err_msg)
-                s->err_msg = weir_strdup("out of memory in a replica's output buffer");
-            weir__note_err(s, s->nnodes - 1, -ENOMEM);
-            return -ENOMEM;
-        }
+        if (!n)
+            return weir__collect_oom(s);
         s->coll = n;
         s->coll_cap = cap;
+    }
+    if (WEIR_UNLIKELY(s->nodes[s->nnodes - 1].term->out_var)) {
+        const weir_bytes *b = rec;
+        size_t need = (b->len + 7) / 8 * 8;
+        if (s->collb_cap - s->collb_n < need) {
+            size_t cap = s->collb_cap ? s->collb_cap : 4096;
+            while (cap - s->collb_n < need)
+                cap *= 2;
+            char *n = weir_realloc(s->collb, cap);
+            if (!n)
+                return weir__collect_oom(s);
+            s->collb = n;
+            s->collb_cap = cap;
+        }
+        if (b->len)
+            memcpy(s->collb + s->collb_n, b->data, b->len);
+        weir_bytes *d = (weir_bytes *)(void *)(s->coll + s->coll_n * size);
+        d->data = (const void *)(uintptr_t)s->collb_n;
+        d->len = b->len;
+        s->collb_n += need;
+        s->coll_n++;
+        return 0;
     }
     memcpy(s->coll + s->coll_n * size, rec, size);
     s->coll_n++;
     return 0;
+}
+
+void weir__collect_seal(weir__stage *s)
+{
+    if (!s->nnodes || !s->nodes[s->nnodes - 1].term->out_var)
+        return;
+    weir_bytes *d = (weir_bytes *)(void *)s->coll;
+    for (size_t k = 0; k < s->coll_n; k++)
+        d[k].data = s->collb + (uintptr_t)d[k].data;
 }
 
 static int weir__out_write(weir__stage *s, const void *rec)
@@ -116,11 +198,14 @@ static int weir__out_write(weir__stage *s, const void *rec)
         return WEIR_UNLIKELY(s->collect)
                    ? weir__collect(s, rec, s->nodes[s->nnodes - 1].term->out_size)
                    : 0;
-    if (WEIR_LIKELY(s->spill_n == 0) && (o->p_free > 0 || weir__stream_space(o, weir__want(s)))) {
-        memcpy(weir__stream_slot(o, o->p_head), rec, o->size);
-        o->p_head++;
-        o->p_free--;
-        return 0;
+    if (WEIR_LIKELY(s->spill_n == 0)) {
+        int r = weir__stream_put(o, rec, weir__want(s));
+        if (WEIR_LIKELY(r > 0))
+            return 0;
+        if (r < 0)
+            return weir__out_msgsize(s, ((const weir_bytes *)rec)->len);
+    } else if (o->var && ((const weir_bytes *)rec)->len > o->bcap) {
+        return weir__out_msgsize(s, ((const weir_bytes *)rec)->len);
     }
     int r = weir__spill_push(s, rec);
     if (r < 0) {
@@ -131,37 +216,40 @@ static int weir__out_write(weir__stage *s, const void *rec)
     return r;
 }
 
-/* Move spilled records into the ring. @return true when the spill is empty. */
-/* Copy up to n contiguous records into the output ring, as far as there is
- * room; when there is none, the stream has asked the consumer to notify the
- * stage (weir__stream_space). @return records copied. */
-static size_t weir__out_copy(weir__stage *s, const char *src, size_t n)
+/* Copy up to n records (`stride` bytes apart; var: descriptors) into the
+ * output stream, as far as there is room; when there is none, the stream
+ * has asked the consumer to notify the stage. @return records copied. */
+static size_t weir__out_copy(weir__stage *s, const char *src, size_t stride, size_t n)
 {
-    weir__stream *o = s->out;
-    size_t done = 0;
-    while (done < n) {
-        if (o->p_free == 0 && !weir__stream_space(o, weir__want(s)))
-            break;
-        uint64_t k = o->cap - (o->p_head & o->mask); /* contiguous */
-        if (k > o->p_free)
-            k = o->p_free;
-        if (k > n - done)
-            k = n - done;
-        memcpy(weir__stream_slot(o, o->p_head), src + done * o->size, (size_t)k * o->size);
-        o->p_head += k;
-        o->p_free -= k;
-        done += (size_t)k;
-    }
-    return done;
+    int err = 0;
+    size_t k = weir__stream_write(s->out, src, stride, n, weir__want(s), &err);
+    if (WEIR_UNLIKELY(err < 0))
+        weir__out_msgsize(s, ((const weir_bytes *)(const void *)(src + k * stride))->len);
+    return k;
 }
 
+/* Move spilled records into the ring. @return true when the spill is empty. */
 static bool weir__spill_drain(weir__stage *s)
 {
-    s->spill_head +=
-        weir__out_copy(s, s->spill + s->spill_head * s->out->size, s->spill_n - s->spill_head);
-    if (s->spill_head < s->spill_n)
+    weir__stream *o = s->out;
+    if (!o->var) {
+        size_t k = weir__out_copy(s, s->spill + s->spill_head, o->size, s->spill_n);
+        s->spill_head += k * o->size;
+        s->spill_n -= k;
+    } else {
+        while (s->spill_n) {
+            uint64_t len;
+            memcpy(&len, s->spill + s->spill_head, 8);
+            weir_bytes b = {s->spill + s->spill_head + 8, (size_t)len};
+            if (weir__stream_put(o, &b, weir__want(s)) <= 0)
+                break; /* full (a too-large record never entered the spill) */
+            s->spill_head += 8 + (size_t)(len + 7) / 8 * 8;
+            s->spill_n--;
+        }
+    }
+    if (s->spill_n)
         return false;
-    s->spill_head = s->spill_n = 0;
+    s->spill_head = s->spill_len = 0;
     return true;
 }
 
@@ -179,6 +267,8 @@ typedef struct weir__scratch {
     size_t cap;
     char *sink; /* a fused batch sink's records of this activation */
     size_t sink_cap;
+    char *sinkb; /* ... and, variable-size, their bytes */
+    size_t sinkb_cap;
 } weir__scratch;
 
 static pthread_key_t weir__scratch_key;
@@ -191,6 +281,7 @@ static void weir__scratch_free(void *p)
     weir_free(sc->buf[0]);
     weir_free(sc->buf[1]);
     weir_free(sc->sink);
+    weir_free(sc->sinkb);
     weir_free(sc);
 }
 
@@ -212,6 +303,32 @@ static weir__scratch *weir__scratch_self(void)
         }
     }
     return sc;
+}
+
+/* A variable-size batch sink's bytes: the records it buffers point into
+ * streams or callbacks' memory that will not last until the flush, so their
+ * bytes are copied here (offsets until weir__flush_batch). */
+static int weir__scratch_sink_bytes(weir__node *n, weir_bytes *d)
+{
+    weir__scratch *sc = weir__scratch_self();
+    if (!sc)
+        return -ENOMEM;
+    size_t need = (d->len + 7) / 8 * 8;
+    if (sc->sinkb_cap - n->nbytes < need || !sc->sinkb) {
+        size_t cap = sc->sinkb_cap ? sc->sinkb_cap : 4096;
+        while (cap - n->nbytes < need)
+            cap *= 2;
+        char *nb = weir_realloc(sc->sinkb, cap);
+        if (!nb)
+            return -ENOMEM;
+        sc->sinkb = nb;
+        sc->sinkb_cap = cap;
+    }
+    if (d->len)
+        memcpy(sc->sinkb + n->nbytes, d->data, d->len);
+    d->data = (const void *)(uintptr_t)n->nbytes;
+    n->nbytes += need;
+    return 0;
 }
 
 /* The buffer of a batch sink fused after other terms. It holds records only
@@ -330,6 +447,13 @@ int weir__push(weir__stage *s, unsigned i, const void *rec)
                 return -ENOMEM;
             }
             memcpy((char *)n->tmp + n->nbuf * n->term->in_size, rec, n->term->in_size);
+            if (WEIR_UNLIKELY(n->term->in_var) &&
+                weir__scratch_sink_bytes(n, (weir_bytes *)n->tmp + n->nbuf) < 0) {
+                if (s->err == 0 && !s->err_msg)
+                    s->err_msg = weir_strdup("out of memory for the batch sink's buffer");
+                weir__note_err(s, i, -ENOMEM);
+                return -ENOMEM;
+            }
             if (++n->nbuf == s->p->cfg.batch)
                 return weir__flush_batch(s, n);
             return 0;
@@ -347,6 +471,14 @@ static int weir__flush_batch(weir__stage *s, weir__node *n)
         return 0;
     size_t k = n->nbuf;
     n->nbuf = 0;
+    if (WEIR_UNLIKELY(n->term->in_var)) {
+        /* the bytes sit in this thread's scratch: offsets become pointers */
+        weir__scratch *sc = weir__scratch_self();
+        weir_bytes *d = n->tmp;
+        for (size_t j = 0; j < k; j++)
+            d[j].data = sc->sinkb + (uintptr_t)d[j].data;
+        n->nbytes = 0;
+    }
     int r;
     if (WEIR_UNLIKELY(s->p->cfg.profile))
         WEIR__PROFILED(s, n, r = n->fn.batch_sink(n->state, n->tmp, k));
@@ -364,6 +496,7 @@ static int weir__node_emit(weir_emit *e, const void *rec)
     weir__stage *s = n->stage;
     if (WEIR_UNLIKELY(s->err))
         return s->err;
+    n->resv = NULL; /* an emit ends a reservation (weir_emit_reserve) */
     if (n->kind == WEIR__K_MAP)
         n->extra++; /* a map emitting from its finish callback */
     else
@@ -504,6 +637,12 @@ weir__push_batch_impl(weir__stage *s, weir__scratch *sc, const char *base, size_
     } else if (s->collect) {
         /* a replica: the caller reserved room for n records */
         const size_t osz = s->nodes[s->nnodes - 1].term->out_size;
+        if (WEIR_UNLIKELY(s->nodes[s->nnodes - 1].term->out_var)) {
+            /* the bytes are copied (they are the input stream's) */
+            for (size_t k = 0; k < n && !s->err; k++)
+                weir__collect(s, base ? base + k * stride : ptr[k], osz);
+            return;
+        }
         char *o = s->coll + s->coll_n * osz;
         if (base && stride == osz)
             memcpy(o, base, n * osz);
@@ -526,7 +665,7 @@ size_t weir__push_run(weir__stage *s, unsigned i, const char *base, size_t strid
          * a finish callback spilled, never before it */
         if (!o)
             return n; /* nobody reads it: dropped */
-        return s->spill_n ? 0 : weir__out_copy(s, base, n);
+        return s->spill_n ? 0 : weir__out_copy(s, base, stride, n);
     }
     weir__scratch *sc;
     if (s->vec && s->vec_from == i) {
@@ -636,21 +775,18 @@ static int weir__step_pull(weir__stage *s)
     int r;
     if (weir__stopping(s->p))
         return STEP_ENDED;
-    if (s->nnodes == 1 && s->out) {
+    if (s->nnodes == 1 && s->out && !s->out->var) {
         /* Nothing fused after the source: let it write into the ring. */
         weir__stream *o = s->out;
         if (!weir__out_ready(s))
             return STEP_WAIT;
-        uint64_t max = o->cap - (o->p_head & o->mask);
-        if (max > o->p_free)
-            max = o->p_free;
+        size_t max = weir__stream_wspan(o);
         if (max > B)
             max = B;
-        r = weir__pull_call(s, n0, weir__stream_slot(o, o->p_head), (size_t)max, &end);
+        r = weir__pull_call(s, n0, weir__stream_slot(o, o->p_head), max, &end);
         if (r < 0)
             return STEP_ERROR;
-        o->p_head += (uint64_t)r;
-        o->p_free -= (uint64_t)r;
+        weir__stream_wcommit(o, (size_t)r);
         n0->out += (uint64_t)r;
     } else {
         size_t max = B;
@@ -1088,9 +1224,10 @@ static void weir__end(weir__stage *s, weir_worker *w)
     for (unsigned i = 0; i < s->ninputs; i++)
         weir__stream_detach(s->inputs[i].stream, s->inputs[i].cursor, w);
     s->nodes[s->nnodes - 1].nbuf = 0; /* a cancelled batch sink's records are dropped */
+    s->nodes[s->nnodes - 1].nbytes = 0;
     weir_free(s->spill);
     s->spill = NULL;
-    s->spill_n = s->spill_head = s->spill_cap = 0;
+    s->spill_n = s->spill_head = s->spill_len = s->spill_cap = 0;
     weir__flush_stats(s);
     /* release: a notifier that sees DONE does not submit us; pairs with the
      * acq_rel fetch_or in weir__stage_notify(). */
@@ -1219,22 +1356,54 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
 
 /* ---------------------------------------------------------- blocking source */
 
-/* Wait (on this thread) until at least one slot is free. @return 0 or
- * -ECANCELED when the pipeline is cancelled meanwhile, or stops before the
- * first record of an emit. `mid_batch`: part of a weir_emit_records() batch
- * is already published; a stop then lets the rest through (the consumers
- * still drain, so room comes), because -ECANCELED tells the source that
- * its records were not emitted: a batch is all or nothing under a stop. */
-static int weir__blocking_room(weir__stage *s, bool mid_batch)
+/* A blocking source writes its stream itself, waiting (on its own thread)
+ * while the stream is full. Stop and cancel end a wait with -ECANCELED,
+ * except that `mid_batch` (part of a weir_emit_records() batch is already
+ * published) lets a stop through: the consumers still drain, so room comes,
+ * and -ECANCELED tells the source that its records were not emitted: a
+ * batch is all or nothing under a stop. */
+static int weir__blocking_check(weir__stage *s, bool mid_batch)
+{
+    if ((!mid_batch && weir__stopping(s->p)) || weir__cancelled(s->p))
+        return -ECANCELED;
+    return s->err;
+}
+
+/* Publish each write: a blocking source may wait a long time for the next
+ * record, and its consumers must not wait with it. */
+static void weir__blocking_published(weir__stage *s, weir__node *n)
+{
+    if (weir__stream_publish(s->out))
+        weir__notify_consumers(s, NULL);
+    atomic_store_explicit(&n->st_out, n->out, memory_order_relaxed);
+}
+
+/* Write `count` records (`stride` apart) through the stream's write side,
+ * waiting for room. */
+static int weir__blocking_write(weir__stage *s, weir__node *n, const char *src, size_t stride,
+                                size_t count)
 {
     weir__stream *o = s->out;
-    for (;;) {
-        if ((!mid_batch && weir__stopping(s->p)) || weir__cancelled(s->p))
-            return -ECANCELED;
-        if (o->p_free > 0 || weir__stream_space(o, weir__want(s)))
-            return 0;
-        weir__exec_thread_wait(s);
+    size_t done = 0;
+    while (done < count) {
+        int r = weir__blocking_check(s, done > 0);
+        if (r < 0)
+            return r;
+        int err = 0;
+        size_t k =
+            weir__stream_write(o, src + done * stride, stride, count - done, weir__want(s), &err);
+        if (k) {
+            n->out += k;
+            done += k;
+            weir__blocking_published(s, n);
+        }
+        if (err < 0)
+            return weir__out_msgsize(
+                s, ((const weir_bytes *)(const void *)(src + done * stride))->len);
+        if (done < count && k == 0)
+            weir__exec_thread_wait(s);
     }
+    return 0;
 }
 
 static int weir__blocking_emit(weir_emit *e, const void *rec)
@@ -1243,26 +1412,14 @@ static int weir__blocking_emit(weir_emit *e, const void *rec)
     weir__stage *s = n->stage;
     if (s->err)
         return s->err;
+    n->resv = NULL; /* an emit ends a reservation */
     if (!s->out) {
         if (weir__stopping(s->p) || weir__cancelled(s->p))
             return -ECANCELED;
         n->out++;
         return 0;
     }
-    int r = weir__blocking_room(s, false);
-    if (r < 0)
-        return r;
-    weir__stream *o = s->out;
-    memcpy(weir__stream_slot(o, o->p_head), rec, o->size);
-    o->p_head++;
-    o->p_free--;
-    n->out++;
-    /* Publish each record: a blocking source may wait a long time for the
-     * next one, and its consumers must not wait with it. */
-    if (weir__stream_publish(o))
-        weir__notify_consumers(s, NULL);
-    atomic_store_explicit(&n->st_out, n->out, memory_order_relaxed);
-    return 0;
+    return weir__blocking_write(s, n, rec, s->out->size, 1);
 }
 
 WEIR_API int weir_emit_records(weir_emit *e, const void *recs, size_t count)
@@ -1271,30 +1428,10 @@ WEIR_API int weir_emit_records(weir_emit *e, const void *recs, size_t count)
     weir__stage *s = n->stage;
     const char *src = recs;
     if (s->head == WEIR__H_BLOCKING && n->idx == 0 && s->out) {
-        /* Copy as much as fits, publish once per chunk. */
-        weir__stream *o = s->out;
-        size_t done = 0;
-        while (done < count) {
-            if (s->err)
-                return s->err;
-            int r = weir__blocking_room(s, done > 0);
-            if (r < 0)
-                return r;
-            uint64_t k = o->cap - (o->p_head & o->mask);
-            if (k > o->p_free)
-                k = o->p_free;
-            if (k > count - done)
-                k = count - done;
-            memcpy(weir__stream_slot(o, o->p_head), src + done * o->size, (size_t)k * o->size);
-            o->p_head += k;
-            o->p_free -= k;
-            n->out += k;
-            done += (size_t)k;
-            if (weir__stream_publish(o))
-                weir__notify_consumers(s, NULL);
-        }
-        atomic_store_explicit(&n->st_out, n->out, memory_order_relaxed);
-        return 0;
+        if (s->err)
+            return s->err;
+        n->resv = NULL;
+        return weir__blocking_write(s, n, src, s->out->size, count);
     }
     size_t size = n->term->out_size ? n->term->out_size : 1;
     for (size_t i = 0; i < count; i++) {
@@ -1302,6 +1439,112 @@ WEIR_API int weir_emit_records(weir_emit *e, const void *recs, size_t count)
         if (r < 0)
             return r;
     }
+    return 0;
+}
+
+/* ------------------------------------------------------------ reserve/commit */
+
+static int weir__emit_misuse(weir__node *n, int err, const char *what)
+{
+    weir__stage *s = n->stage;
+    if (s->err == 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s", what);
+        weir_free(s->err_msg);
+        s->err_msg = weir_strdup(msg);
+    }
+    weir__note_err(s, n->idx, err);
+    return err;
+}
+
+WEIR_API int weir_emit_reserve(weir_emit *e, size_t max, void **buf)
+{
+    weir__node *n = (weir__node *)(void *)e;
+    weir__stage *s = n->stage;
+    if (!buf)
+        return weir__emit_misuse(n, -EINVAL, "weir_emit_reserve: buf is NULL");
+    *buf = NULL;
+    n->resv = NULL;
+    if (!n->term->out_var)
+        return weir__emit_misuse(n, -EINVAL,
+                                 "weir_emit_reserve: the term's output is not variable-size "
+                                 "(WEIR_VARSIZE); emit fixed records with weir_emit_record()");
+    if (s->err)
+        return s->err;
+    const bool last = n->idx + 1 == s->nnodes;
+    weir__stream *o = last ? s->out : NULL;
+    if (o && max > o->bcap) {
+        s->err_node = n->idx;
+        return weir__out_msgsize(s, max);
+    }
+    if (o && s->head == WEIR__H_BLOCKING) {
+        /* the source's own thread: wait for room in the byte ring */
+        for (;;) {
+            int r = weir__blocking_check(s, false);
+            if (r < 0)
+                return r;
+            int err = 0;
+            void *at = weir__stream_breserve(o, max, weir__want(s), &err);
+            if (at) {
+                n->resv = at;
+                n->resv_max = max;
+                n->resv_ring = true;
+                *buf = at;
+                return 0;
+            }
+            weir__exec_thread_wait(s);
+        }
+    }
+    if (o && s->spill_n == 0) {
+        int err = 0;
+        void *at = weir__stream_breserve(o, max, weir__want(s), &err);
+        if (at) {
+            n->resv = at;
+            n->resv_max = max;
+            n->resv_ring = true;
+            *buf = at;
+            return 0;
+        }
+    }
+    /* fused after this term, or no room: a buffer of the term's, pushed on
+     * at commit like an emitted record */
+    if (n->rcap < max || !n->rbuf) {
+        size_t cap = max > 64 ? max : 64;
+        char *nb = weir_realloc(n->rbuf, cap);
+        if (!nb)
+            return weir__emit_misuse(n, -ENOMEM, "weir_emit_reserve: out of memory");
+        n->rbuf = nb;
+        n->rcap = cap;
+    }
+    n->resv = n->rbuf;
+    n->resv_max = max;
+    n->resv_ring = false;
+    *buf = n->rbuf;
+    return 0;
+}
+
+WEIR_API int weir_emit_commit(weir_emit *e, size_t len)
+{
+    weir__node *n = (weir__node *)(void *)e;
+    weir__stage *s = n->stage;
+    if (!n->resv)
+        return weir__emit_misuse(n, -EINVAL,
+                                 "weir_emit_commit without a reservation (weir_emit_reserve; "
+                                 "an emit in between ends it)");
+    if (len > n->resv_max)
+        return weir__emit_misuse(n, -EINVAL, "weir_emit_commit: length above the reserved size");
+    char *at = n->resv;
+    n->resv = NULL;
+    if (s->err)
+        return s->err;
+    if (!n->resv_ring) {
+        weir_bytes b = {at, len};
+        return e->weir__push(e, &b);
+    }
+    weir__stream_bcommit(s->out, at, len);
+    n->out++;
+    if (s->head == WEIR__H_BLOCKING)
+        weir__blocking_published(s, n);
     return 0;
 }
 

@@ -97,10 +97,12 @@ void weir__stream_place(weir__stream *s, const char *name, size_t size, uint64_t
     s->ncons = ncons;
     s->name = name;
     s->p_free = cap;
+    s->p_target = UINT64_MAX;
 }
 
 void weir__stream_deinit(weir__stream *s)
 {
+    weir__stream_free_var(s);
     weir_free(s->buf);
     weir_free(s->cursors);
     weir_free(s->consumers);
@@ -111,22 +113,28 @@ void weir__stream_deinit(weir__stream *s)
     s->slots = NULL;
 }
 
-bool weir__stream_space(weir__stream *s, uint32_t want)
+/*
+ * Wait until every attached cursor is at or past `target` (a record
+ * position <= p_head). Scans the cursors from the resume point p_scan (kept
+ * while the target stays the same: tails only grow, so cursors before it are
+ * still past it) and parks on the first one below the target. @return true
+ * with *min a lower bound of the smallest tail (at most p_head) when every
+ * cursor is past the target; false when the producer must wait (a consumer
+ * has been asked, through waiting_on, to notify it).
+ */
+static bool weir__stream_scan(weir__stream *s, uint64_t target, uint64_t *min_out)
 {
-    if (s->p_free > 0)
-        return true;
-    uint64_t head = s->p_head;
-    if (want > s->cap)
-        want = (uint32_t)s->cap;
-    /* p_free == 0 means head - (a lower bound of the min tail) == cap, so
-     * head >= cap and the target does not underflow. */
-    uint64_t target = head - s->cap + want;
+    const uint64_t head = s->p_head;
+    if (target != s->p_target) {
+        s->p_target = target;
+        s->p_scan = 0;
+    }
     uint64_t lo = UINT64_MAX;
     unsigned i;
     for (i = s->p_scan; i < s->ncons; i++) {
         /* acquire: pairs with the consumer's tail store in
-         * weir__stream_advance(); its reads of the slots we may now reuse
-         * happen before our writes. */
+         * weir__stream_advance(); its reads of the slots (and, var, of the
+         * bytes) we may now reuse happen before our writes. */
         uint64_t t = atomic_load_explicit(&s->cursors[i].tail, memory_order_acquire);
         if (t < target) {
             /* seq_cst: the Dekker handshake with weir__stream_advance()
@@ -154,8 +162,213 @@ bool weir__stream_space(weir__stream *s, uint32_t want)
     if (min > head)
         min = head;
     s->p_scan = 0;
-    s->p_free = s->cap - (head - min);
+    s->p_target = UINT64_MAX;
+    *min_out = min;
+    return true;
+}
+
+/* Known free space from a lower bound of the smallest tail. */
+static void weir__stream_note_min(weir__stream *s, uint64_t min)
+{
+    s->p_free = s->cap - (s->p_head - min);
+    if (s->var) {
+        if (min == s->p_head) {
+            /* Nothing live: the next record may start at the byte ring's
+             * beginning, whatever the position (so a record as large as the
+             * ring always fits once the consumers have caught up). */
+            s->p_bhead = (s->p_bhead + s->bmask) & ~s->bmask;
+            s->p_bfree = s->bcap;
+        } else {
+            uint64_t from = atomic_load_explicit(&s->bpos[min & s->mask], memory_order_relaxed);
+            s->p_bfree = s->bcap - (s->p_bhead - from);
+        }
+    }
+}
+
+bool weir__stream_space(weir__stream *s, uint32_t want)
+{
+    if (s->p_free > 0)
+        return true;
+    if (want > s->cap)
+        want = (uint32_t)s->cap;
+    /* p_free == 0 means head - (a lower bound of the min tail) == cap, so
+     * head >= cap and the target does not underflow. */
+    uint64_t min;
+    if (!weir__stream_scan(s, s->p_head - s->cap + want, &min))
+        return false;
+    weir__stream_note_min(s, min);
     return s->p_free > 0;
+}
+
+/* ------------------------------------------------------ variable-size write */
+
+int weir__stream_set_var(weir__stream *s, uint64_t bcap)
+{
+    s->bytes = weir_aligned_alloc(WEIR_CACHELINE, (size_t)bcap);
+    s->bpos = weir_aligned_alloc(WEIR_CACHELINE, (size_t)s->cap * sizeof *s->bpos);
+    if (!s->bytes || !s->bpos) {
+        weir__stream_free_var(s);
+        return -ENOMEM;
+    }
+    for (uint64_t i = 0; i < s->cap; i++)
+        atomic_init(&s->bpos[i], 0);
+    s->var = true;
+    s->bcap = bcap;
+    s->bmask = bcap - 1;
+    s->p_bhead = 0;
+    s->p_bfree = bcap;
+    s->p_bytes = 0;
+    atomic_init(&s->st_bytes, 0);
+    atomic_init(&s->st_bhead, 0);
+    atomic_init(&s->max_bdepth, 0);
+    return 0;
+}
+
+void weir__stream_free_var(weir__stream *s)
+{
+    weir_free(s->bytes);
+    weir_free((void *)s->bpos);
+    s->bytes = NULL;
+    s->bpos = NULL;
+}
+
+static inline uint64_t weir__pad8(uint64_t n)
+{
+    return (n + 7) & ~(uint64_t)7;
+}
+
+/* The byte region start of record t (p_head's: the byte head). */
+static inline uint64_t weir__stream_bstart(const weir__stream *s, uint64_t t)
+{
+    if (t == s->p_head)
+        return s->p_bhead;
+    return atomic_load_explicit(&s->bpos[t & s->mask], memory_order_relaxed);
+}
+
+/*
+ * Make `need` bytes free at the byte head (need <= bcap). First from the
+ * tails as they are; when that is not enough, wait for the oldest record
+ * whose consumption frees enough: the first t with p_bhead - bstart(t) <=
+ * bcap - need (a binary search, bpos grows with t; t = p_head always does,
+ * everything consumed). A little hysteresis (a quarter of the ring) keeps a
+ * blocked producer from being woken per record.
+ */
+static bool weir__stream_bspace(weir__stream *s, uint64_t need)
+{
+    uint64_t min = s->p_head;
+    for (unsigned i = 0; i < s->ncons; i++) {
+        /* acquire: as in weir__stream_scan() */
+        uint64_t t = atomic_load_explicit(&s->cursors[i].tail, memory_order_acquire);
+        if (t < min)
+            min = t;
+    }
+    weir__stream_note_min(s, min);
+    uint64_t o = s->p_bhead & s->bmask;
+    uint64_t skip = o + need > s->bcap && need > 0 ? s->bcap - o : 0;
+    if (s->p_bfree >= need + skip)
+        return true;
+    uint64_t want = need + skip;
+    if (want < s->bcap / 4)
+        want = s->bcap / 4;
+    if (want > s->bcap)
+        want = s->bcap; /* then only an empty ring (rebased) will do */
+    uint64_t lo = min + 1, hi = s->p_head;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (s->p_bhead - weir__stream_bstart(s, mid) <= s->bcap - want)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    if (!weir__stream_scan(s, lo, &min))
+        return false;
+    weir__stream_note_min(s, min);
+    o = s->p_bhead & s->bmask;
+    skip = o + need > s->bcap && need > 0 ? s->bcap - o : 0;
+    return s->p_bfree >= need + skip;
+}
+
+void *weir__stream_breserve(weir__stream *s, size_t len, uint32_t want, int *err)
+{
+    if (WEIR_UNLIKELY(len > s->bcap)) {
+        *err = -EMSGSIZE;
+        return NULL;
+    }
+    if (s->p_free == 0 && !weir__stream_space(s, want))
+        return NULL;
+    const uint64_t need = weir__pad8(len);
+    uint64_t o = s->p_bhead & s->bmask;
+    uint64_t skip = o + need > s->bcap && need > 0 ? s->bcap - o : 0;
+    if (s->p_bfree < need + skip) {
+        if (!weir__stream_bspace(s, need))
+            return NULL;
+        o = s->p_bhead & s->bmask;
+        skip = o + need > s->bcap && need > 0 ? s->bcap - o : 0;
+    }
+    /* relaxed: producer-private bookkeeping, read by monitoring only */
+    atomic_store_explicit(&s->bpos[s->p_head & s->mask], s->p_bhead, memory_order_relaxed);
+    s->p_bhead += skip;
+    s->p_bfree -= skip;
+    return s->bytes + (s->p_bhead & s->bmask);
+}
+
+void weir__stream_bcommit(weir__stream *s, void *at, size_t len)
+{
+    weir_bytes *d = (weir_bytes *)(void *)(s->buf + (size_t)(s->p_head & s->mask) * s->size);
+    d->data = at;
+    d->len = len;
+    uint64_t used = weir__pad8(len);
+    s->p_bhead += used;
+    s->p_bfree -= used;
+    s->p_bytes += len;
+    s->p_head++;
+    s->p_free--;
+}
+
+int weir__stream_put_var(weir__stream *s, const weir_bytes *b, uint32_t want)
+{
+    int err = 0;
+    void *at = weir__stream_breserve(s, b->len, want, &err);
+    if (!at)
+        return err;
+    if (b->len)
+        memcpy(at, b->data, b->len);
+    weir__stream_bcommit(s, at, b->len);
+    return 1;
+}
+
+size_t weir__stream_write(weir__stream *s, const char *src, size_t stride, size_t n, uint32_t want,
+                          int *err)
+{
+    size_t done = 0;
+    if (s->var) {
+        for (; done < n; done++) {
+            int r = weir__stream_put_var(s, (const weir_bytes *)(const void *)(src + done * stride),
+                                         want);
+            if (r <= 0) {
+                if (r < 0)
+                    *err = r;
+                break;
+            }
+        }
+        return done;
+    }
+    while (done < n) {
+        if (s->p_free == 0 && !weir__stream_space(s, want))
+            break;
+        size_t k = weir__stream_wspan(s);
+        if (k > n - done)
+            k = n - done;
+        char *dst = weir__stream_slot(s, s->p_head);
+        if (stride == s->size)
+            memcpy(dst, src + done * stride, k * s->size);
+        else
+            for (size_t j = 0; j < k; j++)
+                memcpy(dst + j * s->size, src + (done + j) * stride, s->size);
+        weir__stream_wcommit(s, k);
+        done += k;
+    }
+    return done;
 }
 
 /*
@@ -233,6 +446,14 @@ bool weir__stream_publish(weir__stream *s)
     uint64_t depth = s->cap - s->p_free; /* an upper bound: p_free is a lower bound */
     if (depth > atomic_load_explicit(&s->max_depth, memory_order_relaxed))
         atomic_store_explicit(&s->max_depth, depth, memory_order_relaxed);
+    if (s->var) {
+        /* relaxed: monitoring data */
+        atomic_store_explicit(&s->st_bytes, s->p_bytes, memory_order_relaxed);
+        atomic_store_explicit(&s->st_bhead, s->p_bhead, memory_order_relaxed);
+        uint64_t bd = s->bcap - s->p_bfree;
+        if (bd > atomic_load_explicit(&s->max_bdepth, memory_order_relaxed))
+            atomic_store_explicit(&s->max_bdepth, bd, memory_order_relaxed);
+    }
     return true;
 }
 
@@ -291,4 +512,25 @@ uint64_t weir__stream_depth(const weir__stream *s)
             min = t;
     }
     return min >= h ? 0 : h - min;
+}
+
+uint64_t weir__stream_bdepth(const weir__stream *s)
+{
+    if (!s->var)
+        return 0;
+    weir__stream *m = (weir__stream *)s;
+    /* relaxed: a monitoring estimate (the slot of a tail read late may have
+     * been reused: clamp to the ring) */
+    uint64_t h = atomic_load_explicit(&m->head, memory_order_relaxed);
+    uint64_t bh = atomic_load_explicit(&m->st_bhead, memory_order_relaxed);
+    uint64_t min = UINT64_MAX;
+    for (unsigned i = 0; i < s->ncons; i++) {
+        uint64_t t = atomic_load_explicit(&m->cursors[i].tail, memory_order_relaxed);
+        if (t < min)
+            min = t;
+    }
+    if (min >= h)
+        return 0;
+    uint64_t from = atomic_load_explicit(&m->bpos[min & s->mask], memory_order_relaxed);
+    return bh > from ? (bh - from < s->bcap ? bh - from : s->bcap) : 0;
 }

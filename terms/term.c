@@ -172,13 +172,22 @@ static bool weir__check(const char *what, const char *name, size_t s1, size_t s2
     return true;
 }
 
+void weir__term_set_sizes(weir_term *t, size_t in, size_t out)
+{
+    /* WEIR_VARSIZE: the records are weir_bytes descriptors of bytes kept in
+     * the stream's byte ring (stream.c) */
+    t->in_var = in == WEIR_VARSIZE;
+    t->out_var = out == WEIR_VARSIZE;
+    t->in_size = t->in_var ? sizeof(weir_bytes) : in;
+    t->out_size = t->out_var ? sizeof(weir_bytes) : out;
+}
+
 static weir_term *weir__prim(weir__kind kind, const char *name, size_t in, size_t out, void *state)
 {
     weir_term *t = weir__term_new(kind, weir__kind_name(kind), name);
     if (!t)
         return NULL;
-    t->in_size = in;
-    t->out_size = out;
+    weir__term_set_sizes(t, in, out);
     t->state = state;
     return t;
 }
@@ -246,7 +255,7 @@ WEIR_API weir_term *weir_id(const char *name, size_t size)
     /* A filter without predicate passes every record on without copying. */
     weir_term *t = weir__term_new(WEIR__K_FILTER, "id", name);
     if (t)
-        t->in_size = t->out_size = size;
+        weir__term_set_sizes(t, size, size);
     return t;
 }
 

@@ -7,9 +7,10 @@
  * zip (several inputs) and stop; inner nodes are sequential composition
  * (weir_seq: b consumes every output stream of a) and parallel composition
  * (weir_par: every input is broadcast to every branch; the outputs are the
- * union of the branches' named output streams). Every stream carries
- * fixed-size records; the producing term declares the size, and a consumer
- * that expects another size is a compile error naming both terms.
+ * union of the branches' named output streams). A stream carries
+ * fixed-size records, or records of any size (WEIR_VARSIZE, see "Records of
+ * any size" below); the producing term declares the size, and a consumer
+ * that expects another size (or kind) is a compile error naming both terms.
  *
  * The seed's fan-out, `source * (multiply(i+1) * dump) x N`:
  *
@@ -104,6 +105,43 @@ typedef struct weir_term weir_term;
 typedef struct weir_pipeline weir_pipeline;
 typedef struct weir_emit weir_emit;
 
+/* ------------------------------------------------------- records of any size */
+
+/**
+ * The record size of a stream whose records have any length (text lines,
+ * messages, words), given instead of a byte count to any constructor.
+ *
+ * On such a stream a record *is* a weir_bytes: callbacks receive `in`
+ * pointing to one (`const weir_bytes *b = in;`) and read b->len bytes at
+ * b->data in place, in the stream's byte ring: written once however many
+ * consumers read it, valid until the callback returns (copy what you keep).
+ * The bytes are 8-byte aligned. A producer emits with weir_emit_bytes(),
+ * weir_emit_record() of a weir_bytes (the bytes are copied), or reserves
+ * room, writes, and commits (weir_emit_reserve(), weir_emit_commit(): a
+ * parser writes straight into the stream). A map whose output is
+ * variable-size fills `out` (a weir_bytes) with bytes that stay valid until
+ * its next call. A pull source writes weir_bytes descriptors whose bytes
+ * stay valid until its next call.
+ *
+ * Capacity is in bytes as well as records: weir_pipeline_config.byte_capacity
+ * bytes per stream (default 1 MiB). A record longer than that can never fit
+ * and fails the pipeline with -EMSGSIZE naming the term that emitted it.
+ */
+#define WEIR_VARSIZE ((size_t)-1)
+
+/** A record of a variable-size stream: `len` bytes at `data`. */
+typedef struct weir_bytes {
+    const void *data;
+    size_t len;
+} weir_bytes;
+
+/** Largest weir_pipeline_config.byte_capacity (1 GiB). */
+#define WEIR_MAX_BYTE_CAPACITY (UINT64_C(1) << 30)
+
+/** Largest ring of a fixed-size stream, capacity x record size (4 GiB):
+ *  above it weir_pipeline_create() fails with -EINVAL naming the term. */
+#define WEIR_MAX_STREAM_BYTES (UINT64_C(1) << 32)
+
 /* ------------------------------------------------------------------ emit */
 
 /**
@@ -128,8 +166,40 @@ static inline int weir_emit_record(weir_emit *e, const void *rec)
     return e->weir__push(e, rec);
 }
 
+/** Emit one record of a variable-size output (see WEIR_VARSIZE): `len`
+ *  bytes at `data`, copied. Same returns as weir_emit_record(), and
+ *  -EMSGSIZE for a record longer than the stream's byte capacity. */
+static inline int weir_emit_bytes(weir_emit *e, const void *data, size_t len)
+{
+    weir_bytes b;
+    b.data = data;
+    b.len = len;
+    return e->weir__push(e, &b);
+}
+
+/**
+ * Zero-copy emit on a variable-size output: room for a record of up to
+ * `max` bytes, written by the caller, then published by weir_emit_commit()
+ * with its real length. When the term writes the stream itself (the last
+ * term of its stage, or a blocking source) and the stream has room, `*buf`
+ * points into the stream's byte ring: the record is written exactly once.
+ * Otherwise it is a buffer of the term's, pushed on at commit. A blocking
+ * source waits here while the stream is full. One reservation at a time;
+ * a second reserve replaces the first.
+ * @return 0; -EINVAL (the output is not variable-size, or NULL buf);
+ *   -EMSGSIZE (`max` exceeds the stream's byte capacity); -ENOMEM;
+ *   -ECANCELED (blocking sources: the pipeline is stopping or cancelled).
+ */
+WEIR_API int weir_emit_reserve(weir_emit *e, size_t max, void **buf);
+
+/** Publish the record reserved by weir_emit_reserve(): its first `len`
+ *  bytes (`len` <= the reserved `max`). Same returns as weir_emit_record();
+ *  -EINVAL without a reservation or for `len` > `max`. */
+WEIR_API int weir_emit_commit(weir_emit *e, size_t len);
+
 /** Emit `n` consecutive records. Same returns as weir_emit_record(); in a
- *  blocking source the batch is published to consumers once. */
+ *  blocking source the batch is published to consumers once. On a
+ *  variable-size output `recs` is an array of `n` weir_bytes. */
 WEIR_API int weir_emit_records(weir_emit *e, const void *recs, size_t n);
 
 /** True once the pipeline is stopping or cancelled: a blocking source should
@@ -455,18 +525,24 @@ WEIR_API weir_term *weir_add_index(const char *name, size_t in_size);
 typedef struct weir_collector {
     void *data; /**< `count` records of `size` bytes, in append order */
     size_t count;
-    size_t size;
+    size_t size; /**< sizeof(weir_bytes) for a variable-size collector */
     size_t cap;
     void *weir__lock; /**< private */
+    /** Made with WEIR_VARSIZE: `data` is an array of weir_bytes, each
+     *  pointing to a copy the collector owns (NUL-terminated after `len`
+     *  bytes, for convenience), freed by clear and deinit. */
+    bool varsize;
 } weir_collector;
 
-/** @return 0, -EINVAL (size 0), -ENOMEM. */
+/** @param size the record size, or WEIR_VARSIZE.
+ *  @return 0, -EINVAL (size 0), -ENOMEM. */
 WEIR_API int weir_collector_init(weir_collector *c, size_t size);
 WEIR_API void weir_collector_deinit(weir_collector *c);
 /** Forget the records (keeps the memory). */
 WEIR_API void weir_collector_clear(weir_collector *c);
 
-/** Sink appending every record to `c` (records of c->size bytes). */
+/** Sink appending every record to `c` (records of c->size bytes, or of any
+ *  size for a WEIR_VARSIZE collector). */
 WEIR_API weir_term *weir_collect(const char *name, weir_collector *c);
 
 /** Running statistics over double records (Welford's algorithm). */
@@ -526,8 +602,14 @@ typedef void (*weir_starvation_fn)(void *arg, const char *term, uint64_t waited_
 typedef struct weir_pipeline_config {
     /** Records per activation (B). Default 256. */
     unsigned batch;
-    /** Records per stream; rounded up to a power of two. Default 1024. */
+    /** Records per stream; rounded up to a power of two. Default 1024.
+     *  capacity x record size must not exceed WEIR_MAX_STREAM_BYTES. */
     unsigned capacity;
+    /** Bytes of each variable-size stream's byte ring (WEIR_VARSIZE), rounded
+     *  up to a power of two, 64 .. WEIR_MAX_BYTE_CAPACITY; also the largest
+     *  record such a stream carries. Default 1 MiB. Untouched pages of a
+     *  large ring cost no memory. */
+    uint64_t byte_capacity;
     weir_exec_mode mode;
     /** Measure the time of every activation (two clock reads each): the
      *  per-term `ns` statistics and starvation detection need it. Default on. */
@@ -693,6 +775,12 @@ typedef struct weir_stream_stats {
      *  a statistics read, or when the producer publishes again): the input
      *  starvations of this stream's consumers. */
     uint64_t stalls;
+    /** Variable-size streams (WEIR_VARSIZE), else all 0: */
+    bool varsize;
+    uint64_t byte_capacity;
+    uint64_t bytes;          /**< payload bytes written (once, whatever the consumers) */
+    uint64_t byte_depth;     /**< bytes held for the slowest consumer */
+    uint64_t max_byte_depth; /**< highest byte depth seen by the producer */
 } weir_stream_stats;
 
 typedef struct weir_pipeline_stats {

@@ -24,6 +24,19 @@ static int weir__print_fn(void *state, const void *in, weir_emit *e)
     flockfile(p->f);
     if (p->format) {
         p->format(p->f, in, p->arg);
+    } else if (p->size == WEIR_VARSIZE) {
+        /* the bytes as text, C escapes for the rest */
+        const weir_bytes *b = in;
+        const unsigned char *c = b->data;
+        fprintf(p->f, "%s: ", p->name);
+        for (size_t i = 0; i < b->len; i++) {
+            if (c[i] == '\\')
+                fputs("\\\\", p->f);
+            else if (c[i] >= 0x20 && c[i] < 0x7f)
+                fputc(c[i], p->f);
+            else
+                fprintf(p->f, "\\x%02x", c[i]);
+        }
     } else {
         fprintf(p->f, "%s:", p->name);
         const unsigned char *b = in;
@@ -72,6 +85,13 @@ static void weir__index_fn(void *state, const void *in, void *out)
 
 WEIR_API weir_term *weir_add_index(const char *name, size_t in_size)
 {
+    if (in_size == WEIR_VARSIZE) {
+        weir__terms_error(-EINVAL,
+                          "add index '%s': needs fixed-size records (a variable-size record "
+                          "cannot be prefixed in place; emit an index field of your own)",
+                          name ? name : "(unnamed)");
+        return NULL;
+    }
     weir__index *x = weir_calloc(1, sizeof *x);
     if (!x) {
         weir__terms_error(-ENOMEM, "add index: out of memory");
