@@ -10,6 +10,7 @@
 #include "weir/stats.h"
 #include "weir/runtime.h"
 #include "weir/job.h"
+#include "weir/timer.h"
 #include "weir/task.h"
 #include "weir/trace.h"
 #include "weir/terms.h"

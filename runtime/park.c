@@ -17,6 +17,12 @@
  * the work. If it reads waiters > 0, it bumps epoch: either the sleeper read
  * the key before the bump and futex_wait returns at once (value changed), or
  * after it, and then (acquire) it also sees the work at (4).
+ *
+ * Timers add a timekeeper: between (3) and (4) the sleeper tries to claim the
+ * role (a CAS on rt->timekeeper); the one that holds it reads the earliest
+ * deadline and sleeps until it (FUTEX_WAIT_BITSET, absolute CLOCK_MONOTONIC
+ * timeout), woken also by the TIMER bit that an arm of an earlier deadline
+ * sends. The argument is at weir__park() and in timer.c.
  */
 #include <limits.h>
 #include <linux/futex.h>
@@ -36,6 +42,25 @@ int weir__futex_wait(_Atomic uint32_t *addr, uint32_t val, const struct timespec
 void weir__futex_wake(_Atomic uint32_t *addr, int n)
 {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+int weir__futex_wait_bits(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline_ns, uint32_t bits)
+{
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout (without
+     * FUTEX_CLOCK_REALTIME): the deadline as it is, no clock read here. */
+    struct timespec abs, *absp = NULL;
+    if (deadline_ns != UINT64_MAX) {
+        abs.tv_sec = (time_t)(deadline_ns / 1000000000u);
+        abs.tv_nsec = (long)(deadline_ns % 1000000000u);
+        absp = &abs;
+    }
+    long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET_PRIVATE, val, absp, NULL, bits);
+    return r == 0 ? 0 : -errno;
+}
+
+void weir__futex_wake_bits(_Atomic uint32_t *addr, int n, uint32_t bits)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_BITSET_PRIVATE, n, NULL, NULL, bits);
 }
 
 void weir__notify(weir_runtime *rt)
@@ -116,12 +141,35 @@ void weir__park(weir_worker *w)
         if (v != w)
             weir__fj_request(v);
     }
-    if (!weir__work_visible(rt, w)) {
+    /* Timers (docs/design.md, "Timers"): one sleeper, the timekeeper, sleeps
+     * until the earliest deadline; the others sleep without a timeout and
+     * are not woken by timer arms (they wait for the WORK bit only).
+     * seq_cst CAS, then seq_cst load of `timer_next`: the store-buffering
+     * pair with an arm's seq_cst store of `timer_next` then seq_cst load of
+     * `timekeeper` (timer.c, wake_for_timer): either we read its deadline,
+     * or it sees us holding the role and bumps the epoch after our key was
+     * read, so the futex_wait below returns at once or is woken. */
+    uint32_t free_role = 0;
+    bool keeper = atomic_compare_exchange_strong_explicit(
+        &rt->timekeeper, &free_role, 1, memory_order_seq_cst, memory_order_relaxed);
+    uint64_t deadline = UINT64_MAX;
+    if (keeper)
+        deadline = atomic_load_explicit(&rt->timer_next, memory_order_seq_cst);
+    bool due = deadline != UINT64_MAX && weir__now_ns() >= deadline;
+    if (!due && !weir__work_visible(rt, w)) {
         WEIR__INC(w, parks, 1);
         if (weir__tracing())
             weir_trace_instant("park");
-        weir__futex_wait(&rt->epoch, key, NULL);
+        weir__futex_wait_bits(&rt->epoch, key, deadline,
+                              keeper ? WEIR__WAKE_WORK | WEIR__WAKE_TIMER : WEIR__WAKE_WORK);
     }
+    /* Give the role up: we are awake and back to searching. seq_cst: a later
+     * arm that reads 0 wakes a sleeper through weir__notify() instead; if we
+     * now find work rather than park again, weir__spin_exit() (the last
+     * spinner wakes a sleeper) hands the role to a sleeper, which re-parks
+     * and claims it. */
+    if (keeper)
+        atomic_store_explicit(&rt->timekeeper, 0, memory_order_seq_cst);
     atomic_fetch_sub_explicit(&rt->waiters, 1, memory_order_relaxed);
     weir__spin_enter(w); /* awake again: back to searching */
 }

@@ -75,6 +75,7 @@ static void release_resources(weir_runtime *rt)
 
 static void free_handle(weir_runtime *rt)
 {
+    weir__timers_fini(rt);
     cds_wfcq_destroy(&rt->ihead, &rt->itail);
     weir__free(rt);
 }
@@ -148,9 +149,9 @@ int weir_runtime_create(const weir_config *user_cfg, weir_runtime **out)
         return weir__error(-ENOMEM, "weir_runtime_create: out of memory");
     rt->cfg = cfg;
     cds_wfcq_init(&rt->ihead, &rt->itail);
+    weir__timers_init(rt);
     if (weir__config_sources(&cfg, rt->cfg_src) < 0) {
-        cds_wfcq_destroy(&rt->ihead, &rt->itail);
-        weir__free(rt);
+        free_handle(rt);
         return weir__error(-ENOMEM, "weir_runtime_create: out of memory");
     }
     atomic_init(&rt->epoch, 0);
@@ -164,15 +165,13 @@ int weir_runtime_create(const weir_config *user_cfg, weir_runtime **out)
 
     err = weir__topo_load(&cfg, &rt->topo);
     if (err) {
-        cds_wfcq_destroy(&rt->ihead, &rt->itail);
-        weir__free(rt);
+        free_handle(rt);
         return err;
     }
     err = weir__plan_build(&rt->topo, &cfg, &rt->plan);
     if (err) {
         weir__topo_free(&rt->topo);
-        cds_wfcq_destroy(&rt->ihead, &rt->itail);
-        weir__free(rt);
+        free_handle(rt);
         return err;
     }
     unsigned n = rt->plan.nworkers;
@@ -267,6 +266,14 @@ void weir_runtime_destroy(weir_runtime *rt)
         return;
     }
     stop_and_join(rt, rt->nworkers);
+    /* Timers still armed now never fire: drop them, say so (include/weir/
+     * timer.h). Later arms see the heap closed and get -ESHUTDOWN. */
+    size_t dropped = weir__timers_shutdown(rt);
+    if (dropped)
+        weir__log(WEIR_LOG_WARNING,
+                  "weir_runtime_destroy: %zu armed timer%s dropped (never fired; "
+                  "weir_timer_status() reports WEIR_TIMER_DROPPED)",
+                  dropped, dropped == 1 ? "" : "s");
     weir__trace_env_stop(rt);
     if (rt->cfg.print_stats)
         weir_runtime_print_stats(rt, stderr);

@@ -78,7 +78,7 @@ typedef struct weir__counters {
  * counters are cheap enough to stay on. Readers see a recent value. */
 #define WEIR__INC(w, field, n)                                                                     \
     atomic_store_explicit(&(w)->ctr.field,                                                         \
-                          atomic_load_explicit(&(w)->ctr.field, memory_order_relaxed) + (n),        \
+                          atomic_load_explicit(&(w)->ctr.field, memory_order_relaxed) + (n),       \
                           memory_order_relaxed)
 
 struct weir_worker {
@@ -151,6 +151,19 @@ struct weir_runtime {
     /* Injection queue for submissions from threads that are not workers. */
     alignas(WEIR_CACHELINE) struct cds_wfcq_head ihead;
     alignas(WEIR_CACHELINE) struct cds_wfcq_tail itail;
+
+    /* Timers (timer.c): one pairing heap under `timer_lock`, ordered by
+     * (deadline, arm order). `timer_next` is the root's deadline (UINT64_MAX
+     * when empty), written under the lock, read without it by the workers'
+     * cheap check and by a parking worker. `timekeeper` is 1 while a parking
+     * worker holds the role of sleeping until `timer_next` (park.c).
+     * `timer_root`, `timer_seq`, `timers_closed` are guarded by the lock. */
+    alignas(WEIR_CACHELINE) _Atomic uint64_t timer_next;
+    _Atomic uint32_t timekeeper;
+    pthread_mutex_t timer_lock;
+    weir_timer *timer_root;
+    uint64_t timer_seq;
+    bool timers_closed; /* set by destroy once the workers stopped */
 
     /* Lifecycle state, one of WEIR__RT_*: RUNNING until weir_runtime_destroy()
      * begins, STOPPING while it drains and joins the workers, DESTROYED once
@@ -228,6 +241,29 @@ bool weir__work_visible(weir_runtime *rt, weir_worker *self);
 bool weir__work_pending(weir_runtime *rt, weir_worker *self);
 int weir__futex_wait(_Atomic uint32_t *addr, uint32_t val, const struct timespec *rel);
 void weir__futex_wake(_Atomic uint32_t *addr, int n);
+/* FUTEX_WAIT_BITSET: wait while *addr == val, until `deadline_ns`
+ * (CLOCK_MONOTONIC, absolute; UINT64_MAX = no timeout), for a wake whose
+ * bits meet `bits`. @return 0 or a negative errno (-EAGAIN, -ETIMEDOUT,
+ * -EINTR). */
+int weir__futex_wait_bits(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline_ns,
+                          uint32_t bits);
+/* FUTEX_WAKE_BITSET: wake up to n waiters whose bits meet `bits`. */
+void weir__futex_wake_bits(_Atomic uint32_t *addr, int n, uint32_t bits);
+
+/* timer.c */
+/* The futex bits a parked worker waits with (park.c): every sleeper waits
+ * for WORK; the timekeeper also for TIMER, which an arm that moves the
+ * earliest deadline sends so that only the timekeeper wakes. */
+enum { WEIR__WAKE_WORK = 1u, WEIR__WAKE_TIMER = 2u };
+void weir__timers_init(weir_runtime *rt);
+void weir__timers_fini(weir_runtime *rt);
+/* Fire the timers that are due (at most a batch): their jobs go to w's job
+ * deque, earliest on top. Reads the clock only if a timer is armed.
+ * @return the number fired. */
+unsigned weir__timers_poll(weir_worker *w);
+/* Destroy, once the workers are joined: refuse later arms, drop every armed
+ * timer (WEIR_TIMER_DROPPED). @return how many were dropped. */
+size_t weir__timers_shutdown(weir_runtime *rt);
 
 /* job.c */
 void weir__inject(weir_runtime *rt, weir_job *job);

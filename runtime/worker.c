@@ -110,6 +110,10 @@ static bool find_work(weir_worker *w)
     if (WEIR_UNLIKELY(tick == 0 || tick == 16)) {
         job = NULL;
         if (tick == 0) {
+            /* Due timers, at least every 32 passes even while our deque
+             * stays full (the lateness bound of docs/design.md, "Timers"):
+             * their jobs go to our deque, taken below. */
+            weir__timers_poll(w);
             job = weir__inject_take(w->rt, w);
         } else if (weir__jd_steal(&w->jd, &job) != WEIR__STEAL_OK) {
             job = NULL;
@@ -128,6 +132,13 @@ static bool find_work(weir_worker *w)
     }
     job = weir__inject_take(w->rt, w);
     if (job) {
+        weir__found_work(w);
+        weir__run_job(w, job);
+        return true;
+    }
+    /* Nothing local: due timers before stealing (one relaxed load when no
+     * timer is armed, a clock read when one is). */
+    if (weir__timers_poll(w) && (job = weir__jd_take(&w->jd)) != NULL) {
         weir__found_work(w);
         weir__run_job(w, job);
         return true;

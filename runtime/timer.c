@@ -1,0 +1,388 @@
+/*
+ * Timers: one intrusive pairing heap per runtime under a mutex, fired by the
+ * workers from their scheduling loop, slept on by one parked worker (the
+ * timekeeper, park.c). The design and its argument are in docs/design.md,
+ * "Timers".
+ *
+ * The heap is a pairing heap (Fredman, Sedgewick, Sleator, Tarjan 1986) whose
+ * nodes are the callers' weir_timer structs: child / sibling / prev links
+ * (prev is the parent for a first child, else the left sibling), so an arm
+ * or a cancel never allocates and cannot fail for lack of memory. Insert and
+ * meld are O(1); delete-min and the removal of any node (a cancel) are
+ * O(log n) amortised.
+ *
+ * Every field of a timer and of the heap is written under `timer_lock`. The
+ * state is also an atomic so that weir_timer_status() can read it without
+ * the lock: each store is a release that pairs with that acquire load.
+ *
+ * `timer_next` (the root's deadline) is written under the lock with seq_cst
+ * stores and read without it:
+ *   - relaxed, by weir__timers_poll()'s quick check: a stale value only
+ *     delays the check to the next poll or takes the lock for nothing;
+ *   - seq_cst, by a parking worker after it claimed the timekeeper role
+ *     (park.c). An arm that makes a new earliest deadline stores it, then
+ *     loads `timekeeper` (seq_cst): with the claimer's seq_cst CAS of
+ *     `timekeeper` followed by its seq_cst load of `timer_next`, this is the
+ *     store-buffering pattern, so at least one side sees the other. Either
+ *     the claimer reads the new deadline and sleeps until it, or the arm sees
+ *     the role taken and wakes the timekeeper (wake_for_timer()).
+ */
+#include <stdio.h>
+
+#include "scheduler.h"
+
+/* Timers fired by one poll at most: the lock is held for the batch, so an
+ * arm or cancel from another thread waits for at most this many heap pops. */
+#define FIRE_BATCH 64
+
+void weir_timer_init(weir_timer *t)
+{
+    t->deadline_ns = 0;
+    t->weir__job = NULL;
+    t->weir__rt = NULL;
+    t->weir__seq = 0;
+    t->weir__child = t->weir__sibling = t->weir__prev = NULL;
+    atomic_init(&t->weir__state, WEIR_TIMER_IDLE);
+}
+
+uint64_t weir_now_ns(void)
+{
+    return weir__now_ns();
+}
+
+weir_timer_state weir_timer_status(const weir_timer *t)
+{
+    /* acquire: pairs with the release store of each state (set_state), so a
+     * caller that sees FIRED / CANCELLED / DROPPED sees what preceded it. */
+    return (weir_timer_state)atomic_load_explicit(&((weir_timer *)t)->weir__state,
+                                                  memory_order_acquire);
+}
+
+/* Under the lock. release: see weir_timer_status(). */
+static void set_state(weir_timer *t, weir_timer_state s)
+{
+    atomic_store_explicit(&t->weir__state, (uint32_t)s, memory_order_release);
+}
+
+/* Under the lock: every state write holds it, so relaxed reads it exactly. */
+static weir_timer_state get_state(const weir_timer *t)
+{
+    return (weir_timer_state)atomic_load_explicit(&((weir_timer *)t)->weir__state,
+                                                  memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------ pairing heap */
+
+static bool before(const weir_timer *a, const weir_timer *b)
+{
+    return a->deadline_ns < b->deadline_ns ||
+           (a->deadline_ns == b->deadline_ns && a->weir__seq < b->weir__seq);
+}
+
+/* Meld two roots (prev and sibling NULL): the later becomes the first child
+ * of the earlier. */
+static weir_timer *meld(weir_timer *a, weir_timer *b)
+{
+    if (before(b, a)) {
+        weir_timer *x = a;
+        a = b;
+        b = x;
+    }
+    b->weir__sibling = a->weir__child;
+    if (a->weir__child)
+        a->weir__child->weir__prev = b;
+    b->weir__prev = a;
+    a->weir__child = b;
+    return a;
+}
+
+/* The two-pass pairing of a sibling list into one root: meld the siblings in
+ * pairs left to right, then meld the pairs right to left. */
+static weir_timer *merge_pairs(weir_timer *first)
+{
+    if (!first)
+        return NULL;
+    weir_timer *stack = NULL; /* the melded pairs, linked through sibling */
+    while (first) {
+        weir_timer *a = first, *b = a->weir__sibling;
+        a->weir__prev = NULL;
+        if (!b) {
+            a->weir__sibling = stack;
+            stack = a;
+            break;
+        }
+        first = b->weir__sibling;
+        a->weir__sibling = b->weir__sibling = b->weir__prev = NULL;
+        weir_timer *m = meld(a, b);
+        m->weir__sibling = stack;
+        stack = m;
+    }
+    weir_timer *root = stack;
+    stack = stack->weir__sibling;
+    root->weir__sibling = NULL;
+    while (stack) {
+        weir_timer *n = stack->weir__sibling;
+        stack->weir__sibling = NULL;
+        root = meld(root, stack);
+        stack = n;
+    }
+    return root;
+}
+
+static void heap_insert(weir_runtime *rt, weir_timer *t)
+{
+    t->weir__child = t->weir__sibling = t->weir__prev = NULL;
+    rt->timer_root = rt->timer_root ? meld(rt->timer_root, t) : t;
+}
+
+static weir_timer *heap_pop(weir_runtime *rt)
+{
+    weir_timer *t = rt->timer_root;
+    rt->timer_root = merge_pairs(t->weir__child);
+    t->weir__child = NULL;
+    return t;
+}
+
+static void heap_remove(weir_runtime *rt, weir_timer *t)
+{
+    if (t == rt->timer_root) {
+        heap_pop(rt);
+        return;
+    }
+    /* unlink t's subtree from its parent or left sibling */
+    weir_timer *p = t->weir__prev;
+    if (p->weir__child == t)
+        p->weir__child = t->weir__sibling;
+    else
+        p->weir__sibling = t->weir__sibling;
+    if (t->weir__sibling)
+        t->weir__sibling->weir__prev = p;
+    t->weir__sibling = t->weir__prev = NULL;
+    weir_timer *sub = merge_pairs(t->weir__child);
+    t->weir__child = NULL;
+    if (sub)
+        rt->timer_root = meld(rt->timer_root, sub);
+}
+
+/* Under the lock, after the root changed. seq_cst: the store half of the
+ * store-buffering pair with a claiming timekeeper (see the top). */
+static void publish_next(weir_runtime *rt)
+{
+    uint64_t next = rt->timer_root ? rt->timer_root->deadline_ns : UINT64_MAX;
+    atomic_store_explicit(&rt->timer_next, next, memory_order_seq_cst);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+void weir__timers_init(weir_runtime *rt)
+{
+    atomic_init(&rt->timer_next, UINT64_MAX);
+    atomic_init(&rt->timekeeper, 0);
+    pthread_mutex_init(&rt->timer_lock, NULL);
+    rt->timer_root = NULL;
+    rt->timer_seq = 0;
+    rt->timers_closed = false;
+}
+
+void weir__timers_fini(weir_runtime *rt)
+{
+    pthread_mutex_destroy(&rt->timer_lock);
+}
+
+size_t weir__timers_shutdown(weir_runtime *rt)
+{
+    pthread_mutex_lock(&rt->timer_lock);
+    rt->timers_closed = true;
+    /* Walk the tree in O(n): splice each node's children in front of its
+     * remaining siblings, then drop it. */
+    size_t n = 0;
+    weir_timer *t = rt->timer_root;
+    while (t) {
+        weir_timer *c = t->weir__child;
+        if (c) {
+            weir_timer *last = c;
+            while (last->weir__sibling)
+                last = last->weir__sibling;
+            last->weir__sibling = t->weir__sibling;
+            t->weir__sibling = c;
+        }
+        weir_timer *next = t->weir__sibling;
+        t->weir__child = t->weir__sibling = t->weir__prev = NULL;
+        set_state(t, WEIR_TIMER_DROPPED);
+        n++;
+        t = next;
+    }
+    rt->timer_root = NULL;
+    publish_next(rt);
+    pthread_mutex_unlock(&rt->timer_lock);
+    return n;
+}
+
+/* ------------------------------------------------------------ arm / cancel */
+
+/*
+ * An arm made a new earliest deadline (its seq_cst store of `timer_next` is
+ * sequenced before this). Make sure a parked runtime re-reads it:
+ *   - a timekeeper holds the role (seq_cst load, the load half of the
+ *     store-buffering pair described at the top): bump the epoch, which makes
+ *     its futex_wait return if it has not slept yet (its key is older), and
+ *     wake it with the TIMER bit, which only the timekeeper waits for, so the
+ *     other sleepers stay asleep. It re-parks with the new deadline.
+ *   - nobody holds it: workers are either all awake (they poll) or some are
+ *     parked without the role. weir__notify() then wakes one sleeper unless a
+ *     worker spins; the woken sleeper re-parks and claims the role. A spinner
+ *     carries the obligation: it either parks (and claims the role, then
+ *     reads `timer_next` after its seq_cst decrement of `spinning`, which
+ *     follows our fence: park.c's argument) or finds work, and then, as the
+ *     last spinner, wakes a sleeper itself (weir__spin_exit()).
+ */
+static void wake_for_timer(weir_runtime *rt)
+{
+    if (atomic_load_explicit(&rt->timekeeper, memory_order_seq_cst)) {
+        /* release: like weir__notify(), a sleeper that reads the new epoch
+         * sees what came before it (the new deadline). */
+        atomic_fetch_add_explicit(&rt->epoch, 1, memory_order_release);
+        weir__futex_wake_bits(&rt->epoch, 1, WEIR__WAKE_TIMER);
+        return;
+    }
+    weir__notify(rt);
+}
+
+int weir_submit_at(weir_runtime *rt, weir_job *job, uint64_t deadline_ns, weir_timer *t)
+{
+    if (!rt || !job || !t)
+        return weir__error(-EINVAL, "weir_submit_at: %s is NULL",
+                           !rt    ? "runtime"
+                           : !job ? "job"
+                                  : "timer");
+    if (!job->fn)
+        return weir__error(-EINVAL, "weir_submit_at: job has no function (use weir_job_init)");
+    /* relaxed: a misuse check, as in weir_submit() */
+    int32_t deps = atomic_load_explicit(&job->deps, memory_order_relaxed);
+    if (deps > 0)
+        return weir__error(-EINVAL, "weir_submit_at: the job waits for %d dependencies", (int)deps);
+    pthread_mutex_lock(&rt->timer_lock);
+    /* seq_cst load of `stopping`, but the lock is what makes the refusal
+     * exact: destroy closes the heap under it once the workers stopped, so
+     * an arm that read RUNNING just before destroy's CAS is either in the
+     * heap at that point (dropped and counted) or sees `timers_closed`. */
+    int st = atomic_load_explicit(&rt->stopping, memory_order_seq_cst);
+    if (rt->timers_closed || st != WEIR__RT_RUNNING) {
+        pthread_mutex_unlock(&rt->timer_lock);
+        return weir__error(-ESHUTDOWN, "weir_submit_at: the runtime %s",
+                           st == WEIR__RT_DESTROYED ? "was destroyed" : "is being destroyed");
+    }
+    if (get_state(t) == WEIR_TIMER_ARMED) {
+        pthread_mutex_unlock(&rt->timer_lock);
+        return weir__error(-EBUSY, "weir_submit_at: the timer is armed already");
+    }
+    t->deadline_ns = deadline_ns;
+    t->weir__job = job;
+    t->weir__rt = rt;
+    t->weir__seq = rt->timer_seq++;
+    heap_insert(rt, t);
+    set_state(t, WEIR_TIMER_ARMED);
+    bool earliest = rt->timer_root == t;
+    if (earliest)
+        publish_next(rt);
+    pthread_mutex_unlock(&rt->timer_lock);
+    if (earliest)
+        wake_for_timer(rt);
+    return 0;
+}
+
+int weir_submit_after(weir_runtime *rt, weir_job *job, uint64_t delay_ns, weir_timer *t)
+{
+    uint64_t now = weir__now_ns();
+    uint64_t deadline = delay_ns > UINT64_MAX - now ? UINT64_MAX : now + delay_ns;
+    return weir_submit_at(rt, job, deadline, t);
+}
+
+int weir_timer_cancel(weir_runtime *rt, weir_timer *t)
+{
+    if (!rt || !t)
+        return weir__error(-EINVAL, "weir_timer_cancel: %s is NULL", !rt ? "runtime" : "timer");
+    pthread_mutex_lock(&rt->timer_lock);
+    weir_timer_state s = get_state(t);
+    int err = 0;
+    if (s == WEIR_TIMER_ARMED && !rt->timers_closed) {
+        bool was_root = t == rt->timer_root;
+        heap_remove(rt, t);
+        set_state(t, WEIR_TIMER_CANCELLED);
+        /* A later deadline needs no wake-up: a timekeeper sleeping until the
+         * old one wakes early, finds nothing due and sleeps again. */
+        if (was_root)
+            publish_next(rt);
+    } else if (s == WEIR_TIMER_FIRED) {
+        err = -EALREADY;
+    } else if (s == WEIR_TIMER_DROPPED || rt->timers_closed) {
+        err = -ESHUTDOWN;
+    } else {
+        err = -ENOENT;
+    }
+    pthread_mutex_unlock(&rt->timer_lock);
+    switch (err) {
+    case -EALREADY:
+        return weir__error(err, "weir_timer_cancel: the timer fired already");
+    case -ESHUTDOWN:
+        return weir__error(err, "weir_timer_cancel: the runtime was destroyed (timer dropped)");
+    case -ENOENT:
+        return weir__error(err, "weir_timer_cancel: the timer is not armed");
+    default:
+        return 0;
+    }
+}
+
+/* ------------------------------------------------------------ firing */
+
+unsigned weir__timers_poll(weir_worker *w)
+{
+    weir_runtime *rt = w->rt;
+    /* relaxed: a hint (see the top); the decision is made under the lock */
+    uint64_t next = atomic_load_explicit(&rt->timer_next, memory_order_relaxed);
+    if (WEIR_LIKELY(next == UINT64_MAX))
+        return 0;
+    uint64_t now = weir__now_ns();
+    if (now < next)
+        return 0;
+    pthread_mutex_lock(&rt->timer_lock);
+    /* Pop the due timers in (deadline, arm) order onto a list, latest first
+     * (linked through `child`, free once popped). */
+    weir_timer *list = NULL;
+    unsigned n = 0;
+    while (n < FIRE_BATCH && rt->timer_root && rt->timer_root->deadline_ns <= now) {
+        weir_timer *t = heap_pop(rt);
+        t->weir__child = list;
+        list = t;
+        n++;
+    }
+    if (n)
+        publish_next(rt);
+    /* Mark the whole batch FIRED before any of its jobs is visible, so that
+     * a job that runs finds every timer due before its own fired (the order
+     * promise of timer.h). A timer is not read again once FIRED: its owner
+     * may free or re-arm it from then on. */
+    weir_job *jobs[FIRE_BATCH];
+    unsigned k = 0;
+    for (weir_timer *t = list; t;) {
+        weir_timer *following = t->weir__child;
+        t->weir__child = NULL;
+        jobs[k++] = t->weir__job;
+        set_state(t, WEIR_TIMER_FIRED);
+        t = following;
+    }
+    pthread_mutex_unlock(&rt->timer_lock);
+    /* Push the latest first, so that the earliest is on top of our deque:
+     * we take (LIFO) in deadline order, thieves steal the latest. The lock
+     * is not needed for that: the jobs are ours to submit now. */
+    for (unsigned i = 0; i < k; i++) {
+        if (WEIR_UNLIKELY(weir__jd_push(&w->jd, jobs[i]) != 0))
+            weir__inject(rt, jobs[i]); /* our deque cannot grow: never allocates */
+        else
+            WEIR__INC(w, jobs_submitted, 1);
+    }
+    /* More than the one job we are about to run: let a sleeper help. */
+    if (n > 1)
+        weir__notify(rt);
+    return n;
+}
