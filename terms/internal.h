@@ -656,6 +656,9 @@ void weir__trace_stage_thread(const weir__stage *s);
 void weir__trace_stage_name(const weir__stage *s, const char *prefix, char *buf, size_t len);
 /* Point every node's emit at the right push function (compile time). */
 void weir__stage_bind_emits(weir__stage *s);
+/* The longest record the term of `e` can emit on a variable-size output
+ * (its stream's byte capacity when it writes one). */
+size_t weir__emit_max_bytes(const weir_emit *e);
 /* Thread body of a blocking source. */
 void weir__stage_run_blocking(weir__stage *s);
 /* Finish a stage that can never run (start failed): ends its output. */

@@ -1548,6 +1548,15 @@ WEIR_API int weir_emit_commit(weir_emit *e, size_t len)
     return 0;
 }
 
+size_t weir__emit_max_bytes(const weir_emit *e)
+{
+    const weir__node *n = (const weir__node *)(const void *)e;
+    const weir__stage *s = n->stage;
+    if (n->idx + 1 == s->nnodes && s->out && s->out->var)
+        return (size_t)s->out->bcap;
+    return (size_t)WEIR_MAX_BYTE_CAPACITY;
+}
+
 WEIR_API bool weir_emit_stopping(const weir_emit *e)
 {
     const weir__node *n = (const weir__node *)(const void *)e;

@@ -1,7 +1,7 @@
 /*
  * wordcount — count the words of a text file with a weir pipeline.
  *
- *   lines   weir_file_lines(): a blocking source (it reads a file, so it runs
+ *   lines   weir_file_lines_fixed(): a blocking source (it reads a file, so it runs
  *           on a thread of its own and blocks when its stream is full)
  *   split   a function term: one weir_line in, one word record out per word
  *           (a flat-map: 0..n outputs per input, through weir_emit_record)
@@ -200,7 +200,7 @@ int main(int argc, char **argv)
         shards = MAX_SHARDS;
     split_state st = {0};
     table tables[MAX_SHARDS] = {{0}};
-    weir_term *t = WEIR_SEQ(weir_file_lines("lines", argv[1]),
+    weir_term *t = WEIR_SEQ(weir_file_lines_fixed("lines", argv[1]),
                             weir_function("split", sizeof(weir_line), sizeof(word), split, &st),
                             weir_keyed("by-word", (unsigned)shards, word_key, NULL, make_count,
                                        tables, WEIR_UNORDERED));

@@ -326,7 +326,8 @@ WEIR_API weir_term *weir_term_on_interrupt(weir_term *t, weir_interrupt_fn fn);
  * Attach a function that frees the term's state (the `state` given to its
  * constructor) at destroy; a second call replaces the first function.
  * Refused on a built-in that allocated its own state and frees it
- * (weir_print, weir_add_index, weir_file_lines, weir_array_source,
+ * (weir_print, weir_add_index, weir_file_lines, weir_file_lines_fixed,
+ * weir_tokenize, weir_array_source,
  * weir_range_source, weir_counter_source, weir_running_stats, weir_sum,
  * weir_mean, weir_std*): `fn` would replace weir's free function, leaking
  * that state, and would receive weir's private state, not anything of
@@ -478,7 +479,7 @@ WEIR_API weir_term *weir_counter_source(const char *name, int64_t start);
 /** The text capacity of a weir_line record. */
 #define WEIR_LINE_TEXT 240
 
-/** A record of weir_file_lines(): one line without its newline. Lines longer
+/** A record of weir_file_lines_fixed(): one line without its newline. Lines longer
  *  than WEIR_LINE_TEXT bytes are cut and flagged `truncated`. `text` is
  *  NUL-terminated when len < WEIR_LINE_TEXT. */
 typedef struct weir_line {
@@ -488,8 +489,15 @@ typedef struct weir_line {
     char text[WEIR_LINE_TEXT];
 } weir_line;
 
-/** Blocking source of the lines of a file ("-" = standard input), as
- *  weir_line records. The file is opened when the pipeline starts; failing
+/** Blocking source of the lines of a file ("-" = standard input), each line
+ *  whole as a variable-size record (WEIR_VARSIZE: a weir_bytes of the line's
+ *  bytes without its newline). A CR before the newline is left as data (a
+ *  CRLF file's lines end in '\r'); empty lines are records of length 0; a
+ *  last line without a newline is a line. A line longer than the stream's
+ *  byte capacity (weir_pipeline_config.byte_capacity, default 1 MiB) fails
+ *  the pipeline with -EMSGSIZE naming the term and the line number; nothing
+ *  is ever cut. The lines of each 64 KiB read are published together.
+ *  The file is opened when the pipeline starts; failing
  *  to open or read it is the pipeline's error. A wait that blocks is woken
  *  by stop, cancel and destroy: a read (stdin, a FIFO, a terminal) and also
  *  the wait for a FIFO's first writer (the path is opened non-blocking and
@@ -501,6 +509,20 @@ typedef struct weir_line {
  *  with the errno when it cannot be). Signals caught by a handler installed
  *  without SA_RESTART are harmless: interrupted calls (EINTR) are retried. */
 WEIR_API weir_term *weir_file_lines(const char *name, const char *path);
+
+/** weir_file_lines() with fixed-size weir_line records: lines longer than
+ *  WEIR_LINE_TEXT bytes are cut and flagged `truncated`, a CR before the
+ *  newline is dropped, and each record carries its line number. */
+WEIR_API weir_term *weir_file_lines_fixed(const char *name, const char *path);
+
+/**
+ * Splits variable-size records into tokens: every maximal run of bytes not
+ * in `delims` is emitted as a variable-size record (in order; empty tokens
+ * are not emitted). `delims` NULL: " \t\r\n\v\f". With " ", a file's
+ * lines give the words of `tr -s ' ' '\n'` (tabs and CRs stay in words).
+ * The delimiter set is copied. WEIR_VARSIZE in and out.
+ */
+WEIR_API weir_term *weir_tokenize(const char *name, const char *delims);
 
 /** Pass-through of `size`-byte records (LogicSponge's Id). */
 WEIR_API weir_term *weir_id(const char *name, size_t size);

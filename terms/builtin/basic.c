@@ -106,3 +106,50 @@ WEIR_API weir_term *weir_add_index(const char *name, size_t in_size)
     weir__term_set_kind(t, name, "add index");
     return weir_term_on_free(t, weir_free);
 }
+
+/* ------------------------------------------------------------- tokenize */
+
+typedef struct weir__tokens {
+    uint64_t delim[4]; /* a bit per byte value */
+} weir__tokens;
+
+static int weir__tokenize_fn(void *state, const void *in, weir_emit *e)
+{
+    const weir__tokens *x = state;
+    const weir_bytes *b = in;
+    const unsigned char *p = b->data, *end = p + b->len;
+#define WEIR__DELIM(c) ((x->delim[(c) >> 6] >> ((c)&63)) & 1)
+    while (p < end) {
+        while (p < end && WEIR__DELIM(*p))
+            p++;
+        const unsigned char *w = p;
+        while (p < end && !WEIR__DELIM(*p))
+            p++;
+        if (p > w) {
+            int r = weir_emit_bytes(e, w, (size_t)(p - w));
+            if (r < 0)
+                return r;
+        }
+    }
+#undef WEIR__DELIM
+    return 0;
+}
+
+WEIR_API weir_term *weir_tokenize(const char *name, const char *delims)
+{
+    weir__tokens *x = weir_calloc(1, sizeof *x);
+    if (!x) {
+        weir__terms_error(-ENOMEM, "tokenize: out of memory");
+        return NULL;
+    }
+    const unsigned char *d = (const unsigned char *)(delims ? delims : " \t\r\n\v\f");
+    for (; *d; d++)
+        x->delim[*d >> 6] |= UINT64_C(1) << (*d & 63);
+    weir_term *t = weir_function(name, WEIR_VARSIZE, WEIR_VARSIZE, weir__tokenize_fn, x);
+    if (!t) {
+        weir_free(x);
+        return NULL;
+    }
+    weir__term_set_kind(t, name, "tokenize");
+    return weir_term_on_free(t, weir_free);
+}

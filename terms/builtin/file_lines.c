@@ -1,6 +1,11 @@
 /*
  * weir terms — the file-lines blocking source.
  *
+ * weir_file_lines() yields each line whole, as a variable-size record (the
+ * bytes without the newline; a CR before it is data), up to the stream's
+ * byte capacity; weir_file_lines_fixed() yields weir_line records (cut at
+ * WEIR_LINE_TEXT bytes, a CR before the newline dropped).
+ *
  * Reading a file blocks, so this source runs on its own thread (in every
  * execution mode) and blocks in weir_emit_record() when its stream is full.
  * The file is opened on that thread when the pipeline starts, so a missing
@@ -58,6 +63,12 @@ typedef struct weir__lines {
     int fd;
     char *buf; /* WEIR__LINES_BUF bytes, for one run */
     size_t pos, len;
+    bool fixed; /* weir_file_lines_fixed(): weir_line records */
+    /* variable-size lines: the start of a line that crossed the end of the
+     * buffer, and the descriptors of the lines of one buffer */
+    char *part;
+    size_t part_len, part_cap;
+    weir_bytes *descs;
 } weir__lines;
 
 /* Refill the buffer. @return 1, 0 at the end of the file, -ECANCELED when
@@ -125,6 +136,94 @@ static int weir__read_line(weir__lines *L, weir_line *rec)
     return 1;
 }
 
+/* Variable-size lines: every complete line of a buffer is emitted in one
+ * weir_emit_records() (one publish, one wake-up of the consumers per 64 KiB
+ * read), in place from the read buffer; a line that crosses the end of the
+ * buffer is gathered in `part` (up to the stream's byte capacity: a longer
+ * line fails with -EMSGSIZE, as its emit would). */
+static int weir__lines_var(weir__lines *L, weir_emit *e)
+{
+    const size_t maxlen = weir__emit_max_bytes(e);
+    uint64_t number = 0;
+    for (;;) {
+        int r = weir__lines_fill(L);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            break;
+        const char *b = L->buf, *end = L->buf + L->len, *p = b;
+        size_t n = 0;
+        if (L->part_len) {
+            /* the rest of the line begun in the last buffer */
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t k = (size_t)((nl ? nl : end) - p);
+            if (L->part_len + k > maxlen)
+                return weir_emit_fail(e, -EMSGSIZE,
+                                      "line %llu of '%s' is longer than its stream can hold "
+                                      "(%zu bytes: raise weir_pipeline_config.byte_capacity)",
+                                      (unsigned long long)number + 1, L->path, maxlen);
+            if (L->part_cap - L->part_len < k) {
+                size_t cap = L->part_cap ? L->part_cap : 4096;
+                while (cap - L->part_len < k)
+                    cap *= 2;
+                char *np = weir_realloc(L->part, cap);
+                if (!np)
+                    return weir_emit_fail(e, -ENOMEM, "no memory for a long line of '%s'", L->path);
+                L->part = np;
+                L->part_cap = cap;
+            }
+            memcpy(L->part + L->part_len, p, k);
+            L->part_len += k;
+            if (!nl)
+                continue; /* still no newline */
+            number++;
+            r = weir_emit_bytes(e, L->part, L->part_len);
+            if (r < 0)
+                return r;
+            L->part_len = 0;
+            p = nl + 1;
+        }
+        for (;;) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            if (!nl)
+                break;
+            L->descs[n].data = p;
+            L->descs[n].len = (size_t)(nl - p);
+            n++;
+            p = nl + 1;
+        }
+        number += n;
+        if (n && (r = weir_emit_records(e, L->descs, n)) < 0)
+            return r;
+        if (p < end) {
+            /* an unfinished line: keep it for the next buffer */
+            size_t k = (size_t)(end - p);
+            if (k > maxlen)
+                return weir_emit_fail(e, -EMSGSIZE,
+                                      "line %llu of '%s' is longer than its stream can hold "
+                                      "(%zu bytes: raise weir_pipeline_config.byte_capacity)",
+                                      (unsigned long long)number + 1, L->path, maxlen);
+            if (L->part_cap < k) {
+                char *np = weir_realloc(L->part, k > 4096 ? k : 4096);
+                if (!np)
+                    return weir_emit_fail(e, -ENOMEM, "no memory for a long line of '%s'", L->path);
+                L->part = np;
+                L->part_cap = k > 4096 ? k : 4096;
+            }
+            memcpy(L->part, p, k);
+            L->part_len = k;
+        }
+    }
+    if (L->part_len) {
+        /* a last line without a newline */
+        int r = weir_emit_bytes(e, L->part, L->part_len);
+        L->part_len = 0;
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 static int weir__lines_run(void *state, weir_emit *e)
 {
     weir__lines *L = state;
@@ -145,18 +244,33 @@ static int weir__lines_run(void *state, weir_emit *e)
         return weir_emit_fail(e, -ENOMEM, "no memory for the read buffer of '%s'", L->path);
     }
     L->pos = L->len = 0;
-    uint64_t number = 0;
-    int r;
-    weir_line rec;
-    for (;;) {
-        memset(&rec, 0, sizeof rec);
-        r = weir__read_line(L, &rec);
-        if (r <= 0)
-            break;
-        rec.number = ++number;
-        r = weir_emit_record(e, &rec);
-        if (r < 0)
-            break;
+    L->part_len = 0;
+    int r = 0;
+    if (!L->fixed) {
+        /* a line per 1 byte at most: one descriptor each */
+        L->descs = weir_malloc(WEIR__LINES_BUF * sizeof *L->descs);
+        if (!L->descs)
+            r = weir_emit_fail(e, -ENOMEM, "no memory for the line table of '%s'", L->path);
+        else
+            r = weir__lines_var(L, e);
+        weir_free(L->descs);
+        L->descs = NULL;
+        weir_free(L->part);
+        L->part = NULL;
+        L->part_cap = L->part_len = 0;
+    } else {
+        uint64_t number = 0;
+        weir_line rec;
+        for (;;) {
+            memset(&rec, 0, sizeof rec);
+            r = weir__read_line(L, &rec);
+            if (r <= 0)
+                break;
+            rec.number = ++number;
+            r = weir_emit_record(e, &rec);
+            if (r < 0)
+                break;
+        }
     }
     if (r < 0 && r != -ECANCELED)
         r = weir_emit_fail(e, r, "read error on '%s'", L->path);
@@ -187,7 +301,7 @@ static void weir__lines_free(void *state)
     weir_free(L);
 }
 
-WEIR_API weir_term *weir_file_lines(const char *name, const char *path)
+static weir_term *weir__file_lines(const char *name, const char *path, bool fixed)
 {
     if (!path) {
         weir__terms_error(-EINVAL, "file lines '%s': path is NULL", name ? name : "(unnamed)");
@@ -202,6 +316,7 @@ WEIR_API weir_term *weir_file_lines(const char *name, const char *path)
         return NULL;
     }
     L->path = copy;
+    L->fixed = fixed;
     if (pipe2(L->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
         int err = -errno;
         char eb[128];
@@ -211,7 +326,8 @@ WEIR_API weir_term *weir_file_lines(const char *name, const char *path)
         weir_free(L);
         return NULL;
     }
-    weir_term *t = weir_blocking_source(name, sizeof(weir_line), weir__lines_run, L);
+    weir_term *t =
+        weir_blocking_source(name, fixed ? sizeof(weir_line) : WEIR_VARSIZE, weir__lines_run, L);
     if (!t) {
         weir__lines_free(L);
         return NULL;
@@ -219,4 +335,14 @@ WEIR_API weir_term *weir_file_lines(const char *name, const char *path)
     weir__term_set_kind(t, name, "file lines");
     t = weir_term_on_interrupt(t, weir__lines_interrupt);
     return weir_term_on_free(t, weir__lines_free);
+}
+
+WEIR_API weir_term *weir_file_lines(const char *name, const char *path)
+{
+    return weir__file_lines(name, path, false);
+}
+
+WEIR_API weir_term *weir_file_lines_fixed(const char *name, const char *path)
+{
+    return weir__file_lines(name, path, true);
 }

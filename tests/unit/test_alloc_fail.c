@@ -716,7 +716,7 @@ static void lifecycle_at_every_k(weir_exec_mode mode, bool sticky, const char *p
             4,
             (weir_term *[]){
                 weir_seq(3,
-                         (weir_term *[]){weir_file_lines("lines", path),
+                         (weir_term *[]){weir_file_lines_fixed("lines", path),
                                          weir_print(NULL, sizeof(weir_line), devnull, NULL, NULL),
                                          weir_collect(NULL, &c[0])}),
                 weir_seq(3, (weir_term *[]){weir_array_source("xs", xs, 500, sizeof(double)),

@@ -219,7 +219,7 @@ Test(terms_badinput, an_empty_array_source_may_have_a_null_base)
 Test(terms_badinput, a_missing_file_is_the_pipelines_error_naming_term_and_path)
 {
     /* T6 */
-    weir_term *t = weir_seq2(weir_file_lines("lines", "/nonexistent/weir-badinput"),
+    weir_term *t = weir_seq2(weir_file_lines_fixed("lines", "/nonexistent/weir-badinput"),
                              weir_sink("k", sizeof(weir_line), nop_sink, NULL));
     weir_pipeline *p = NULL;
     int r = run_mode(t, WEIR_EXEC_POOL, &p);

@@ -96,7 +96,7 @@ Test(terms_builtin, file_lines_reads_lines_with_numbers_and_truncation)
     for (int k = 0; k < 3; k++) {
         weir_collector out;
         weir_collector_init(&out, sizeof(weir_line));
-        weir_term *t = weir_seq2(weir_file_lines("lines", path), weir_collect(NULL, &out));
+        weir_term *t = weir_seq2(weir_file_lines_fixed("lines", path), weir_collect(NULL, &out));
         weir_pipeline_config c = cfg_of(all_modes[k], 2, 2);
         cr_assert_eq(run_cfg(t, &c, NULL), 0);
         cr_assert_eq(out.count, 5);
@@ -116,7 +116,7 @@ Test(terms_builtin, file_lines_reads_lines_with_numbers_and_truncation)
 
 Test(terms_builtin, file_lines_reports_a_missing_file_with_the_term_name)
 {
-    weir_term *t = weir_seq2(weir_file_lines("config", "/nonexistent/weir/file"), weir_stop());
+    weir_term *t = weir_seq2(weir_file_lines_fixed("config", "/nonexistent/weir/file"), weir_stop());
     weir_pipeline *p;
     cr_assert_eq(run_mode(t, WEIR_EXEC_POOL, &p), -ENOENT);
     const char *m = weir_pipeline_error(p);
@@ -128,7 +128,7 @@ Test(terms_builtin, file_lines_reports_a_missing_file_with_the_term_name)
 
 Test(terms_builtin, file_lines_reports_a_read_error_with_the_errno)
 {
-    weir_term *t = weir_seq2(weir_file_lines("dir", "/tmp"), weir_stop());
+    weir_term *t = weir_seq2(weir_file_lines_fixed("dir", "/tmp"), weir_stop());
     weir_pipeline *p;
     cr_assert_eq(run_mode(t, WEIR_EXEC_POOL, &p), -EISDIR);
     const char *m = weir_pipeline_error(p);
@@ -156,7 +156,7 @@ Test(terms_builtin, file_lines_blocked_on_a_silent_fifo_ends_on_stop_cancel_and_
             cr_assert_eq(write(w, "one\ntwo\n", 8), 8);
             weir_collector out;
             weir_collector_init(&out, sizeof(weir_line));
-            weir_term *t = weir_seq2(weir_file_lines("fifo", path), weir_collect(NULL, &out));
+            weir_term *t = weir_seq2(weir_file_lines_fixed("fifo", path), weir_collect(NULL, &out));
             weir_pipeline_config c = cfg_of(all_modes[k], 0, 0);
             weir_pipeline *p;
             cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0, "%s", weir_last_error());

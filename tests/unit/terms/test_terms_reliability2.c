@@ -158,11 +158,11 @@ static weir_pipeline *start_lines_slow(const char *path, weir_exec_mode m, weir_
     cr_assert_eq(weir_collector_init(out, sizeof(weir_line)), 0);
     weir_term *t;
     if (slow)
-        t = WEIR_SEQ(weir_file_lines("lines", path),
+        t = WEIR_SEQ(weir_file_lines_fixed("lines", path),
                      weir_map("slow", sizeof(weir_line), sizeof(weir_line), slow_line, NULL),
                      weir_collect("out", out));
     else
-        t = weir_seq2(weir_file_lines("lines", path), weir_collect("out", out));
+        t = weir_seq2(weir_file_lines_fixed("lines", path), weir_collect("out", out));
     weir_pipeline_config c = cfg_of(m, 0, 0);
     weir_pipeline *p;
     cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0, "%s", weir_last_error());
@@ -444,7 +444,7 @@ Test(terms_reliability2, term_on_free_on_a_builtin_that_frees_its_state_is_refus
     static const double xs[2] = {1, 2};
     refused(weir_add_index("idx", 8), "add index 'idx'");
     refused(weir_print("pr", 8, stderr, NULL, NULL), "print 'pr'");
-    refused(weir_file_lines("fl", "/nonexistent"), "file lines 'fl'");
+    refused(weir_file_lines_fixed("fl", "/nonexistent"), "file lines 'fl'");
     refused(weir_array_source("arr", xs, 2, sizeof(double)), "array source 'arr'");
     refused(weir_range_source("rng", 0, 10, 1), "range source 'rng'");
     refused(weir_counter_source("cnt", 0), "counter source 'cnt'");
