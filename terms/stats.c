@@ -117,6 +117,13 @@ WEIR_API int weir_pipeline_stream_stats(const weir_pipeline *p, unsigned i, weir
     if (atomic_load_explicit(&((weir_pipeline *)p)->phase, memory_order_acquire) == WEIR__P_STARTED)
         out->stalled = weir__stream_stalled((weir__stream *)s, weir__terms_now_ns());
     out->stalls = weir__ld(&s->stalls);
+    if (s->var) {
+        out->varsize = true;
+        out->byte_capacity = s->bcap;
+        out->bytes = weir__ld(&s->st_bytes);
+        out->byte_depth = weir__stream_bdepth(s);
+        out->max_byte_depth = weir__ld(&s->max_bdepth);
+    }
     return 0;
 }
 
@@ -202,6 +209,22 @@ WEIR_API void weir_pipeline_print_stats(const weir_pipeline *p, FILE *f)
     }
     if (p->nstreams > max_rows)
         fprintf(f, "  ... %u more streams\n", p->nstreams - max_rows);
+    /* Variable-size streams: their byte rings. */
+    bool vheader = false;
+    for (unsigned i = 0; i < p->nstreams && i < max_rows; i++) {
+        weir_stream_stats ss;
+        weir_pipeline_stream_stats(p, i, &ss);
+        if (!ss.varsize)
+            continue;
+        if (!vheader) {
+            fprintf(f, "  %-20s %12s %14s %12s %12s\n", "var stream", "byte cap", "bytes",
+                    "byte depth", "max");
+            vheader = true;
+        }
+        fprintf(f, "  %-20.20s %12llu %14llu %12llu %12llu\n", ss.name,
+                (unsigned long long)ss.byte_capacity, (unsigned long long)ss.bytes,
+                (unsigned long long)ss.byte_depth, (unsigned long long)ss.max_byte_depth);
+    }
     /* Data-parallel stages (weir_parallel, weir_keyed): replicas and reorder
      * slots (keyed shards have their rows in the term table above). */
     bool header = false;

@@ -141,6 +141,14 @@ static int weir__read_line(weir__lines *L, weir_line *rec)
  * read), in place from the read buffer; a line that crosses the end of the
  * buffer is gathered in `part` (up to the stream's byte capacity: a longer
  * line fails with -EMSGSIZE, as its emit would). */
+static int weir__lines_too_long(const weir__lines *L, weir_emit *e, uint64_t line, size_t maxlen)
+{
+    return weir_emit_fail(e, -EMSGSIZE,
+                          "line %llu of '%s' is longer than its stream can hold (%zu bytes: "
+                          "raise weir_pipeline_config.byte_capacity)",
+                          (unsigned long long)line, L->path, maxlen);
+}
+
 static int weir__lines_var(weir__lines *L, weir_emit *e)
 {
     const size_t maxlen = weir__emit_max_bytes(e);
@@ -158,10 +166,7 @@ static int weir__lines_var(weir__lines *L, weir_emit *e)
             const char *nl = memchr(p, '\n', (size_t)(end - p));
             size_t k = (size_t)((nl ? nl : end) - p);
             if (L->part_len + k > maxlen)
-                return weir_emit_fail(e, -EMSGSIZE,
-                                      "line %llu of '%s' is longer than its stream can hold "
-                                      "(%zu bytes: raise weir_pipeline_config.byte_capacity)",
-                                      (unsigned long long)number + 1, L->path, maxlen);
+                return weir__lines_too_long(L, e, number + 1, maxlen);
             if (L->part_cap - L->part_len < k) {
                 size_t cap = L->part_cap ? L->part_cap : 4096;
                 while (cap - L->part_len < k)
@@ -187,6 +192,12 @@ static int weir__lines_var(weir__lines *L, weir_emit *e)
             const char *nl = memchr(p, '\n', (size_t)(end - p));
             if (!nl)
                 break;
+            if ((size_t)(nl - p) > maxlen) {
+                /* the lines before it go first, then the error */
+                if (n && (r = weir_emit_records(e, L->descs, n)) < 0)
+                    return r;
+                return weir__lines_too_long(L, e, number + n + 1, maxlen);
+            }
             L->descs[n].data = p;
             L->descs[n].len = (size_t)(nl - p);
             n++;
@@ -199,10 +210,7 @@ static int weir__lines_var(weir__lines *L, weir_emit *e)
             /* an unfinished line: keep it for the next buffer */
             size_t k = (size_t)(end - p);
             if (k > maxlen)
-                return weir_emit_fail(e, -EMSGSIZE,
-                                      "line %llu of '%s' is longer than its stream can hold "
-                                      "(%zu bytes: raise weir_pipeline_config.byte_capacity)",
-                                      (unsigned long long)number + 1, L->path, maxlen);
+                return weir__lines_too_long(L, e, number + 1, maxlen);
             if (L->part_cap < k) {
                 char *np = weir_realloc(L->part, k > 4096 ? k : 4096);
                 if (!np)
