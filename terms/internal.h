@@ -583,6 +583,29 @@ unsigned weir__par_running(const weir__stage *s);
 /* The stage ends: stop and join replica threads (threads mode). */
 void weir__par_shutdown(weir__stage *s);
 
+/* ------------------------------------------------------------ scratch.c */
+
+typedef struct weir__scratch {
+    const void **ptrs; /* the batch path's pointer array */
+    size_t nptrs;
+    char *buf[2]; /* the batch path's intermediate records, used in turn */
+    size_t cap;
+    char *sink; /* a fused batch sink's records of this activation */
+    size_t sink_cap;
+    char *sinkb; /* ... and, variable-size, their bytes */
+    size_t sinkb_cap;
+} weir__scratch;
+
+/* The calling thread's scratch (NULL when memory runs out). */
+weir__scratch *weir__scratch_self(void);
+/* ... with room for n records of `size` bytes in each buffer, n pointers. */
+weir__scratch *weir__scratch_get(size_t n, size_t size);
+/* A fused batch sink's record buffer of `bytes` bytes. */
+char *weir__scratch_sink(size_t bytes);
+/* Copy the bytes of a variable-size record a batch sink buffers; d->data
+ * becomes their offset (weir__flush_batch turns it into a pointer). */
+int weir__scratch_sink_bytes(weir__node *n, weir_bytes *d);
+
 /* stage.c helpers used by parallel.c (see stage.c). */
 enum { WEIR__STEP_PROGRESS, WEIR__STEP_WAIT, WEIR__STEP_ENDED, WEIR__STEP_ERROR };
 int weir__push(weir__stage *s, unsigned i, const void *rec);
