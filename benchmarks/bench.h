@@ -265,6 +265,8 @@ int bench_nqueens_board(const bench_opts *o);
 int bench_skynet(const bench_opts *o, int argc, char **argv);
 int bench_submit(const bench_opts *o, int argc, char **argv);
 int bench_idle(const bench_opts *o, int argc, char **argv);
+/* bench_timers.c: arm + fire throughput, lateness, idle CPU with timers pending */
+int bench_timers(const bench_opts *o, int argc, char **argv);
 
 #ifdef __cplusplus
 }

@@ -80,6 +80,22 @@ static const bench_cmd commands[] = {
      "  Columns: median_ms is the wall time of the sleep, n is the sleep in ms.\n"
      "  Extra: cpu_s (user+sys of the process during the sleep, getrusage),\n"
      "  wall_s, cpu_pct = 100 * cpu_s / wall_s, threads (live threads).\n"},
+    {"timers", bench_timers, "runtime timers: arm + fire throughput, lateness, idle CPU",
+     "  --n N        timers per run (default 1M); --runs defaults to 3 here\n"
+     "  --spread-ms M  spread of the deadlines of variant spread (default 2000)\n"
+     "  --seconds S  sleep of variant idle (default 2)\n"
+     "  variants     heap,burst,spread,idle\n"
+     "               heap: the serial baseline, a binary heap of the same n\n"
+     "               deadlines on one thread, each pop calling the job directly;\n"
+     "               burst: n timers armed from the workers (a seeding job per\n"
+     "               worker), random deadlines all due at once (in the ms before\n"
+     "               the start): arm + fire + run throughput;\n"
+     "               spread: deadlines uniform over M ms after a 500 ms lead:\n"
+     "               lateness under a steady load; idle: 10000 timers an hour\n"
+     "               away, CPU of the process over S seconds.\n"
+     "  Extra: timers_per_s, arm_ms (arming done, from the start), lat_med_us,\n"
+     "  lat_p99_us, lat_max_us (run time - deadline, median over runs), early\n"
+     "  (jobs run before their deadline: must be 0); idle: cpu_s, wall_s, cpu_pct.\n"},
 #ifdef WEIR_BENCH_TERMS
     {"fanout", bench_fanout,
      "term layer: a source broadcast to N branches multiply -> sink (throughput, threads, RSS)",

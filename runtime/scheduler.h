@@ -62,6 +62,15 @@ int weir__jd_steal(weir__jobdeque *d, weir_job **out);
 /* Approximate emptiness, for the pre-park re-check (seq_cst loads). */
 bool weir__jd_maybe_nonempty(weir__jobdeque *d);
 
+/* ------------------------------------------------------------ timers */
+
+/* One entry of the timer heap (timer.c): the key is copied into the array so
+ * that a sift compares without touching the timers. */
+typedef struct weir__tentry {
+    uint64_t deadline, seq;
+    weir_timer *t;
+} weir__tentry;
+
 /* ------------------------------------------------------------ workers */
 
 #define WEIR__MAX_SEGS 32
@@ -152,16 +161,18 @@ struct weir_runtime {
     alignas(WEIR_CACHELINE) struct cds_wfcq_head ihead;
     alignas(WEIR_CACHELINE) struct cds_wfcq_tail itail;
 
-    /* Timers (timer.c): one pairing heap under `timer_lock`, ordered by
+    /* Timers (timer.c): one 4-ary heap under `timer_lock`, ordered by
      * (deadline, arm order). `timer_next` is the root's deadline (UINT64_MAX
      * when empty), written under the lock, read without it by the workers'
      * cheap check and by a parking worker. `timekeeper` is 1 while a parking
-     * worker holds the role of sleeping until `timer_next` (park.c).
-     * `timer_root`, `timer_seq`, `timers_closed` are guarded by the lock. */
+     * worker holds the role of sleeping until `timer_next` (park.c). The
+     * heap array, its length and capacity, `timer_seq` and `timers_closed`
+     * are guarded by the lock. */
     alignas(WEIR_CACHELINE) _Atomic uint64_t timer_next;
     _Atomic uint32_t timekeeper;
     pthread_mutex_t timer_lock;
-    weir_timer *timer_root;
+    weir__tentry *timer_heap;
+    size_t timer_len, timer_cap;
     uint64_t timer_seq;
     bool timers_closed; /* set by destroy once the workers stopped */
 

@@ -71,9 +71,7 @@ typedef struct weir_timer {
     weir_job *weir__job;               /**< private: the job to submit */
     weir_runtime *weir__rt;            /**< private: the runtime it was armed on */
     uint64_t weir__seq;                /**< private: arm order, breaks deadline ties */
-    struct weir_timer *weir__child;    /**< private: heap links */
-    struct weir_timer *weir__sibling;  /**< private */
-    struct weir_timer *weir__prev;     /**< private */
+    size_t weir__index;                /**< private: position in the heap */
     WEIR_ATOMIC(uint32_t) weir__state; /**< private: a weir_timer_state */
 } weir_timer;
 
@@ -86,9 +84,12 @@ WEIR_API void weir_timer_init(weir_timer *t);
  * (a deadline in the past fires at the next opportunity). Any thread, workers
  * included. The job follows weir_submit()'s rules: it must not be submitted
  * elsewhere until the timer fired and its run has started (a job re-arming
- * its own timer is the periodic pattern). Never allocates.
+ * its own timer is the periodic pattern). Allocates only when the number of
+ * timers armed on `rt` reaches a new high (the heap array doubles), never
+ * per timer.
  * @return 0; -EINVAL for NULL arguments, a job without function, or a job
  *         that still waits for dependencies; -EBUSY if `t` is armed already;
+ *         -ENOMEM if the heap array could not grow (nothing was armed);
  *         -ESHUTDOWN once weir_runtime_destroy() has begun (also from its
  *         workers, so that a periodic timer ends with the runtime).
  */
