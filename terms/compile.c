@@ -176,7 +176,7 @@ static int weir__walk(weir_pipeline *p, weir__tvec *prims, weir_term *t, weir_te
                                          "must make a new term for every shard",
                                          t->name, i, c->name);
             if (c->kind != WEIR__K_FUNCTION && c->kind != WEIR__K_MAP &&
-                c->kind != WEIR__K_FILTER && c->kind != WEIR__K_SINK)
+                c->kind != WEIR__K_FILTER && c->kind != WEIR__K_SINK && c->kind != WEIR__K_SPAWN)
                 return weir__terms_error(-EINVAL,
                                          "keyed '%s': shard %zu is %s '%s'; each shard must be "
                                          "one function, map, filter or sink term",
@@ -225,6 +225,8 @@ static bool weir__has_output(const weir_term *t)
     case WEIR__K_PARALLEL:
     case WEIR__K_KEYED:
         return false;
+    case WEIR__K_SPAWN:
+        return t->out_size != 0; /* sub-pipelines ending in sinks: none */
     default:
         return true;
     }
@@ -337,6 +339,7 @@ static int weir__eval_primitive(weir__cc *cc, weir_term *t, const weir__tvec *in
     case WEIR__K_FILTER:
     case WEIR__K_SINK:
     case WEIR__K_BATCH_SINK:
+    case WEIR__K_SPAWN:
         if (ins->n == 0)
             return weir__terms_error(-EINVAL,
                                      "%s '%s' has no input: nothing before it produces records",

@@ -53,6 +53,7 @@ typedef enum weir__kind {
     WEIR__K_PAR,
     WEIR__K_PARALLEL, /* composite: one child run as data-parallel replicas */
     WEIR__K_KEYED,    /* composite: K shard terms, records routed by key */
+    WEIR__K_SPAWN,    /* a shard of weir_spawn: sub-pipelines per key (spawn.c) */
 } weir__kind;
 
 /* Who owns a term. */
@@ -511,6 +512,7 @@ typedef struct weir__slot {
      * emitted (input order), the shards touched in first-touch order, and
      * each shard's output of this batch with its commit cursor */
     uint32_t *sh_of, *cnt, *touched;
+    uint64_t *key_of; /* weir_spawn: the key of each record */
     unsigned ntouched;
     size_t cpart; /* input order: outputs of record ci already committed */
     char **obuf;  /* [nshards] */
@@ -572,6 +574,23 @@ typedef struct weir__par {
  * replicated) its slots and shadows. */
 int weir__par_build(weir__stage *s, unsigned end, unsigned width, bool ordered, weir_term *keyed);
 void weir__par_free(weir__stage *s);
+/* A context running nodes like `from` [0, end) (copied), collecting its
+ * output (parallel.c): replicas, shards, sub-pipelines (spawn.c). */
+weir__stage *weir__shadow_new(weir__stage *s, weir__node *from, unsigned end);
+void weir__shadow_free(weir__stage *sh);
+
+/* spawn.c, called by a spawn shard (parallel.c) around a batch part:
+ * begin, then push each record of the part, then done. */
+void weir__spawn_begin(weir__stage *cx);
+int weir__spawn_push(weir__stage *cx, uint64_t key, const void *rec, uint64_t now);
+void weir__spawn_done(weir__stage *cx);
+/* End of input: end every live sub-pipeline of the shard (finish
+ * callbacks, outputs into cx's buffer). */
+int weir__spawn_end_all(weir__stage *cx);
+/* Monitoring of a spawn shard term; false for other terms. */
+bool weir__spawn_shard_stats(const weir_term *t, uint64_t *live, uint64_t *created,
+                             uint64_t *ended);
+
 /* stage.c -> parallel.c: the head step of a parallel stage (STEP_* codes);
  * `cancelled`: only wait for the replicas in flight. */
 int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled);
@@ -682,6 +701,9 @@ void weir__stage_bind_emits(weir__stage *s);
 /* The longest record the term of `e` can emit on a variable-size output
  * (its stream's byte capacity when it writes one). */
 size_t weir__emit_max_bytes(const weir_emit *e);
+/* The input ended: run the finish callbacks of every node of s in chain
+ * order (a keyed stage: of its serial tail). */
+void weir__stage_finish_chain(weir__stage *s);
 /* Thread body of a blocking source. */
 void weir__stage_run_blocking(weir__stage *s);
 /* Finish a stage that can never run (start failed): ends its output. */

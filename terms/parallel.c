@@ -270,7 +270,25 @@ static void weir__shard_batch(weir__shard *sd, weir__slot *sl, weir_worker *w)
     cx->collb_n = 0;
     weir__node *n0 = &cx->nodes[0];
     const uint32_t *sh_of = sl->sh_of;
-    for (uint64_t k = 0; k < sl->n; k++) {
+    if (n0->kind == WEIR__K_SPAWN) {
+        /* sub-pipelines per key (spawn.c) */
+        weir__spawn_begin(cx);
+        uint64_t now = weir__terms_now_ns();
+        for (uint64_t k = 0; k < sl->n; k++) {
+            if (sh_of[k] != i)
+                continue;
+            if (WEIR_UNLIKELY(weir__par_cancelled(p)))
+                break;
+            size_t before = cx->coll_n;
+            n0->in++;
+            weir__spawn_push(cx, sl->key_of[k], weir__stream_slot(st, sl->begin + k), now);
+            sl->cnt[k] = (uint32_t)(cx->coll_n - before);
+            if (WEIR_UNLIKELY(cx->err))
+                break;
+        }
+        weir__spawn_done(cx);
+    }
+    for (uint64_t k = 0; n0->kind != WEIR__K_SPAWN && k < sl->n; k++) {
         if (sh_of[k] != i)
             continue;
         if (WEIR_UNLIKELY(weir__par_cancelled(p)))
@@ -378,8 +396,11 @@ static void weir__keyed_dispatch(weir__stage *s, weir__slot *sl, weir_worker *w)
     sl->ntouched = 0;
     for (uint64_t k = 0; k < sl->n; k++) {
         const void *rec = weir__stream_slot(st, sl->begin + k);
-        uint32_t h = (uint32_t)(weir__mix(pa->key(pa->key_arg, rec)) % k_);
+        uint64_t key = pa->key(pa->key_arg, rec);
+        uint32_t h = (uint32_t)(weir__mix(key) % k_);
         sl->sh_of[k] = h;
+        if (sl->key_of)
+            sl->key_of[k] = key;
         if (pa->touch[h] != stamp) {
             pa->touch[h] = stamp;
             sl->touched[sl->ntouched++] = h;
@@ -453,7 +474,17 @@ int weir__par_finish(weir__stage *s, weir_worker *w)
             pa->fin_ci = 0;
             cx->coll_n = 0;
             cx->collb_n = 0;
-            if (n0->term->finish && !weir__par_cancelled(p)) {
+            if (n0->kind == WEIR__K_SPAWN && !weir__par_cancelled(p)) {
+                /* every live sub-pipeline of the shard ends (spawn.c) */
+                uint64_t out0 = n0->out;
+                int r = weir__spawn_end_all(cx);
+                if (r < 0 || cx->err) {
+                    weir__pipeline_fail(p, n0->term, cx->err ? cx->err : r, cx->err_msg, w);
+                    return WEIR__STEP_ENDED;
+                }
+                atomic_store_explicit(&n0->st_out, n0->out, memory_order_relaxed);
+                s->nodes[0].out += n0->out - out0;
+            } else if (n0->term->finish && !weir__par_cancelled(p)) {
                 const bool sink = n0->kind == WEIR__K_SINK;
                 int r = n0->term->finish(n0->state, sink ? NULL : &n0->emit);
                 if (r < 0 || cx->err) {
@@ -675,7 +706,7 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
 
 /* A context that runs nodes copied from `from` [0, end) for a replica or a
  * shard, appending their output to its coll buffer. */
-static weir__stage *weir__shadow_new(weir__stage *s, weir__node *from, unsigned end)
+weir__stage *weir__shadow_new(weir__stage *s, weir__node *from, unsigned end)
 {
     weir_pipeline *p = s->p;
     size_t ssz = (sizeof(weir__stage) + WEIR_CACHELINE - 1) / WEIR_CACHELINE * WEIR_CACHELINE;
@@ -726,7 +757,7 @@ static weir__stage *weir__shadow_new(weir__stage *s, weir__node *from, unsigned 
     return sh;
 }
 
-static void weir__shadow_free(weir__stage *sh)
+void weir__shadow_free(weir__stage *sh)
 {
     if (!sh)
         return;
@@ -793,6 +824,9 @@ static int weir__keyed_build(weir__stage *s, weir_term *g)
         sl->ocap = weir_calloc(k_, sizeof *sl->ocap);
         sl->oci = weir_calloc(k_, sizeof *sl->oci);
         sl->obufb = weir_calloc(k_, sizeof *sl->obufb);
+        if (g->children[0]->kind == WEIR__K_SPAWN &&
+            !(sl->key_of = weir_calloc(B, sizeof *sl->key_of)))
+            return -ENOMEM;
         sl->obcap = weir_calloc(k_, sizeof *sl->obcap);
         if (!sl->sh_of || !sl->cnt || !sl->touched || !sl->obuf || !sl->on || !sl->ocap ||
             !sl->oci || !sl->obufb || !sl->obcap)
@@ -879,6 +913,7 @@ void weir__par_free(weir__stage *s)
             weir_free(sl->obufb[i]);
         weir_free(sl->obufb);
         weir_free(sl->obcap);
+        weir_free(sl->key_of);
         weir_free(sl->sh_of);
         weir_free(sl->cnt);
         weir_free(sl->touched);

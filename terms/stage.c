@@ -1009,7 +1009,7 @@ static int weir__step_zip(weir__stage *s, weir_worker *w)
 
 /* The input ended: let every fused term finish (in chain order, so a term's
  * final records pass through the terms after it before they finish). */
-static void weir__finish_chain(weir__stage *s)
+void weir__stage_finish_chain(weir__stage *s)
 {
     /* A keyed stage's shards finished already (weir__par_finish); its node 0
      * is shard 0's template, so only the serial tail is left. */
@@ -1178,7 +1178,7 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
     int step = weir__step(s, w);
     if (step == STEP_ENDED && !s->input_done && !weir__cancelled(p)) {
         s->input_done = true;
-        weir__finish_chain(s);
+        weir__stage_finish_chain(s);
         if (s->err)
             step = STEP_ERROR;
         else if (s->spill_n)

@@ -57,6 +57,7 @@ WEIR_API int weir_pipeline_term_stats(const weir_pipeline *p, unsigned i, weir_t
         out->records_out = weir__ld(&n->st_out);
         out->activations = weir__ld(&cx->st_activations);
         out->ns = weir__ld(&cx->st_ns);
+        weir__spawn_shard_stats(t, &out->live, &out->spawned, &out->ended);
         return 0;
     }
     out->stage = s->id;

@@ -47,6 +47,8 @@ const char *weir__kind_name(weir__kind k)
         return "parallel";
     case WEIR__K_KEYED:
         return "keyed";
+    case WEIR__K_SPAWN:
+        return "spawn shard";
     }
     return "?";
 }

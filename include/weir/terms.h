@@ -434,6 +434,81 @@ typedef weir_term *(*weir_shard_fn)(void *arg, unsigned shard);
 WEIR_API weir_term *weir_keyed(const char *name, unsigned shards, weir_key_fn key, void *key_arg,
                                weir_shard_fn make, void *make_arg, weir_order order);
 
+/* --------------------------------------------------- dynamic sub-pipelines */
+
+/** Make the sub-pipeline of `key` (weir_spawn()): a new term tree, a chain
+ *  (weir_seq) of function, map and filter terms, possibly ending in a sink
+ *  (only when the spawn term has no output), with state of its own. NULL
+ *  fails the pipeline (the message names the key). */
+typedef weir_term *(*weir_spawn_fn)(void *arg, uint64_t key);
+
+/** What weir_spawn() does with a new key when its bound of live
+ *  sub-pipelines is reached. */
+typedef enum weir_spawn_policy {
+    WEIR_SPAWN_FAIL = 0,  /**< fail the pipeline with -ENOSPC (names the key) */
+    WEIR_SPAWN_EVICT = 1, /**< end the least recently used one (its finish
+                               callbacks run, their outputs go downstream) */
+} weir_spawn_policy;
+
+/** Most terms in one sub-pipeline. */
+#define WEIR_SPAWN_MAX_CHAIN 16u
+
+/** Options of weir_spawn(); fill with weir_spawn_config_init(). */
+typedef struct weir_spawn_config {
+    /** Shards the keys are spread over (mix(key) % shards, as weir_keyed);
+     *  shards run in parallel, each one record at a time. Default 16. */
+    unsigned shards;
+    /** Bound on live sub-pipelines (0 = none), split evenly between the
+     *  shards: each keeps at most ceil(max_live / shards). */
+    size_t max_live;
+    weir_spawn_policy policy; /**< at the bound; default WEIR_SPAWN_FAIL */
+    /** End a sub-pipeline idle (no record of its key) for longer than this
+     *  (0 = never); a later record of the key makes a new one. Checked when
+     *  its shard next runs and at the end of the input. */
+    uint64_t idle_ns;
+    weir_order order; /**< WEIR_ORDERED (default): outputs in input order */
+} weir_spawn_config;
+
+WEIR_API void weir_spawn_config_init(weir_spawn_config *cfg);
+
+/**
+ * Sub-pipelines per key, made at run time (LogicSponge's DynamicSpawnTerm):
+ * the first record of a key calls `make(make_arg, key)`, which returns a new
+ * term tree; it is compiled on the spot, inside the running pipeline, and
+ * gets that record and every later one of the key. The sub-pipelines'
+ * outputs merge into this term's output stream (`out_size`-byte records, or
+ * WEIR_VARSIZE; 0 = no output, the sub-pipelines end in sinks), in input
+ * order with WEIR_ORDERED. Every sub-pipeline ends when the input ends (its
+ * finish callbacks run in chain order and may emit), or earlier by the idle
+ * timeout or an eviction (cfg). A sub-pipeline's callbacks run one at a
+ * time; different keys' run in parallel on the runtime's workers (in
+ * threads mode: on the shards' threads). A failure inside one fails the
+ * pipeline with a message naming the key and the term. A sub-pipeline costs
+ * its terms, a context of its nodes and a table entry: no stream, thread or
+ * job (`weir-bench spawn`). Statistics: each shard is a term of its own
+ * (records, time, live / spawned / ended sub-pipelines);
+ * weir_pipeline_spawn_list() lists the live ones.
+ * @param cfg NULL for weir_spawn_config_init() defaults.
+ * @return the term; NULL (-EINVAL with a message, -ENOMEM) on a bad argument.
+ */
+WEIR_API weir_term *weir_spawn(const char *name, size_t in_size, size_t out_size, weir_key_fn key,
+                               void *key_arg, weir_spawn_fn make, void *make_arg,
+                               const weir_spawn_config *cfg);
+
+/** A live sub-pipeline (weir_pipeline_spawn_list()). */
+typedef struct weir_spawn_info {
+    uint64_t key;
+    uint64_t records; /**< records it received */
+    uint64_t idle_ns; /**< since its last record */
+    unsigned shard;
+} weir_spawn_info;
+
+/** The live sub-pipelines of spawn term `name`: up to `max` into `out`,
+ *  their number into `*count` (may exceed max). Any thread, while the
+ *  pipeline exists. @return 0; -EINVAL; -ENOENT (no such spawn term). */
+WEIR_API int weir_pipeline_spawn_list(const weir_pipeline *p, const char *name,
+                                      weir_spawn_info *out, size_t max, size_t *count);
+
 static inline weir_term *weir_seq2(weir_term *a, weir_term *b)
 {
     weir_term *t[2] = {a, b};
@@ -780,6 +855,10 @@ typedef struct weir_term_stats {
     uint64_t batches;       /**< batches dispatched */
     uint64_t reorder_depth; /**< batches done, waiting for an earlier one */
     uint64_t max_reorder_depth;
+    /** A shard of a weir_spawn term, else all 0: */
+    uint64_t live;    /**< sub-pipelines alive now */
+    uint64_t spawned; /**< sub-pipelines made so far */
+    uint64_t ended;   /**< ... and ended (idle, evicted, end of input) */
 } weir_term_stats;
 
 typedef struct weir_stream_stats {
