@@ -17,10 +17,13 @@
  *   if (weir_timer_cancel(rt, &t) == 0) { ... it will not run ... }
  *
  * A job is never run before its deadline (CLOCK_MONOTONIC, weir_now_ns()); how
- * late it may run is described in docs/design.md ("Timers"). Timers whose
- * deadlines differ fire in deadline order; equal deadlines fire in the order
- * they were armed. A job may re-arm its own timer (periodic use): from inside
- * the job the timer is FIRED and can be armed again.
+ * late it may run is described in docs/design.md ("Timers"). Timers fire
+ * (their jobs are submitted) in the order of their deadlines, equal deadlines
+ * in the order they were armed: when a timer's job runs, every timer that was
+ * armed and due before it has fired. Jobs fired at different moments may run
+ * in any order, like any submitted jobs. A job may re-arm its own timer
+ * (periodic use): from inside the job the timer is FIRED and can be armed
+ * again.
  *
  * Destroy: timers that fire before weir_runtime_destroy() has stopped the
  * workers have their jobs run by the drain. Arms after destroy began are

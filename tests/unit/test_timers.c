@@ -552,3 +552,30 @@ Test(timers, now_is_clock_monotonic)
     cr_assert(a <= m && m <= b, "%lu <= %lu <= %lu", (unsigned long)a, (unsigned long)m,
               (unsigned long)b);
 }
+
+Test(timers, arm_reports_enomem_when_the_heap_cannot_grow)
+{
+    weir_runtime *rt = make_rt(1);
+    weir_job job;
+    weir_timer t[65];
+    weir_job_init(&job, noop_fn, NULL, 0);
+    weir_timer_init(&t[0]);
+    /* the heap array starts at 64 entries: the first arm allocates it */
+    weir__alloc_fail_after(1);
+    cr_assert_eq(weir_submit_after(rt, &job, 3600 * S, &t[0]), -ENOMEM);
+    cr_assert_eq(weir_timer_status(&t[0]), WEIR_TIMER_IDLE, "nothing armed");
+    weir__alloc_fail_after(0);
+    for (int i = 0; i < 64; i++) {
+        weir_timer_init(&t[i]);
+        cr_assert_eq(weir_submit_after(rt, &job, 3600 * S, &t[i]), 0);
+    }
+    /* the 65th doubles it */
+    weir_timer_init(&t[64]);
+    weir__alloc_fail_after(1);
+    cr_assert_eq(weir_submit_after(rt, &job, 1, &t[64]), -ENOMEM);
+    weir__alloc_fail_after(0);
+    cr_assert_eq(weir_timer_status(&t[64]), WEIR_TIMER_IDLE);
+    for (int i = 0; i < 64; i++)
+        cr_assert_eq(weir_timer_cancel(rt, &t[i]), 0);
+    weir_runtime_destroy(rt);
+}
