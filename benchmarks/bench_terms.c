@@ -8,7 +8,9 @@
  *   chain   the per-record cost of source -> S trivial terms (x + 1 on an
  *           int64) -> sink, by batch size, against the same S functions
  *           called in a plain loop, and against oneTBB's parallel_pipeline
- *           and flow::graph (bench_terms_tbb.cpp) when oneTBB is built in.
+ *           and flow::graph (bench_terms_tbb.cpp) when oneTBB is built in;
+ *           and the same chain on variable-size records (WEIR_VARSIZE, 8 to
+ *           256 bytes, x + 1 on the first 8), against its own plain loop.
  *
  * Both time their runs themselves (rather than through bench_run()) because
  * their rows carry per-run extras (threads, RSS, batch) and their variants
@@ -703,13 +705,35 @@ int bench_tbb_chain_graph(const int64_t *src, size_t n, unsigned stages, weir_ma
                           weir_sink_fn sink, void *sink_state);
 #endif
 
-enum { CH_DIRECT, CH_WEIR, CH_TBB_PIPELINE, CH_TBB_GRAPH, CH_NVARIANTS };
-static const char *const ch_names[CH_NVARIANTS] = {"direct", "weir", "tbb-pipeline", "tbb-graph"};
+enum {
+    CH_DIRECT,
+    CH_WEIR,
+    CH_TBB_PIPELINE,
+    CH_TBB_GRAPH,
+    CH_DIRECT_VAR,
+    CH_WEIR_VAR,
+    CH_NVARIANTS
+};
+static const char *const ch_names[CH_NVARIANTS] = {"direct",    "weir",       "tbb-pipeline",
+                                                   "tbb-graph", "direct-var", "weir-var"};
 
 typedef struct ch_sum {
     uint64_t count;
     uint64_t sum;
+    uint64_t bytes; /* variable-size records: their bytes, and */
+    uint64_t hash;  /* the sum of their hashes (every byte checked) */
 } ch_sum;
+
+/* The variable-size records: n records of 8..256 bytes (lengths from a fixed
+ * seed), each starting with its index as an int64 (the x of x + 1), the rest
+ * random bytes; one arena, 8-byte aligned starts. */
+#define CV_MIN 8
+#define CV_MAX 256
+
+typedef struct cv_src {
+    const weir_bytes *recs;
+    size_t n, pos;
+} cv_src;
 
 typedef struct ch_cfg {
     uint64_t stages;
@@ -733,6 +757,12 @@ typedef struct ch_ctx {
      * them as the pipeline does instead of inlining them. */
     weir_map_fn map;
     weir_sink_fn sink;
+    /* variable-size records (direct-var, weir-var) and what their sink must
+     * find: records, sum of x, bytes, sum of the records' hashes */
+    weir_bytes *vrec;
+    unsigned char *varena;
+    unsigned char (*vbuf)[CV_MAX]; /* one output buffer per term */
+    ch_sum vwant;
 } ch_ctx;
 
 static void ch_add1(void *state, const void *in, void *out)
@@ -761,6 +791,122 @@ static int ch_sink(void *state, const void *in)
     return 0;
 }
 
+/* x + 1 on the first 8 bytes of a variable-size record: the bytes go to the
+ * term's own buffer (a map's output stays valid until its next call). */
+static void cv_add1(void *state, const void *in, void *out)
+{
+    const weir_bytes *b = in;
+    unsigned char *buf = state;
+    memcpy(buf, b->data, b->len);
+    int64_t x;
+    memcpy(&x, buf, sizeof x);
+    x += 1;
+    memcpy(buf, &x, sizeof x);
+    weir_bytes *o = out;
+    o->data = buf;
+    o->len = b->len;
+}
+
+static int cv_add1_emit(void *state, const void *in, weir_emit *e)
+{
+    weir_bytes b;
+    cv_add1(state, in, &b);
+    return weir_emit_bytes(e, b.data, b.len);
+}
+
+/* A record's hash, 8 bytes at a time. */
+static uint64_t cv_hash(const unsigned char *p, size_t n)
+{
+    uint64_t h = UINT64_C(0x9e3779b97f4a7c15) * (n + 1);
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * UINT64_C(0xbf58476d1ce4e5b9);
+        h ^= h >> 31;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, n);
+    h = (h ^ w) * UINT64_C(0x94d049bb133111eb);
+    return h ^ (h >> 29);
+}
+
+static int cv_sink(void *state, const void *in)
+{
+    ch_sum *s = state;
+    const weir_bytes *b = in;
+    int64_t x;
+    memcpy(&x, b->data, sizeof x);
+    s->count++;
+    s->sum += (uint64_t)x;
+    s->bytes += b->len;
+    s->hash += cv_hash(b->data, b->len);
+    return 0;
+}
+
+static int cv_pull(void *state, void *out, size_t max, bool *end)
+{
+    cv_src *s = state;
+    size_t k = s->n - s->pos < max ? s->n - s->pos : max;
+    memcpy(out, s->recs + s->pos, k * sizeof *s->recs);
+    s->pos += k;
+    *end = s->pos == s->n;
+    return (int)k;
+}
+
+/* The records, and the sums their sink must find after S terms (computed
+ * here without the terms: x + S, then the hash). @return 0 or -ENOMEM. */
+static int cv_make(ch_ctx *c)
+{
+    size_t n = c->n, S = (size_t)c->cfg->stages;
+    c->vrec = malloc(n * sizeof *c->vrec);
+    c->varena = malloc(n * CV_MAX);
+    c->vbuf = malloc(S * sizeof *c->vbuf);
+    if (!c->vrec || !c->varena || !c->vbuf)
+        return -ENOMEM;
+    uint64_t seed = UINT64_C(0x2545f4914f6cdd1d);
+    unsigned char *p = c->varena, tmp[CV_MAX];
+    memset(&c->vwant, 0, sizeof c->vwant);
+    for (size_t i = 0; i < n; i++) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        size_t len = CV_MIN + (size_t)(seed % (CV_MAX - CV_MIN + 1));
+        int64_t x = (int64_t)i;
+        memcpy(p, &x, sizeof x);
+        for (size_t k = 8; k < len; k++)
+            p[k] = (unsigned char)(seed >> (k % 8 * 8)) ^ (unsigned char)k;
+        c->vrec[i].data = p;
+        c->vrec[i].len = len;
+        memcpy(tmp, p, len);
+        x += (int64_t)S;
+        memcpy(tmp, &x, sizeof x);
+        c->vwant.count++;
+        c->vwant.sum += (uint64_t)x;
+        c->vwant.bytes += len;
+        c->vwant.hash += cv_hash(tmp, len);
+        p += (len + 7) / 8 * 8;
+    }
+    return 0;
+}
+
+static int cv_run_direct(ch_ctx *c, ch_sum *acc, uint64_t *ns)
+{
+    weir_map_fn map = *(weir_map_fn volatile *)&c->map;
+    weir_sink_fn sink = *(weir_sink_fn volatile *)&c->sink;
+    unsigned stages = (unsigned)c->cfg->stages;
+    uint64_t t0 = bench_now_ns();
+    for (size_t i = 0; i < c->n; i++) {
+        weir_bytes x = c->vrec[i], y;
+        for (unsigned s = 0; s < stages; s++) {
+            map(c->vbuf[s], &x, &y);
+            x = y;
+        }
+        sink(acc, &x);
+    }
+    *ns = bench_now_ns() - t0;
+    return 0;
+}
+
 static int ch_run_direct(ch_ctx *c, ch_sum *acc, uint64_t *ns)
 {
     weir_map_fn map = *(weir_map_fn volatile *)&c->map;
@@ -779,8 +925,9 @@ static int ch_run_direct(ch_ctx *c, ch_sum *acc, uint64_t *ns)
     return 0;
 }
 
-/* src -> f1 -> ... -> fS -> sink, timed from the build to the join. */
-static int ch_run_weir(ch_ctx *c, unsigned batch, ch_sum *acc, uint64_t *ns)
+/* src -> f1 -> ... -> fS -> sink, timed from the build to the join; `var`:
+ * on the variable-size records. */
+static int ch_run_weir(ch_ctx *c, unsigned batch, bool var, ch_sum *acc, uint64_t *ns)
 {
     unsigned stages = (unsigned)c->cfg->stages;
     weir_pipeline_config pc;
@@ -792,21 +939,27 @@ static int ch_run_weir(ch_ctx *c, unsigned batch, ch_sum *acc, uint64_t *ns)
     if (c->cfg->no_timing)
         pc.timing = false;
     char what[64];
-    snprintf(what, sizeof what, "chain/weir S=%u B=%u", stages, batch);
+    snprintf(what, sizeof what, "chain/%s S=%u B=%u", var ? "weir-var" : "weir", stages, batch);
 
     uint64_t t0 = bench_now_ns();
     weir_term **t = malloc((stages + 2) * sizeof *t);
     if (t == NULL)
         return -ENOMEM;
-    t[0] = weir_array_source("src", c->src, c->n, sizeof(int64_t));
+    /* the variable-size records come from a pull source of their
+     * descriptors, as weir_array_source copies the fixed ones */
+    cv_src vs = {c->vrec, c->n, 0};
+    size_t size = var ? WEIR_VARSIZE : sizeof(int64_t);
+    t[0] = var ? weir_source("src", WEIR_VARSIZE, cv_pull, &vs)
+               : weir_array_source("src", c->src, c->n, sizeof(int64_t));
     for (unsigned s = 0; s < stages; s++) {
         char name[32];
         snprintf(name, sizeof name, "f%u", s + 1);
-        t[s + 1] = c->cfg->function_terms
-                       ? weir_function(name, sizeof(int64_t), sizeof(int64_t), ch_add1_emit, NULL)
-                       : weir_map(name, sizeof(int64_t), sizeof(int64_t), c->map, NULL);
+        void *st = var ? c->vbuf[s] : NULL;
+        weir_function_fn fn = var ? cv_add1_emit : ch_add1_emit;
+        t[s + 1] = c->cfg->function_terms ? weir_function(name, size, size, fn, st)
+                                          : weir_map(name, size, size, var ? cv_add1 : c->map, st);
     }
-    t[stages + 1] = weir_sink("sink", sizeof(int64_t), c->sink, acc);
+    t[stages + 1] = weir_sink("sink", size, var ? cv_sink : c->sink, acc);
     weir_term *root = weir_seq(stages + 2, t);
     free(t);
     weir_pipeline *p = NULL;
@@ -833,7 +986,19 @@ static int ch_run(ch_ctx *c, int v, unsigned batch, ch_sum *acc, uint64_t *ns)
     case CH_DIRECT:
         return ch_run_direct(c, acc, ns);
     case CH_WEIR:
-        return ch_run_weir(c, batch, acc, ns);
+        return ch_run_weir(c, batch, false, acc, ns);
+    case CH_DIRECT_VAR: {
+        weir_map_fn m = c->map;
+        weir_sink_fn k = c->sink;
+        c->map = cv_add1;
+        c->sink = cv_sink;
+        int rc = cv_run_direct(c, acc, ns);
+        c->map = m;
+        c->sink = k;
+        return rc;
+    }
+    case CH_WEIR_VAR:
+        return ch_run_weir(c, batch, true, acc, ns);
 #ifdef WEIR_BENCH_TERMS_TBB
     case CH_TBB_PIPELINE: {
         uint64_t t0 = bench_now_ns();
@@ -881,7 +1046,18 @@ static int ch_variant(ch_ctx *c, int v, unsigned batch, bench_row *row)
             status = BENCH_EXIT_FAIL;
             break;
         }
-        if (acc.count != n || acc.sum != want_sum) {
+        bool var = v == CH_DIRECT_VAR || v == CH_WEIR_VAR;
+        if (var && memcmp(&acc, &c->vwant, sizeof acc) != 0) {
+            fprintf(stderr,
+                    "weir-bench: chain/%s S=%" PRIu64 " B=%u: WRONG RESULT: %" PRIu64
+                    " records, sum %" PRIu64 ", %" PRIu64 " bytes, hash %016" PRIx64
+                    " (want %" PRIu64 ", %" PRIu64 ", %" PRIu64 ", %016" PRIx64 ")\n",
+                    ch_names[v], S, batch, acc.count, acc.sum, acc.bytes, acc.hash, c->vwant.count,
+                    c->vwant.sum, c->vwant.bytes, c->vwant.hash);
+            status = BENCH_EXIT_FAIL;
+            break;
+        }
+        if (!var && (acc.count != n || acc.sum != want_sum)) {
             fprintf(stderr,
                     "weir-bench: chain/%s S=%" PRIu64 " B=%u: WRONG RESULT: %" PRIu64
                     " records (want %" PRIu64 "), sum %" PRIu64 " (want %" PRIu64 ")\n",
@@ -895,22 +1071,24 @@ static int ch_variant(ch_ctx *c, int v, unsigned batch, bench_row *row)
             wall += ns;
         }
     }
-    unsigned workers = v == CH_DIRECT ? 1 : c->workers;
+    unsigned workers = v == CH_DIRECT || v == CH_DIRECT_VAR ? 1 : c->workers;
     bench_row_init(row, "chain", ch_names[v], workers, n);
     row->runs = done;
     if (done > 0) {
         row->median_ns = bench_median(t, done);
         row->min_ns = bench_min(t, done);
         row->has_result = true;
-        row->result = want_sum;
+        row->result = v == CH_DIRECT_VAR || v == CH_WEIR_VAR ? c->vwant.sum : want_sum;
         bench_row_extra(row, "stages", (double)S, true);
         bench_row_extra(row, "batch", batch, true);
         bench_row_extra(row, "ns_per_item", (double)row->median_ns / (double)n, false);
         bench_row_extra(row, "items_per_s", (double)n * 1e9 / (double)row->median_ns, true);
+        if (v == CH_DIRECT_VAR || v == CH_WEIR_VAR)
+            bench_row_extra(row, "bytes_per_item", (double)c->vwant.bytes / (double)n, false);
         if (wall >= 10000000u)
             bench_row_extra(row, "cpu_pct", 100.0 * (double)cpu / (double)wall, false);
     }
-    if (v == CH_WEIR && c->rt != NULL) {
+    if ((v == CH_WEIR || v == CH_WEIR_VAR) && c->rt != NULL) {
         row->has_stats = true;
         weir_runtime_stats_total(c->rt, &row->stats);
     }
@@ -950,15 +1128,25 @@ static void ch_help(void)
            "                term, a serial sink node, one message per record (one row; serial\n"
            "                nodes as weir runs one activation of a term at a time, and so\n"
            "                that the graph's queues hold values rather than n pending tasks)\n"
-           "Variants run in that order (the weir runtime lives only while weir runs, the\n"
+           "  direct-var    baseline of weir-var: the same loop on variable-size records\n"
+           "                (8..256 bytes, lengths from a fixed seed, the index as an int64\n"
+           "                in the first 8 bytes, random bytes after): each function copies\n"
+           "                the record to a buffer of its own and adds 1 to the int64; the\n"
+           "                sink sums the int64s and the bytes and hashes every record\n"
+           "  weir-var      weir on those records: src (a pull source of their weir_bytes)\n"
+           "                * f1 * ... * fS * sink, all WEIR_VARSIZE; one row per B\n"
+           "Variants run in the order direct, tbb-pipeline, weir, tbb-graph, direct-var,\n"
+           "weir-var (the weir runtime lives only while weir or weir-var runs, the\n"
            "oneTBB arena of --workers threads only while the TBB variants run).\n"
            "\n"
            "Each run is timed from just before the pipeline is built to just after it has\n"
            "finished (weir: build, compile, start, join; destroy not included). Rows: n =\n"
            "records; vs_serial = median / direct's median; extras stages, batch,\n"
            "ns_per_item = median / n, items_per_s, cpu_pct, ns_over_direct = ns_per_item -\n"
-           "direct's ns_per_item; steal counters for weir. A wrong sum or count, or a\n"
-           "pipeline error, is exit status 1.\n");
+           "direct's ns_per_item (weir-var: direct-var's; vs_serial too); bytes_per_item\n"
+           "for the var variants; steal counters for weir. A wrong sum or count (var: also\n"
+           "the bytes and the sum of the records' hashes), or a pipeline error, is exit\n"
+           "status 1.\n");
 }
 
 static int ch_parse(const bench_opts *o, int argc, char **argv, ch_cfg *cfg)
@@ -1040,6 +1228,16 @@ int bench_chain(const bench_opts *o, int argc, char **argv)
     }
     for (size_t i = 0; i < c.n; i++)
         c.src[i] = (int64_t)i;
+    if ((bench_variant_selected(o, ch_names[CH_DIRECT_VAR]) ||
+         bench_variant_selected(o, ch_names[CH_WEIR_VAR])) &&
+        cv_make(&c) != 0) {
+        fprintf(stderr, "weir-bench: out of memory for %zu variable-size records\n", c.n);
+        free(c.src);
+        free(c.vrec);
+        free(c.varena);
+        free(c.vbuf);
+        return BENCH_EXIT_FAIL;
+    }
 
     bench_note(o, "chain n=%zu stages=%" PRIu64 " terms=%s runs=%u warmup=%u cpus=%u", c.n,
                cfg.stages, cfg.function_terms ? "weir_function" : "weir_map", o->runs, o->warmup,
@@ -1053,7 +1251,9 @@ int bench_chain(const bench_opts *o, int argc, char **argv)
     double direct_ns = NAN, direct_median = NAN;
     /* tbb-pipeline before weir, so that weir's rows can say how far they are
      * from it at the same batch (ns_over_tbb) */
-    static const int order[CH_NVARIANTS] = {CH_DIRECT, CH_TBB_PIPELINE, CH_WEIR, CH_TBB_GRAPH};
+    static const int order[CH_NVARIANTS] = {CH_DIRECT,    CH_TBB_PIPELINE, CH_WEIR,
+                                            CH_TBB_GRAPH, CH_DIRECT_VAR,   CH_WEIR_VAR};
+    double var_ns = NAN, var_median = NAN; /* direct-var's */
     double tbb_ns[LIST_MAX];
     for (size_t b = 0; b < LIST_MAX; b++)
         tbb_ns[b] = NAN;
@@ -1065,7 +1265,7 @@ int bench_chain(const bench_opts *o, int argc, char **argv)
         if (v == CH_TBB_PIPELINE || v == CH_TBB_GRAPH)
             continue;
 #endif
-        if (v == CH_WEIR) {
+        if (v == CH_WEIR || v == CH_WEIR_VAR) {
             if (bench_runtime_create(o, &c.rt) < 0) {
                 status = BENCH_EXIT_FAIL;
                 continue;
@@ -1081,10 +1281,11 @@ int bench_chain(const bench_opts *o, int argc, char **argv)
             }
         }
 #endif
-        /* direct and tbb-graph do not batch: one row each. */
-        size_t nb = (v == CH_WEIR || v == CH_TBB_PIPELINE) ? cfg.nbatch : 1;
+        /* direct, direct-var and tbb-graph do not batch: one row each. */
+        bool batched = v == CH_WEIR || v == CH_TBB_PIPELINE || v == CH_WEIR_VAR;
+        size_t nb = batched ? cfg.nbatch : 1;
         for (size_t b = 0; b < nb; b++) {
-            unsigned batch = (v == CH_WEIR || v == CH_TBB_PIPELINE) ? (unsigned)cfg.batch[b] : 1;
+            unsigned batch = batched ? (unsigned)cfg.batch[b] : 1;
             bench_row row;
             if (ch_variant(&c, v, batch, &row) != 0)
                 status = BENCH_EXIT_FAIL;
@@ -1095,10 +1296,18 @@ int bench_chain(const bench_opts *o, int argc, char **argv)
                 direct_ns = per;
                 direct_median = (double)row.median_ns;
             }
-            if (isfinite(direct_median) && direct_median > 0)
-                row.ratio = (double)row.median_ns / direct_median;
-            if (isfinite(direct_ns))
-                bench_row_extra(&row, "ns_over_direct", per - direct_ns, false);
+            if (v == CH_DIRECT_VAR) {
+                var_ns = per;
+                var_median = (double)row.median_ns;
+            }
+            /* the var rows against direct-var, the others against direct */
+            bool var = v == CH_DIRECT_VAR || v == CH_WEIR_VAR;
+            double base_median = var ? var_median : direct_median;
+            double base_ns = var ? var_ns : direct_ns;
+            if (isfinite(base_median) && base_median > 0)
+                row.ratio = (double)row.median_ns / base_median;
+            if (isfinite(base_ns))
+                bench_row_extra(&row, "ns_over_direct", per - base_ns, false);
             if (v == CH_TBB_PIPELINE && b < LIST_MAX)
                 tbb_ns[b] = per;
             if (v == CH_WEIR && b < LIST_MAX && isfinite(tbb_ns[b]))
@@ -1115,6 +1324,9 @@ int bench_chain(const bench_opts *o, int argc, char **argv)
         }
     }
     free(c.src);
+    free(c.vrec);
+    free(c.varena);
+    free(c.vbuf);
     return status;
 }
 
