@@ -765,11 +765,21 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
         if (!s->thread)
             return weir__oom();
         pthread_mutex_init(&s->thread->mu, NULL);
-        pthread_cond_init(&s->thread->cv, NULL);
+        /* CLOCK_MONOTONIC: the timed waits of time.c use its deadlines */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&s->thread->cv, &ca);
+        pthread_condattr_destroy(&ca);
         p->nthreads++;
     } else {
         weir__exec_pool_init(s);
     }
+    /* time.c: a pull source or a term with a tick may ask for a wake-up */
+    s->has_wake = s->head == WEIR__H_PULL;
+    for (unsigned i = 0; i < n; i++)
+        if (s->nodes[i].term->tick)
+            s->has_wake = true;
     weir__stage_bind_emits(s);
     return 0;
 }
@@ -890,6 +900,7 @@ void weir__compile_free(weir_pipeline *p)
         /* nodes, inputs, buffers: in the stage block */
         weir_free(s->spill);
         weir_free(s->err_msg);
+        weir__wake_free(s);
         for (unsigned i = 0; i < s->nnodes; i++)
             weir_free(s->nodes[i].rbuf);
         weir__exec_thread_free(s);

@@ -9,8 +9,10 @@
  * between the activation's last look and the wait is not lost: the wait sees
  * the flag and the loop runs again.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -34,10 +36,30 @@ static void *weir__stage_thread(void *arg)
     }
 }
 
+/* A wait until a deadline the activation asked for (time.c): the thread
+ * stays busy (it will run again by itself), as a pool stage's armed timer
+ * keeps a busy token. The condition variable runs on CLOCK_MONOTONIC
+ * (compile.c). */
+static void weir__exec_thread_wait_until(weir__thread *th, uint64_t deadline)
+{
+    struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
+    while (!th->flag && weir__terms_now_ns() < deadline)
+        if (pthread_cond_timedwait(&th->cv, &th->mu, &ts) == ETIMEDOUT)
+            break;
+    th->flag = false;
+}
+
 void weir__exec_thread_wait(weir__stage *s)
 {
     weir__thread *th = s->thread;
     pthread_mutex_lock(&th->mu);
+    if (th->deadline) {
+        uint64_t d = th->deadline;
+        th->deadline = 0;
+        weir__exec_thread_wait_until(th, d);
+        pthread_mutex_unlock(&th->mu);
+        return;
+    }
     if (!th->flag) {
         /* Going to sleep with nothing pending: leave the deadlock watch's
          * `busy` count (exec.c, "Deadlock watch"). IDLE and `sleeping` are

@@ -88,6 +88,7 @@ struct weir_term {
     weir_finish_fn finish;
     weir_free_fn free_state;
     weir_interrupt_fn interrupt; /* blocking sources: weir_term_on_interrupt() */
+    weir_tick_fn tick;           /* weir_term_on_tick() (time.c) */
     int owner;                   /* WEIR__FREE / IN_COMPOSITE / IN_PIPELINE */
 
     /* weir_parallel composites: replicas at once (0 = the runtime's workers)
@@ -380,6 +381,8 @@ typedef struct weir__node {
     bool resv_ring;
     char *rbuf;
     size_t rcap;
+    /* time.c: the deadline this term asked to tick at (0 = none) */
+    uint64_t wake_at;
     /* Cumulative counters: written only by the stage's activations (which are
      * ordered by the activation state machine), published to the atomics
      * below at the end of each activation for readers on other threads. */
@@ -420,6 +423,9 @@ typedef struct weir__thread {
     /* (under mu) the thread sleeps and left the deadlock watch's `busy`
      * count: the notifier that wakes it counts it busy again (exec.c) */
     bool sleeping;
+    /* the activation asked to run again at this time (time.c): the wait is
+     * timed, and the thread stays busy (0 = none; the thread's own) */
+    uint64_t deadline;
 } weir__thread;
 
 struct weir__par;
@@ -475,6 +481,11 @@ typedef struct weir__stage {
     /* Check the cancel flag between records in the batch path (stage.c):
      * cleared while records cost less than WEIR__CHECK_NS each. */
     bool check_cancel;
+    /* Time (time.c): some node can ask for a wake-up (a tick, a pull
+     * source); the pool's wake-up timer; a tick ended the output. */
+    bool has_wake;
+    bool tick_end;
+    struct weir__wake *wake;
     /* a blocking source's interrupt function was called (once per run) */
     _Atomic bool interrupted;
     uint64_t last_now; /* clock at the end of the last activation (timing) */
@@ -701,6 +712,19 @@ void weir__stage_bind_emits(weir__stage *s);
 /* The longest record the term of `e` can emit on a variable-size output
  * (its stream's byte capacity when it writes one). */
 size_t weir__emit_max_bytes(const weir_emit *e);
+/* time.c: wake-ups at a deadline. */
+#define WEIR__TICK_END 1 /* a tick's return: end the stage's output */
+/* Arm the stage's wake-up at `deadline` (an activation, or the thread's
+ * timed wait); stop it at the stage's end; free it with the stage. */
+int weir__wake_arm(weir__stage *s, uint64_t deadline);
+void weir__wake_stop(weir__stage *s);
+void weir__wake_free(weir__stage *s);
+/* The earliest deadline its nodes asked for (0: none). */
+uint64_t weir__stage_wake(const weir__stage *s);
+/* Run the ticks that are due (all of them, with now = UINT64_MAX, while
+ * the pipeline stops). @return WEIR__TICK_END when one ended the output. */
+int weir__run_ticks(weir__stage *s);
+
 /* The input ended: run the finish callbacks of every node of s in chain
  * order (a keyed stage: of its serial tail). */
 void weir__stage_finish_chain(weir__stage *s);

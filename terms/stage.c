@@ -666,6 +666,8 @@ static int weir__step_pull(weir__stage *s)
         r = weir__pull_call(s, n0, weir__stream_slot(o, o->p_head), max, &end);
         if (r < 0)
             return STEP_ERROR;
+        if (r == 0 && !end && n0->wake_at)
+            return STEP_WAIT; /* weir_source_wake_at(): the timer calls again */
         weir__stream_wcommit(o, (size_t)r);
         n0->out += (uint64_t)r;
     } else {
@@ -679,6 +681,8 @@ static int weir__step_pull(weir__stage *s)
         r = weir__pull_call(s, n0, s->buf, max, &end);
         if (r < 0)
             return STEP_ERROR;
+        if (r == 0 && !end && n0->wake_at)
+            return STEP_WAIT; /* weir_source_wake_at(): the timer calls again */
         n0->out += (uint64_t)r;
         const size_t size = n0->term->out_size;
         weir__scratch *sc;
@@ -1097,6 +1101,8 @@ static void weir__notify_consumers(weir__stage *s, weir_worker *w)
  * access to the stage and the pipeline is weir__pipeline_stage_done(). */
 static void weir__end(weir__stage *s, weir_worker *w)
 {
+    if (WEIR_UNLIKELY(s->has_wake))
+        weir__wake_stop(s);
     if (s->out) {
         weir__stream_end(s->out);
         weir__notify_consumers(s, w);
@@ -1130,6 +1136,15 @@ static int weir__step(weir__stage *s, weir_worker *w)
         return STEP_WAIT;
     if (s->input_done)
         return STEP_ENDED;
+    if (WEIR_UNLIKELY(s->has_wake)) {
+        /* ticks that are due (time.c) */
+        if (weir__run_ticks(s) == WEIR__TICK_END)
+            s->tick_end = true;
+        if (s->err)
+            return STEP_ERROR;
+        if (s->tick_end)
+            return STEP_ENDED;
+    }
     switch (s->head) {
     case WEIR__H_PULL:
         return weir__step_pull(s);
@@ -1176,7 +1191,10 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
     const uint64_t recs0 = s->nodes[0].in + s->nodes[0].out;
 
     int step = weir__step(s, w);
-    if (step == STEP_ENDED && !s->input_done && !weir__cancelled(p)) {
+    if (step == STEP_ENDED && WEIR_UNLIKELY(s->has_wake) && !s->input_done && !s->tick_end &&
+        !weir__cancelled(p) && !weir__stopping(p) && weir__stage_wake(s)) {
+        step = STEP_WAIT; /* the input ended: ticks first, then the finish */
+    } else if (step == STEP_ENDED && !s->input_done && !weir__cancelled(p)) {
         s->input_done = true;
         weir__stage_finish_chain(s);
         if (s->err)
@@ -1226,6 +1244,12 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
     }
     if (s->out && weir__stream_publish(s->out))
         weir__notify_consumers(s, w);
+    if (WEIR_UNLIKELY(s->has_wake) && step == STEP_WAIT) {
+        uint64_t d = weir__stage_wake(s);
+        int r = d ? weir__wake_arm(s, d) : 0;
+        if (r < 0)
+            weir__pipeline_fail(p, s->nodes[0].term, r, "cannot arm the stage's wake-up timer", w);
+    }
     /* Readers see counters at most 64 activations (or one wait) old; at
      * batch size 1 the flush would otherwise cost more than the record. */
     if (step != STEP_PROGRESS || (s->activations & 63) == 0)

@@ -240,6 +240,11 @@ typedef int (*weir_zip_fn)(void *state, const void *const *in, size_t n, weir_em
 /** Called once after a term's last input (before its end of stream goes
  *  downstream), e.g. to emit totals. `e` is NULL for sinks. */
 typedef int (*weir_finish_fn)(void *state, weir_emit *e);
+/** A tick (weir_term_on_tick()): called at or after the deadline the term
+ *  asked for with weir_emit_wake_at(), with the clock (CLOCK_MONOTONIC ns;
+ *  UINT64_MAX while the pipeline stops: release what you hold). May emit and
+ *  ask again. */
+typedef int (*weir_tick_fn)(void *state, uint64_t now_ns, weir_emit *e);
 /** Frees a term's state when the term is destroyed. */
 typedef void (*weir_free_fn)(void *state);
 /** Wakes a blocking source blocked in a wait of its own (see
@@ -339,6 +344,113 @@ WEIR_API weir_term *weir_term_on_interrupt(weir_term *t, weir_interrupt_fn fn);
  *   already composed (then nothing is freed: its tree owns it).
  */
 WEIR_API weir_term *weir_term_on_free(weir_term *t, weir_free_fn fn);
+
+/* ------------------------------------------------------------------ time */
+
+/*
+ * Time. A term can ask to run again at a deadline without holding a worker
+ * (in the pool, a runtime timer notifies its stage: include/weir/timer.h; on
+ * a thread of its own, a timed wait): a function term with a tick callback
+ * calls weir_emit_wake_at() from any of its callbacks, and its tick runs at
+ * or after that time; a pull source calls weir_source_wake_at() and returns
+ * 0 records, and is called again then (instead of polling). Processing time
+ * only (CLOCK_MONOTONIC, weir_now_ns()). A stop cuts waits short: the
+ * pending ticks run at once with now = UINT64_MAX. At the end of the input,
+ * a stage whose terms still wait for a tick waits for it before their
+ * finish callbacks run. Cancel drops what is pending.
+ */
+
+/** Attach a tick callback to a function term (see weir_tick_fn). @return t;
+ *  NULL stays NULL; another kind or a NULL fn is destroyed and NULL
+ *  returned (-EINVAL); a composed term gives NULL (-EBUSY). */
+WEIR_API weir_term *weir_term_on_tick(weir_term *t, weir_tick_fn fn);
+
+/** From a callback (or the tick) of a term with a tick: run the tick once,
+ *  at or after `deadline_ns` (weir_now_ns() clock). A new request replaces
+ *  the term's pending one. @return 0; -EINVAL without a tick callback. */
+WEIR_API int weir_emit_wake_at(weir_emit *e, uint64_t deadline_ns);
+
+/** From a pull source's callback that returns 0 records (without `*end`):
+ *  call it again at or after `deadline_ns` rather than at once.
+ *  @return 0; -EINVAL outside a pull source's callback. */
+WEIR_API int weir_source_wake_at(uint64_t deadline_ns);
+
+/** Each record released `delay_ns` after it arrived, in order (LogicSponge's
+ *  Delay, without holding a worker). `size` bytes or WEIR_VARSIZE. A stop
+ *  releases what it holds at once; the end of the input waits for the last
+ *  delays. */
+WEIR_API weir_term *weir_delay(const char *name, size_t size, uint64_t delay_ns);
+
+/** A record of weir_periodic_source(). */
+typedef struct weir_periodic_rec {
+    uint64_t seq;         /**< 0, 1, 2, ... */
+    uint64_t deadline_ns; /**< start + (seq + 1) x period */
+    uint64_t now_ns;      /**< when it was emitted (>= deadline_ns) */
+} weir_periodic_rec;
+
+/** A pull source of one weir_periodic_rec every `period_ns` (heartbeats,
+ *  periodic flushes), `count` of them (0 = until a stop). A record per
+ *  period: after a late wake-up the missed ones come at once, each with its
+ *  own deadline. Holds no worker between records. */
+WEIR_API weir_term *weir_periodic_source(const char *name, uint64_t period_ns, uint64_t count);
+
+/** Window kinds of weir_window(). */
+typedef enum weir_window_kind {
+    WEIR_WINDOW_COUNT = 0, /**< by record count */
+    WEIR_WINDOW_TIME = 1,  /**< by processing time (arrival) */
+} weir_window_kind;
+
+typedef struct weir_window_config {
+    weir_window_kind kind;
+    /** Records (COUNT) or nanoseconds (TIME) per window, > 0. */
+    uint64_t length;
+    /** 0 = tumbling (slide = length); else sliding windows that start every
+     *  `slide` records / ns, 1..length. */
+    uint64_t slide;
+    /** Frees the callback's `state` at destroy (optional). */
+    weir_free_fn free_state;
+} weir_window_config;
+
+/** What a window callback is told about the window. */
+typedef struct weir_window_info {
+    /** COUNT: record numbers [start, end) since the first record; TIME: the
+     *  window's [start, end) in ns (aligned to multiples of the slide). */
+    uint64_t start, end;
+    size_t n; /**< records in it */
+    /** Closed before its end: at the end of the input, or by a stop. */
+    bool partial;
+} weir_window_info;
+
+/** Called with the `n` records (contiguous, in arrival order) of a window
+ *  as it closes; emits the aggregate(s). */
+typedef int (*weir_window_fn)(void *state, const void *recs, size_t n,
+                              const weir_window_info *info, weir_emit *e);
+
+/**
+ * Tumbling or sliding windows by count or by processing time over
+ * fixed-size records. COUNT: every `slide` records, `fn` gets the last
+ * `length` (fewer at the start); tumbling windows are disjoint. TIME:
+ * windows [k x slide, k x slide + length) of the clock, each passed when
+ * it ends (a tick, without holding a worker, also when no record comes);
+ * empty windows are skipped. At the end of the input the windows still open
+ * are passed with `partial` set (a count window only if it has records not
+ * passed yet). Event time (a timestamp field and a watermark) is not
+ * provided. `out_size` is the aggregates' size (or WEIR_VARSIZE).
+ */
+WEIR_API weir_term *weir_window(const char *name, size_t in_size, size_t out_size,
+                                const weir_window_config *cfg, weir_window_fn fn, void *state);
+
+/** What weir_idle_timeout() does when its stream is idle. */
+typedef enum weir_idle_action {
+    WEIR_IDLE_END = 0,  /**< end the stream here (its consumers see the end) */
+    WEIR_IDLE_FAIL = 1, /**< fail the pipeline with -ETIMEDOUT naming the term */
+} weir_idle_action;
+
+/** Pass-through of `size`-byte (or WEIR_VARSIZE) records that acts when no
+ *  record came for `timeout_ns` after the last one (the watch starts with
+ *  the first record). */
+WEIR_API weir_term *weir_idle_timeout(const char *name, size_t size, uint64_t timeout_ns,
+                                      weir_idle_action action);
 
 /** The term's name (its output stream key). */
 WEIR_API const char *weir_term_name(const weir_term *t);
