@@ -652,7 +652,8 @@ static inline weir_term *weir_par2(weir_term *a, weir_term *b)
 /* -------------------------------------------------------------- built-ins */
 
 /** Source of `count` records of `size` bytes read from `base` (not copied:
- *  it must outlive the pipeline). */
+ *  it must outlive the pipeline). With `size` WEIR_VARSIZE, `base` is an
+ *  array of `count` weir_bytes whose bytes must outlive the pipeline too. */
 WEIR_API weir_term *weir_array_source(const char *name, const void *base, size_t count,
                                       size_t size);
 

@@ -37,7 +37,9 @@ WEIR_API weir_term *weir_array_source(const char *name, const void *base, size_t
     }
     a->base = base;
     a->count = count;
-    a->size = size;
+    /* WEIR_VARSIZE: `base` is an array of `count` weir_bytes, copied as
+     * descriptors (their bytes are read in place, so they outlive the run) */
+    a->size = size == WEIR_VARSIZE ? sizeof(weir_bytes) : size;
     weir_term *t = weir_source(name, size, weir__array_pull, a);
     if (!t) {
         weir_free(a);
