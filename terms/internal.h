@@ -290,6 +290,25 @@ static inline void weir__stream_wcommit(weir__stream *s, size_t k)
     s->p_head += k;
     s->p_free -= k;
 }
+
+/* Producer: where the next fixed record goes (with weir__stream_wspan),
+ * and the slots known free (a lower bound: a batch of maps and filters
+ * limited to it never overflows). */
+static inline void *weir__stream_wptr(const weir__stream *s)
+{
+    return s->buf + (size_t)(s->p_head & s->mask) * s->size;
+}
+
+static inline uint64_t weir__stream_wfree(const weir__stream *s)
+{
+    return s->p_free;
+}
+
+/* Consumer: records contiguous in the ring from position `pos`. */
+static inline uint64_t weir__stream_run(const weir__stream *s, uint64_t pos)
+{
+    return s->cap - (pos & s->mask);
+}
 /* Producer: publish p_head to the consumers. Returns true if there was
  * anything new (the caller then notifies the consumers). */
 bool weir__stream_publish(weir__stream *s);

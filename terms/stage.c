@@ -130,7 +130,8 @@ static int weir__spill_push(weir__stage *s, const void *rec)
 
 bool weir__out_ready(weir__stage *s)
 {
-    return s->spill_n == 0 && (s->out->p_free > 0 || weir__stream_space(s->out, weir__want(s)));
+    return s->spill_n == 0 &&
+           (weir__stream_wfree(s->out) > 0 || weir__stream_space(s->out, weir__want(s)));
 }
 
 /* A replica (parallel.c) appends its output to its own growing buffer; the
@@ -553,8 +554,8 @@ size_t weir__push_run(weir__stage *s, unsigned i, const char *base, size_t strid
         if (o) {
             if (!weir__out_ready(s))
                 return 0;
-            if (n > o->p_free)
-                n = (size_t)o->p_free;
+            if (n > weir__stream_wfree(o))
+                n = (size_t)weir__stream_wfree(o);
         }
         if ((sc = weir__scratch_get(n, s->vec_size)) != NULL) {
             weir__push_batch(s, sc, base, stride, n);
@@ -606,7 +607,7 @@ bool weir__run_records(weir__stage *s, const weir__stream *st, uint64_t pos, siz
             s->coll = nb;
             s->coll_cap = cap;
         }
-        if ((pos & st->mask) + n <= st->cap) {
+        if (n <= weir__stream_run(st, pos)) {
             weir__push_batch(s, sc, weir__stream_slot(st, pos), st->size, n);
         } else {
             for (size_t k = 0; k < n; k++)
@@ -663,7 +664,7 @@ static int weir__step_pull(weir__stage *s)
         size_t max = weir__stream_wspan(o);
         if (max > B)
             max = B;
-        r = weir__pull_call(s, n0, weir__stream_slot(o, o->p_head), max, &end);
+        r = weir__pull_call(s, n0, weir__stream_wptr(o), max, &end);
         if (r < 0)
             return STEP_ERROR;
         if (r == 0 && !end && n0->wake_at)
@@ -675,8 +676,8 @@ static int weir__step_pull(weir__stage *s)
         if (s->out) {
             if (!weir__out_ready(s))
                 return STEP_WAIT;
-            if (max > s->out->p_free)
-                max = (size_t)s->out->p_free;
+            if (max > weir__stream_wfree(s->out))
+                max = (size_t)weir__stream_wfree(s->out);
         }
         r = weir__pull_call(s, n0, s->buf, max, &end);
         if (r < 0)
@@ -721,7 +722,7 @@ static int weir__step_input(weir__stage *s, weir_worker *w)
          * directly: no copy at all. */
         while (done < n) {
             uint64_t pos = in->tail + done;
-            uint64_t k = st->cap - (pos & st->mask);
+            uint64_t k = weir__stream_run(st, pos);
             if (k > n - done)
                 k = n - done;
             int r;
@@ -740,9 +741,9 @@ static int weir__step_input(weir__stage *s, weir_worker *w)
                (sc = weir__scratch_get((size_t)n, s->vec_size)) != NULL) {
         /* Maps and filters cannot produce more records than they get: with
          * n limited to the free space, the output never spills. */
-        if (s->out && n > s->out->p_free)
-            n = s->out->p_free;
-        if ((in->tail & st->mask) + n <= st->cap) {
+        if (s->out && n > weir__stream_wfree(s->out))
+            n = weir__stream_wfree(s->out);
+        if (n <= weir__stream_run(st, in->tail)) {
             weir__push_batch(s, sc, weir__stream_slot(st, in->tail), st->size, (size_t)n);
         } else {
             for (uint64_t k = 0; k < n; k++)
