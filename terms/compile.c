@@ -776,7 +776,7 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
         weir__exec_pool_init(s);
     }
     /* time.c: a pull source or a term with a tick may ask for a wake-up */
-    s->has_wake = s->head == WEIR__H_PULL;
+    s->has_wake = s->head == WEIR__H_PULL || (s->par && s->par->sweep_ns);
     for (unsigned i = 0; i < n; i++)
         if (s->nodes[i].term->tick)
             s->has_wake = true;

@@ -536,6 +536,7 @@ typedef struct weir__slot {
     struct weir__stage *shadow; /* the replica's nodes, counters, output */
     /* dispatcher-private */
     bool seen_done; /* DONE observed, counters absorbed */
+    bool sweep;     /* weir_spawn: no records, every shard ends its idle ones */
     bool out_done;  /* output committed (unordered: before release) */
     size_t ci;      /* output records committed so far */
     /* keyed (parallel.c): the shard of each record, the records each one
@@ -593,7 +594,10 @@ typedef struct weir__par {
     weir__shard *shards;
     weir_key_fn key;
     void *key_arg;
-    uint64_t *touch;   /* dispatcher: per shard, 1 + the seq that touched it last */
+    uint64_t *touch; /* dispatcher: per shard, 1 + the seq that touched it last */
+    /* weir_spawn with an idle timeout: the dispatcher sends a sweep to the
+     * shards every sweep_ns while sub-pipelines live (parallel.c) */
+    uint64_t sweep_ns, next_sweep;
     unsigned fin_next; /* end of input: next shard whose finish runs */
     bool fin_called;   /* ... and whether it ran (its output is in fin) */
     weir__stage *fin_ctx;
@@ -617,6 +621,11 @@ void weir__spawn_done(weir__stage *cx);
 /* End of input: end every live sub-pipeline of the shard (finish
  * callbacks, outputs into cx's buffer). */
 int weir__spawn_end_all(weir__stage *cx);
+/* A sweep: end the shard's sub-pipelines idle for longer than the idle
+ * timeout (outputs into cx's buffer). */
+void weir__spawn_sweep(weir__stage *cx, uint64_t now);
+/* The idle timeout of a spawn shard term (0: none). */
+uint64_t weir__spawn_idle_ns(const weir_term *t);
 /* Monitoring of a spawn shard term; false for other terms. */
 bool weir__spawn_shard_stats(const weir_term *t, uint64_t *live, uint64_t *created,
                              uint64_t *ended);

@@ -274,6 +274,8 @@ static void weir__shard_batch(weir__shard *sd, weir__slot *sl, weir_worker *w)
         /* sub-pipelines per key (spawn.c) */
         weir__spawn_begin(cx);
         uint64_t now = weir__terms_now_ns();
+        if (sl->sweep)
+            weir__spawn_sweep(cx, now);
         for (uint64_t k = 0; k < sl->n; k++) {
             if (sh_of[k] != i)
                 continue;
@@ -419,6 +421,29 @@ static void weir__keyed_dispatch(weir__stage *s, weir__slot *sl, weir_worker *w)
     }
 }
 
+/* weir_spawn's idle sweep: a batch of no records queued to every shard,
+ * whose idle sub-pipelines end (their final outputs committed shard by
+ * shard, in sequence with the batches around it). */
+static void weir__keyed_sweep(weir__stage *s, weir__slot *sl, weir_worker *w)
+{
+    weir__par *pa = s->par;
+    sl->ntouched = pa->nshards;
+    for (unsigned h = 0; h < pa->nshards; h++) {
+        sl->touched[h] = h;
+        sl->on[h] = sl->oci[h] = 0;
+    }
+    /* relaxed: published to the shards by the release stores of fhead */
+    atomic_store_explicit(&sl->pending, sl->ntouched, memory_order_relaxed);
+    for (unsigned h = 0; h < pa->nshards; h++) {
+        weir__shard *sd = &pa->shards[h];
+        uint64_t q = atomic_load_explicit(&sd->fhead, memory_order_relaxed); /* ours */
+        sd->fifo[q % pa->nslots] = sl;
+        /* release: the slot's fields before the shard reads them */
+        atomic_store_explicit(&sd->fhead, q + 1, memory_order_release);
+        weir__shard_notify(s, sd, w);
+    }
+}
+
 /* Commit the rest of a keyed batch: in input order (record by record, each
  * record's outputs from its shard's buffer) or shard by shard. */
 static bool weir__keyed_commit(weir__stage *s, weir__slot *sl)
@@ -427,7 +452,7 @@ static bool weir__keyed_commit(weir__stage *s, weir__slot *sl)
     const size_t osz = s->nodes[0].term->out_size;
     if (osz == 0)
         return true; /* sink shards: nothing comes out */
-    if (pa->ordered) {
+    if (pa->ordered && !sl->sweep) {
         while (sl->ci < sl->n && !s->err) {
             uint32_t h = sl->sh_of[sl->ci];
             size_t left = sl->cnt[sl->ci] - sl->cpart;
@@ -597,6 +622,47 @@ static void weir__par_publish(weir__par *pa)
     atomic_store_explicit(&pa->st_batches, pa->next, memory_order_relaxed);
 }
 
+/* weir_spawn with an idle timeout: every sweep_ns (half the timeout, so a
+ * sub-pipeline ends within 1.5 x the timeout of its last record), while
+ * sub-pipelines live, send a sweep (weir__keyed_sweep), and ask the stage's
+ * wake-up (time.c) for the next one. At the end of the input the finish
+ * ends them all: no more sweeps. */
+static void weir__par_sweep(weir__stage *s, bool at_end, weir_worker *w)
+{
+    weir__par *pa = s->par;
+    s->nodes[0].wake_at = 0;
+    if (at_end)
+        return;
+    uint64_t live = 0, spawned, ended;
+    for (unsigned h = 0; h < pa->nshards; h++) {
+        uint64_t l = 0;
+        weir__spawn_shard_stats(pa->shards[h].ctx->nodes[0].term, &l, &spawned, &ended);
+        live += l;
+    }
+    if (!live && pa->next == pa->release)
+        return; /* nothing to sweep, nothing in flight that may make some */
+    uint64_t now = weir__terms_now_ns();
+    if (!pa->next_sweep)
+        pa->next_sweep = now + pa->sweep_ns;
+    if (now >= pa->next_sweep && live && pa->next - pa->release < pa->nslots) {
+        weir__slot *sl = &pa->slots[pa->next % pa->nslots];
+        sl->seq = pa->next;
+        sl->begin = pa->claim;
+        sl->n = 0;
+        sl->seen_done = sl->out_done = false;
+        sl->sweep = true;
+        sl->ci = 0;
+        sl->cpart = 0;
+        /* relaxed: the shards see it after their acquire of fhead */
+        atomic_store_explicit(&sl->state, WEIR__SL_RUNNING, memory_order_relaxed);
+        pa->next++;
+        pa->running++;
+        weir__keyed_sweep(s, sl, w);
+        pa->next_sweep = now + pa->sweep_ns;
+    }
+    s->nodes[0].wake_at = pa->next_sweep;
+}
+
 int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
 {
     weir__par *pa = s->par;
@@ -667,6 +733,7 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
         sl->begin = pa->claim;
         sl->n = n;
         sl->seen_done = sl->out_done = false;
+        sl->sweep = false;
         sl->ci = 0;
         sl->cpart = 0;
         if (pa->nshards) {
@@ -696,6 +763,8 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
         atomic_fetch_add_explicit(&s->p->busy, 1, memory_order_relaxed);
         weir__par_submit(s, &sl->job, w);
     }
+    if (WEIR_UNLIKELY(pa->sweep_ns))
+        weir__par_sweep(s, at_end, w);
     weir__par_publish(pa);
     if (at_end && pa->release == pa->next && !blocked)
         return pa->nshards ? weir__par_finish(s, w) : WEIR__STEP_ENDED;
@@ -779,6 +848,10 @@ static int weir__keyed_build(weir__stage *s, weir_term *g)
     const size_t B = s->p->cfg.batch;
     pa->key = g->key;
     pa->key_arg = g->key_arg;
+    /* a spawn term's idle timeout: sweeps at half of it */
+    pa->sweep_ns = weir__spawn_idle_ns(g->children[0]) / 2;
+    if (weir__spawn_idle_ns(g->children[0]) && !pa->sweep_ns)
+        pa->sweep_ns = 1;
     pa->touch = weir_calloc(k_, sizeof *pa->touch);
     pa->shards = weir_aligned_alloc(WEIR_CACHELINE, k_ * sizeof *pa->shards);
     if (!pa->shards)
@@ -818,7 +891,8 @@ static int weir__keyed_build(weir__stage *s, weir_term *g)
         weir__slot *sl = &pa->slots[k];
         sl->sh_of = weir_calloc(B, sizeof *sl->sh_of);
         sl->cnt = weir_calloc(B, sizeof *sl->cnt);
-        sl->touched = weir_calloc(k_ < B ? k_ : B, sizeof *sl->touched);
+        sl->touched = weir_calloc(k_ < B || g->children[0]->kind == WEIR__K_SPAWN ? k_ : B,
+                                  sizeof *sl->touched);
         sl->obuf = weir_calloc(k_, sizeof *sl->obuf);
         sl->on = weir_calloc(k_, sizeof *sl->on);
         sl->ocap = weir_calloc(k_, sizeof *sl->ocap);

@@ -429,6 +429,21 @@ void weir__spawn_begin(weir__stage *cx)
     pthread_mutex_lock(&sh->mu);
 }
 
+void weir__spawn_sweep(weir__stage *cx, uint64_t now)
+{
+    weir__spawn_shard *sh = cx->nodes[0].term->state;
+    const uint64_t idle = sh->sp->idle_ns;
+    while (!cx->err && idle && sh->tail && now - sh->tail->last_ns > idle) {
+        sh->ended_idle++;
+        weir__sub_end(cx, sh, sh->tail, true);
+    }
+}
+
+uint64_t weir__spawn_idle_ns(const weir_term *t)
+{
+    return t->kind == WEIR__K_SPAWN ? ((const weir__spawn_shard *)t->state)->sp->idle_ns : 0;
+}
+
 void weir__spawn_done(weir__stage *cx)
 {
     weir__spawn_shard *sh = cx->nodes[0].term->state;
