@@ -503,6 +503,7 @@ int weir__par_finish(weir__stage *s, weir_worker *w)
                 /* every live sub-pipeline of the shard ends (spawn.c) */
                 uint64_t out0 = n0->out;
                 int r = weir__spawn_end_all(cx);
+                weir__collect_seal(cx);
                 if (r < 0 || cx->err) {
                     weir__pipeline_fail(p, n0->term, cx->err ? cx->err : r, cx->err_msg, w);
                     return WEIR__STEP_ENDED;
