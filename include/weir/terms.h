@@ -452,6 +452,68 @@ typedef enum weir_idle_action {
 WEIR_API weir_term *weir_idle_timeout(const char *name, size_t size, uint64_t timeout_ns,
                                       weir_idle_action action);
 
+/* ----------------------------------------------------------- checkpoints */
+
+/*
+ * Checkpoint barriers (Flink's aligned checkpoints, Carbone et al. 2015). A
+ * blocking source that asks for them (weir_term_on_checkpoint) injects a
+ * barrier into its output with weir_emit_barrier(): it flows in-band, in
+ * order with the records, through every stream and stage; a stage with
+ * several inputs (merge, zip) forwards it once it arrived on every input
+ * that carries that source's barriers (an input that delivered it waits for
+ * the others: alignment); a parallel, keyed or spawn stage forwards it once
+ * every batch before it was committed. When a barrier has passed every sink
+ * (and every stage whose output nobody reads), the source's checkpoint
+ * function is called with its id: everything the source emitted before the
+ * barrier has been processed by every term on every path and reached every
+ * sink. A source that acknowledges its input only then (the Redis source:
+ * XACK) delivers at least once across crashes. Terms on the way may hold
+ * records across calls (weir_delay, weir_window, a term of yours): a barrier
+ * passes a term once the term has *processed* the records before it, so
+ * records it holds are not waited for; put such terms after the sinks'
+ * acknowledgement boundary or accept it. A sink (or any term) can take part
+ * with weir_term_on_barrier(): called as a barrier reaches it, before the
+ * barrier passes it (flush what you buffer). Barriers cost nothing when no
+ * source asks for them: no stream carries a barrier queue then.
+ */
+
+/** At most this many barriers of one source are in flight (injected, not
+ *  completed): weir_emit_barrier() returns -EBUSY beyond. */
+#define WEIR_CHECKPOINTS_IN_FLIGHT 64u
+
+/** A barrier of the source passed every sink (see above). Called once per
+ *  barrier, in id order, on whichever thread completed it (a worker, a
+ *  stage's thread), possibly while the source's callback runs: it must not
+ *  block and must not call weir; hand the id to the source (an atomic). */
+typedef void (*weir_checkpoint_fn)(void *state, uint64_t id);
+
+/** A barrier reached the term (weir_term_on_barrier()): flush what it
+ *  buffers. A negative errno fails the pipeline (the barrier never
+ *  completes). `e` is NULL for sinks. */
+typedef int (*weir_barrier_fn)(void *state, weir_emit *e);
+
+/** Make a blocking source a checkpointing one: it may call
+ *  weir_emit_barrier(), and `fn` is told when each barrier completed.
+ *  @return t; NULL stays NULL; another kind is destroyed, NULL (-EINVAL);
+ *  a composed term gives NULL (-EBUSY). */
+WEIR_API weir_term *weir_term_on_checkpoint(weir_term *t, weir_checkpoint_fn fn);
+
+/** Call `fn` when a barrier reaches term `t` (a function, map, filter,
+ *  sink or batch sink), before it passes. @return as weir_term_on_finish(). */
+WEIR_API weir_term *weir_term_on_barrier(weir_term *t, weir_barrier_fn fn);
+
+/**
+ * From a checkpointing blocking source's callback: a barrier after every
+ * record emitted so far. `*id` receives its id (1, 2, 3, ...), the one the
+ * checkpoint function will be called with.
+ * @return 0; -EBUSY (WEIR_CHECKPOINTS_IN_FLIGHT barriers are in flight, or
+ *   the output's barrier queue is full: nothing was injected, try again
+ *   later); -ECANCELED (stopping or cancelled); -EINVAL (not a
+ *   checkpointing blocking source). A source whose output nobody reads
+ *   completes each barrier at once.
+ */
+WEIR_API int weir_emit_barrier(weir_emit *e, uint64_t *id);
+
 /** The term's name (its output stream key). */
 WEIR_API const char *weir_term_name(const weir_term *t);
 
