@@ -893,6 +893,7 @@ static int weir__build_streams(weir_pipeline *p)
 
 void weir__compile_free(weir_pipeline *p)
 {
+    weir__barriers_free(p);
     for (unsigned k = 0; k < p->nstages; k++) {
         weir__stage *s = p->stages[k];
         if (!s)
@@ -995,6 +996,10 @@ int weir__compile(weir_pipeline *p)
         goto fail;
     }
     r = weir__build_streams(p);
+    if (r == 0)
+        r = weir__barriers_build(p);
+    if (r == -ENOMEM)
+        r = weir__oom();
     if (r < 0)
         goto fail;
     return 0;

@@ -87,9 +87,12 @@ struct weir_term {
     weir__fn fn;
     weir_finish_fn finish;
     weir_free_fn free_state;
-    weir_interrupt_fn interrupt; /* blocking sources: weir_term_on_interrupt() */
-    weir_tick_fn tick;           /* weir_term_on_tick() (time.c) */
-    int owner;                   /* WEIR__FREE / IN_COMPOSITE / IN_PIPELINE */
+    weir_interrupt_fn interrupt;   /* blocking sources: weir_term_on_interrupt() */
+    weir_tick_fn tick;             /* weir_term_on_tick() (time.c) */
+    weir_checkpoint_fn checkpoint; /* weir_term_on_checkpoint() (barrier.c) */
+    weir_barrier_fn on_barrier;    /* weir_term_on_barrier() */
+    unsigned ckpt;                 /* its index in the pipeline's weir__ckpt */
+    int owner;                     /* WEIR__FREE / IN_COMPOSITE / IN_PIPELINE */
 
     /* weir_parallel composites: replicas at once (0 = the runtime's workers)
      * and whether the output keeps the input order */
@@ -141,8 +144,46 @@ const char *weir__kind_name(weir__kind k);
  * consumer, read by the producer's space scan, so each sits on its own line. */
 typedef struct weir__cursor {
     alignas(WEIR_CACHELINE) _Atomic uint64_t tail;
-    char pad[WEIR_CACHELINE - sizeof(uint64_t)];
+    /* checkpoint barriers of the stream handled by this consumer
+     * (barrier.c; UINT64_MAX once detached) */
+    _Atomic uint64_t bdone;
+    char pad[WEIR_CACHELINE - 2 * sizeof(uint64_t)];
 } weir__cursor;
+
+/* ------------------------------------------------------------ barriers */
+
+/* A checkpoint barrier in a stream: it sits before record `pos`. */
+typedef struct weir__barrier {
+    uint64_t pos;
+    uint64_t id;
+    uint32_t src; /* the checkpointing source's index (weir__ckpt) */
+} weir__barrier;
+
+#define WEIR__BARQ 128u /* power of two */
+
+/* A stream's barrier queue (barrier.c), only on streams downstream of a
+ * checkpointing source. The producer writes e[head % WEIR__BARQ] and
+ * publishes head (release); consumer i handles entries in order and
+ * publishes how many in its cursor's bdone (seq_cst); the producer reuses an
+ * entry once every bdone is past it. */
+typedef struct weir__barq {
+    alignas(WEIR_CACHELINE) _Atomic uint64_t head;
+    /* the producer waits for a bdone (the Dekker handshake of barrier.c) */
+    _Atomic uint32_t waiting;
+    uint64_t tail; /* producer-private: entries before it are reusable */
+    weir__barrier e[WEIR__BARQ];
+} weir__barq;
+
+/* A checkpointing source of the pipeline: its barriers' acknowledgements. */
+typedef struct weir__ckpt {
+    weir_term *t;
+    unsigned expected; /* terminal stages its barriers reach */
+    uint64_t next_id;  /* source-private: ids handed out */
+    _Atomic uint64_t completed;
+    _Atomic uint32_t acks[WEIR_CHECKPOINTS_IN_FLIGHT];
+    pthread_mutex_t mu; /* in-order completion */
+    uint64_t ready;     /* under mu: bit j = id completed + 1 + j has all acks */
+} weir__ckpt;
 
 /*
  * Bounded broadcast ring. Positions are 64-bit counters that never wrap;
@@ -201,6 +242,8 @@ typedef struct weir__stream {
      * the last_publish_ns value of the last silence counted in `stalls`. */
     _Atomic uint64_t last_publish_ns; /* producer-written, relaxed */
     _Atomic uint64_t stall_mark;      /* CAS by producer and monitoring readers */
+    weir__barq *barq;                 /* checkpoint barriers (barrier.c); NULL: none ever */
+    uint64_t ckmask;                  /* the checkpointing sources whose barriers it carries */
     _Atomic uint64_t stalls;          /* silences counted (input starvations) */
     uint64_t stall_ns;                /* set at start, read-only while running */
 
@@ -416,6 +459,7 @@ typedef struct weir__input {
     unsigned cursor;
     uint64_t tail; /* local copy of our cursor */
     bool ended;
+    uint64_t bidx; /* barrier entries of the stream handled (barrier.c) */
 } weir__input;
 
 /* Stage notification states (weir__stage.state). */
@@ -505,6 +549,20 @@ typedef struct weir__stage {
     bool has_wake;
     bool tick_end;
     struct weir__wake *wake;
+    /* Checkpoint barriers (barrier.c): the sources whose barriers reach
+     * this stage; for a stage of several inputs, the last barrier id of each
+     * source each input passed ([ninputs x nckpt]) and the last forwarded;
+     * a parallel stage's barriers waiting for their batches' commit. */
+    uint64_t ckmask;
+    uint64_t *bpassed;
+    uint64_t *bfwd;
+    uint32_t *bcnt;   /* [nckpt x WEIR_CHECKPOINTS_IN_FLIGHT] inputs past each id */
+    unsigned *balive; /* [nckpt] inputs carrying the source, not ended */
+    bool bar_stalled; /* a forward waits for room in the output's queue */
+    weir__barrier *bpend;
+    uint64_t *bpend_seq;
+    unsigned bpend_head, bpend_n;
+    bool bar_pushed; /* a barrier went into `out`: notify the consumers */
     /* a blocking source's interrupt function was called (once per run) */
     _Atomic bool interrupted;
     uint64_t last_now; /* clock at the end of the last activation (timing) */
@@ -720,6 +778,9 @@ struct weir_pipeline {
     _Atomic int err; /* first error (0 = none) */
     char errmsg[512];
     _Atomic uint64_t starvations;
+    /* checkpointing sources (barrier.c) */
+    unsigned nckpt;
+    weir__ckpt *ckpt;
 };
 
 /* compile.c: term tree -> stages and streams. Fills p->terms, p->stages,
@@ -752,6 +813,38 @@ uint64_t weir__stage_wake(const weir__stage *s);
 /* Run the ticks that are due (all of them, with now = UINT64_MAX, while
  * the pipeline stops). @return WEIR__TICK_END when one ended the output. */
 int weir__run_ticks(weir__stage *s);
+
+/* barrier.c: checkpoint barriers. */
+/* Compile: find the checkpointing sources, give the streams they reach a
+ * barrier queue, count the terminal stages. */
+int weir__barriers_build(weir_pipeline *p);
+void weir__barriers_free(weir_pipeline *p);
+/* Position of the next barrier on input `in` (UINT64_MAX: none seen). */
+static inline uint64_t weir__bar_next(const weir__input *in)
+{
+    const weir__barq *q = in->stream->barq;
+    if (WEIR_LIKELY(!q))
+        return UINT64_MAX;
+    /* acquire: pairs with the producer's release of head (barrier.c) */
+    uint64_t h = atomic_load_explicit(&((weir__barq *)q)->head, memory_order_acquire);
+    return in->bidx == h ? UINT64_MAX : q->e[in->bidx % WEIR__BARQ].pos;
+}
+/* Input `i` of stage s is at its next barrier (weir__bar_next == tail):
+ * handle it. @return a STEP_* code: PROGRESS (handled), WAIT (the output's
+ * barrier queue is full: a consumer will notify), ERROR. */
+int weir__bar_input(weir__stage *s, unsigned i, weir_worker *w);
+/* An input of a stage of several inputs ended: barriers wait for it no
+ * more. */
+int weir__bar_input_ended(weir__stage *s, unsigned i, weir_worker *w);
+/* A parallel stage: pass the barriers whose batches are all committed. */
+int weir__bar_par_release(weir__stage *s);
+/* A stage of several inputs: retry the forwards a full output stopped
+ * (bar_stalled). */
+int weir__bar_retry(weir__stage *s);
+/* Flush a batch sink at the end of s's chain (stage.c). */
+void weir__stage_flush_sinks(weir__stage *s);
+/* Notify the consumers of s's output (stage.c). */
+void weir__notify_consumers(weir__stage *s, weir_worker *w);
 
 /* The input ended: run the finish callbacks of every node of s in chain
  * order (a keyed stage: of its serial tail). */

@@ -716,6 +716,12 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
     }
     if (pa->release != released)
         weir__stream_advance(st, in->cursor, in->tail, w);
+    if (WEIR_UNLIKELY(s->bpend_n) && !s->err) {
+        /* checkpoint barriers whose batches are all committed (barrier.c) */
+        int r = weir__bar_par_release(s);
+        if (r == WEIR__STEP_WAIT)
+            blocked = true;
+    }
     if (s->err) {
         weir__par_publish(pa);
         return WEIR__STEP_ERROR;
@@ -726,9 +732,18 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
     bool at_end;
     uint64_t avail = weir__stream_avail(st, pa->claim, &at_end);
     const uint64_t B = s->p->cfg.batch;
+    /* a barrier is queued behind the batches claimed before it (barrier.c):
+     * read after head and ended; no batch is claimed across one */
+    uint64_t bn = weir__bar_next(in);
+    while (WEIR_UNLIKELY(bn == pa->claim)) {
+        weir__bar_input(s, 0, w);
+        bn = weir__bar_next(in);
+    }
     while (avail && (pa->nshards || pa->running < pa->width) &&
            pa->next - pa->release < pa->nslots) {
         uint64_t n = avail < B ? avail : B;
+        if (WEIR_UNLIKELY(bn - pa->claim < n))
+            n = bn - pa->claim;
         weir__slot *sl = &pa->slots[pa->next % pa->nslots];
         sl->seq = pa->next;
         sl->begin = pa->claim;
@@ -745,6 +760,10 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
             avail -= n;
             pa->running++;
             weir__keyed_dispatch(s, sl, w);
+            while (WEIR_UNLIKELY(bn == pa->claim)) {
+                weir__bar_input(s, 0, w);
+                bn = weir__bar_next(in);
+            }
             continue;
         }
         weir__stage *sh = sl->shadow;
@@ -758,6 +777,10 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
         pa->next++;
         pa->claim += n;
         avail -= n;
+        while (WEIR_UNLIKELY(bn == pa->claim)) {
+            weir__bar_input(s, 0, w);
+            bn = weir__bar_next(in);
+        }
         pa->running++;
         /* the deadlock watch: a replica is busy until after its notify
          * (relaxed: an RMW, see weir__stage_notify) */
@@ -767,6 +790,11 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
     if (WEIR_UNLIKELY(pa->sweep_ns))
         weir__par_sweep(s, at_end, w);
     weir__par_publish(pa);
+    if (at_end && pa->release == pa->next && !blocked && WEIR_UNLIKELY(s->bpend_n)) {
+        int r = weir__bar_par_release(s);
+        if (r != WEIR__STEP_PROGRESS)
+            return r;
+    }
     if (at_end && pa->release == pa->next && !blocked)
         return pa->nshards ? weir__par_finish(s, w) : WEIR__STEP_ENDED;
     return WEIR__STEP_WAIT;

@@ -346,6 +346,13 @@ int weir__push(weir__stage *s, unsigned i, const void *rec)
     return weir__out_write(s, rec);
 }
 
+void weir__stage_flush_sinks(weir__stage *s)
+{
+    weir__node *last = &s->nodes[s->nnodes - 1];
+    if (last->kind == WEIR__K_BATCH_SINK && last->nbuf && !s->err)
+        weir__flush_batch(s, last);
+}
+
 static int weir__flush_batch(weir__stage *s, weir__node *n)
 {
     if (n->nbuf == 0)
@@ -710,9 +717,20 @@ static int weir__step_input(weir__stage *s, weir_worker *w)
     const uint64_t B = s->p->cfg.batch;
     bool at_end;
     uint64_t avail = weir__stream_avail(st, in->tail, &at_end);
+    /* checkpoint barriers (barrier.c): read after head and ended, so one
+     * after the last record is seen before the end */
+    uint64_t bn = weir__bar_next(in);
+    while (WEIR_UNLIKELY(bn == in->tail)) {
+        int r = weir__bar_input(s, 0, w);
+        if (r != STEP_PROGRESS)
+            return r;
+        bn = weir__bar_next(in);
+    }
     if (at_end)
         return STEP_ENDED;
     uint64_t n = avail < B ? avail : B;
+    if (WEIR_UNLIKELY(bn - in->tail < n))
+        n = bn - in->tail; /* up to the next barrier */
     uint64_t done = 0;
     bool blocked = false;
     weir__scratch *sc;
@@ -777,6 +795,8 @@ static int weir__step_input(weir__stage *s, weir_worker *w)
     if (done == B)
         return STEP_PROGRESS;
     avail = weir__stream_avail(st, in->tail, &at_end);
+    if (WEIR_UNLIKELY(weir__bar_next(in) == in->tail))
+        return STEP_PROGRESS; /* a barrier to pass */
     if (at_end)
         return STEP_ENDED;
     return avail ? STEP_PROGRESS : STEP_WAIT;
@@ -872,6 +892,11 @@ static int weir__step_merge(weir__stage *s, weir_worker *w)
     const unsigned N = s->ninputs;
     uint64_t budget = s->p->cfg.batch;
     bool blocked = false;
+    if (WEIR_UNLIKELY(s->bar_stalled)) {
+        int r = weir__bar_retry(s);
+        if (r != STEP_PROGRESS)
+            return r;
+    }
     weir__ready_collect(rd);
     /* one pass over the pending inputs: [rr, N), then [0, rr) */
     const unsigned start = s->rr < N ? s->rr : 0;
@@ -891,7 +916,22 @@ static int weir__step_merge(weir__stage *s, weir_worker *w)
         last = i;
         bool at_end;
         uint64_t avail = weir__stream_avail(in->stream, in->tail, &at_end);
+        uint64_t bn = weir__bar_next(in); /* after head and ended (barrier.c) */
+        while (WEIR_UNLIKELY(bn == in->tail)) {
+            int r = weir__bar_input(s, i, w);
+            if (r == STEP_ERROR)
+                return r;
+            if (r == STEP_WAIT)
+                break; /* bar_stalled: retried first next time */
+            bn = weir__bar_next(in);
+        }
+        if (WEIR_UNLIKELY(bn == in->tail)) {
+            blocked = true;
+            break;
+        }
         uint64_t take = avail < budget ? avail : budget;
+        if (WEIR_UNLIKELY(bn - in->tail < take))
+            take = bn - in->tail;
         uint64_t done = 0;
         while (done < take) {
             if (s->out && !weir__out_ready(s)) {
@@ -916,12 +956,16 @@ static int weir__step_merge(weir__stage *s, weir_worker *w)
             else
                 avail -= done;
         }
-        if (at_end || avail == 0) {
+        if (WEIR_UNLIKELY(weir__bar_next(in) == in->tail)) {
+            /* a barrier to pass: stays pending */
+        } else if (at_end || avail == 0) {
             /* empty or ended: its producer sets the bit again when that
              * changes (ended is for good) */
             if (at_end && !in->ended) {
                 in->ended = true;
                 rd->nended++;
+                if (WEIR_UNLIKELY(s->bcnt) && weir__bar_input_ended(s, i, w) == STEP_ERROR)
+                    return STEP_ERROR;
             }
             weir__pending_clear(rd, i);
         }
@@ -944,13 +988,28 @@ static int weir__step_zip(weir__stage *s, weir_worker *w)
     weir__node *n0 = &s->nodes[0];
     const uint64_t B = s->p->cfg.batch;
     uint64_t k = B;
+    if (WEIR_UNLIKELY(s->bar_stalled)) {
+        int r = weir__bar_retry(s);
+        if (r != STEP_PROGRESS)
+            return r;
+    }
     for (unsigned i = 0; i < s->ninputs; i++) {
         bool at_end;
-        uint64_t avail = weir__stream_avail(s->inputs[i].stream, s->inputs[i].tail, &at_end);
+        weir__input *in = &s->inputs[i];
+        uint64_t avail = weir__stream_avail(in->stream, in->tail, &at_end);
+        uint64_t bn = weir__bar_next(in); /* after head and ended (barrier.c) */
+        while (WEIR_UNLIKELY(bn == in->tail)) {
+            int r = weir__bar_input(s, i, w);
+            if (r != STEP_PROGRESS)
+                return r;
+            bn = weir__bar_next(in);
+        }
         if (at_end)
             return STEP_ENDED; /* no complete tuple can follow */
         if (avail < k)
             k = avail;
+        if (WEIR_UNLIKELY(bn - in->tail < k))
+            k = bn - in->tail;
     }
     uint64_t done = 0;
     bool blocked = false;
@@ -1086,7 +1145,7 @@ static inline void weir__ready_mark(weir__stage *c, uint32_t slot)
     atomic_fetch_or_explicit(&rd->ready0[j / 64], UINT64_C(1) << (j % 64), memory_order_release);
 }
 
-static void weir__notify_consumers(weir__stage *s, weir_worker *w)
+void weir__notify_consumers(weir__stage *s, weir_worker *w)
 {
     weir__stream *o = s->out;
     for (unsigned i = 0; i < o->ncons; i++) {
@@ -1243,8 +1302,10 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
         weir__end(s, w);
         return WEIR__FINISHED;
     }
-    if (s->out && weir__stream_publish(s->out))
+    if (s->out && (weir__stream_publish(s->out) || WEIR_UNLIKELY(s->bar_pushed))) {
+        s->bar_pushed = false;
         weir__notify_consumers(s, w);
+    }
     if (WEIR_UNLIKELY(s->has_wake) && step == STEP_WAIT) {
         uint64_t d = weir__stage_wake(s);
         int r = d ? weir__wake_arm(s, d) : 0;

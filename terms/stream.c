@@ -80,6 +80,7 @@ void weir__stream_place(weir__stream *s, const char *name, size_t size, uint64_t
     s->slots = slots;
     for (unsigned i = 0; i < ncons; i++) {
         atomic_init(&s->cursors[i].tail, 0);
+        atomic_init(&s->cursors[i].bdone, 0);
         s->consumers[i] = NULL;
         s->slots[i] = WEIR__NOBODY;
     }
@@ -497,6 +498,13 @@ void weir__stream_advance(weir__stream *s, unsigned i, uint64_t tail, weir_worke
 
 void weir__stream_detach(weir__stream *s, unsigned i, weir_worker *w)
 {
+    if (s->barq) {
+        /* seq_cst: as a bdone store (barrier.c); a waiting producer is
+         * woken by the tail's release below */
+        atomic_store_explicit(&s->cursors[i].bdone, UINT64_MAX, memory_order_seq_cst);
+        if (atomic_exchange_explicit(&s->barq->waiting, 0, memory_order_seq_cst))
+            weir__stage_notify(s->producer, w);
+    }
     weir__stream_release_cursor(s, i, WEIR__DETACHED, w);
 }
 
