@@ -106,6 +106,9 @@ static const bench_cmd commands[] = {
      "term layer: one stage of W ns per record, weir_parallel vs serial, pthreads, oneTBB", NULL},
     {"keyed", bench_keyed,
      "term layer: count and mean per key, weir_keyed vs serial and key-owning pthreads", NULL},
+    {"spawn", bench_spawn,
+     "term layer: per-key sub-pipelines made at run time (weir_spawn): items/s, creation, memory",
+     NULL},
     {"build", bench_build,
      "term layer: build, compile, run and destroy of N parallel branches, phase by phase", NULL},
 #endif
