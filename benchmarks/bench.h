@@ -251,6 +251,7 @@ int bench_chain(const bench_opts *o, int argc, char **argv);
 int bench_build(const bench_opts *o, int argc, char **argv);
 int bench_farm(const bench_opts *o, int argc, char **argv);  /* bench_farm.c */
 int bench_keyed(const bench_opts *o, int argc, char **argv); /* bench_farm.c */
+int bench_lines(const bench_opts *o, int argc, char **argv); /* bench_lines.c */
 int bench_spawn(const bench_opts *o, int argc, char **argv); /* bench_spawn.c */
 #endif
 

@@ -109,6 +109,9 @@ static const bench_cmd commands[] = {
     {"spawn", bench_spawn,
      "term layer: per-key sub-pipelines made at run time (weir_spawn): items/s, creation, memory",
      NULL},
+    {"lines", bench_lines,
+     "term layer: lines read, split into words, counted: weir_file_lines vs a read(2) loop",
+     NULL},
     {"build", bench_build,
      "term layer: build, compile, run and destroy of N parallel branches, phase by phase", NULL},
 #endif
