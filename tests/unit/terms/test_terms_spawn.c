@@ -1636,3 +1636,56 @@ Test(spawn, bad_arguments_return_null_with_a_message)
     cr_assert_not_null(t, "%s", weir_last_error());
     weir_term_destroy(t);
 }
+
+/* BUG: weir_pipeline_spawn_list() called from inside a sub-pipeline's
+ * callback (or from the factory) never returns: the header says "any
+ * thread", but a spawn shard holds its mutex (sh->mu, weir__spawn_begin()
+ * in terms/spawn.c) for its whole batch part, callbacks and factory calls
+ * included, and the listing locks every shard's mutex, this one too: a
+ * self-deadlock on a non-recursive mutex; the pipeline hangs (join_for
+ * times out) and so would its destroy. Repro: a map in the sub-pipeline
+ * that calls weir_pipeline_spawn_list(p, "sp", NULL, 0, &n). */
+static weir_pipeline *listing_p;
+static _Atomic uint64_t listed_max;
+
+static void listing_map(void *st, const void *in, void *out)
+{
+    (void)st;
+    size_t n = 0;
+    if (weir_pipeline_spawn_list(listing_p, "sp", NULL, 0, &n) == 0 && n > listed_max)
+        listed_max = n;
+    memcpy(out, in, sizeof(kv));
+}
+
+static weir_term *listing_make(void *arg, uint64_t key)
+{
+    (void)arg;
+    (void)key;
+    return weir_map("list", sizeof(kv), sizeof(kv), listing_map, NULL);
+}
+
+Test(spawn, spawn_list_from_a_sub_pipeline_callback, .disabled = true, .timeout = 30)
+{
+    kv in[100];
+    for (int i = 0; i < 100; i++)
+        in[i] = (kv){i % 5, i};
+    for (int mi = 0; mi < 3; mi++) {
+        weir_runtime *r = make_rt(2);
+        _Atomic uint64_t cnt = 0;
+        weir_spawn_config sc = spawn_cfg(2, WEIR_ORDERED);
+        weir_term *t = WEIR_SEQ(
+            weir_array_source("src", in, 100, sizeof(kv)),
+            weir_spawn("sp", sizeof(kv), sizeof(kv), kv_key, NULL, listing_make, NULL, &sc),
+            count_sink("n", sizeof(kv), &cnt));
+        weir_pipeline_config c = cfg_of(all_modes[mi], 16, 0);
+        cr_assert_eq(weir_pipeline_create(r, t, &c, &listing_p), 0, "%s", weir_last_error());
+        cr_assert_eq(weir_pipeline_start(listing_p), 0);
+        int err = weir_pipeline_join_for(listing_p, 5000000000ull);
+        cr_assert_eq(err, 0, "%s: join %d (a hang: -ETIMEDOUT)", weir_exec_mode_name(all_modes[mi]),
+                     err);
+        cr_assert_eq(cnt, 100);
+        cr_assert_geq(listed_max, 1);
+        weir_pipeline_destroy(listing_p);
+        weir_runtime_destroy(r);
+    }
+}
