@@ -730,11 +730,6 @@ typedef struct ch_sum {
 #define CV_MIN 8
 #define CV_MAX 256
 
-typedef struct cv_src {
-    const weir_bytes *recs;
-    size_t n, pos;
-} cv_src;
-
 typedef struct ch_cfg {
     uint64_t stages;
     uint64_t batch[LIST_MAX];
@@ -843,16 +838,6 @@ static int cv_sink(void *state, const void *in)
     return 0;
 }
 
-static int cv_pull(void *state, void *out, size_t max, bool *end)
-{
-    cv_src *s = state;
-    size_t k = s->n - s->pos < max ? s->n - s->pos : max;
-    memcpy(out, s->recs + s->pos, k * sizeof *s->recs);
-    s->pos += k;
-    *end = s->pos == s->n;
-    return (int)k;
-}
-
 /* The records, and the sums their sink must find after S terms (computed
  * here without the terms: x + S, then the hash). @return 0 or -ENOMEM. */
 static int cv_make(ch_ctx *c)
@@ -945,11 +930,9 @@ static int ch_run_weir(ch_ctx *c, unsigned batch, bool var, ch_sum *acc, uint64_
     weir_term **t = malloc((stages + 2) * sizeof *t);
     if (t == NULL)
         return -ENOMEM;
-    /* the variable-size records come from a pull source of their
-     * descriptors, as weir_array_source copies the fixed ones */
-    cv_src vs = {c->vrec, c->n, 0};
+    /* the variable-size records: an array source of their weir_bytes */
     size_t size = var ? WEIR_VARSIZE : sizeof(int64_t);
-    t[0] = var ? weir_source("src", WEIR_VARSIZE, cv_pull, &vs)
+    t[0] = var ? weir_array_source("src", c->vrec, c->n, WEIR_VARSIZE)
                : weir_array_source("src", c->src, c->n, sizeof(int64_t));
     for (unsigned s = 0; s < stages; s++) {
         char name[32];
@@ -1133,8 +1116,9 @@ static void ch_help(void)
            "                in the first 8 bytes, random bytes after): each function copies\n"
            "                the record to a buffer of its own and adds 1 to the int64; the\n"
            "                sink sums the int64s and the bytes and hashes every record\n"
-           "  weir-var      weir on those records: src (a pull source of their weir_bytes)\n"
-           "                * f1 * ... * fS * sink, all WEIR_VARSIZE; one row per B\n"
+           "  weir-var      weir on those records: src (weir_array_source of their\n"
+           "                weir_bytes) * f1 * ... * fS * sink, all WEIR_VARSIZE; one row\n"
+           "                per B\n"
            "Variants run in the order direct, tbb-pipeline, weir, tbb-graph, direct-var,\n"
            "weir-var (the weir runtime lives only while weir or weir-var runs, the\n"
            "oneTBB arena of --workers threads only while the TBB variants run).\n"
