@@ -186,6 +186,12 @@ void weir__timers_fini(weir_runtime *rt)
     pthread_mutex_destroy(&rt->timer_lock);
 }
 
+void weir_timer_run_on_drop(weir_timer *t)
+{
+    if (t)
+        t->weir__run_on_drop = true;
+}
+
 size_t weir__timers_shutdown(weir_runtime *rt)
 {
     pthread_mutex_lock(&rt->timer_lock);
@@ -193,11 +199,18 @@ size_t weir__timers_shutdown(weir_runtime *rt)
     size_t n = rt->timer_len;
     for (size_t i = 0; i < n; i++)
         set_state(rt->timer_heap[i].t, WEIR_TIMER_DROPPED);
-    weir_free(rt->timer_heap);
+    weir__tentry *heap = rt->timer_heap;
     rt->timer_heap = NULL;
     rt->timer_len = rt->timer_cap = 0;
     publish_next(rt);
     pthread_mutex_unlock(&rt->timer_lock);
+    /* the jobs of weir_timer_run_on_drop() timers, outside the lock (a job
+     * may call into the runtime); their timers stay valid: their owners wait
+     * for the job */
+    for (size_t i = 0; i < n; i++)
+        if (heap[i].t->weir__run_on_drop)
+            heap[i].t->weir__job->fn(NULL, heap[i].t->weir__job);
+    weir_free(heap);
     return n;
 }
 

@@ -89,6 +89,7 @@ struct weir_term {
     weir_free_fn free_state;
     weir_interrupt_fn interrupt;   /* blocking sources: weir_term_on_interrupt() */
     weir_tick_fn tick;             /* weir_term_on_tick() (time.c) */
+    bool tick_waits;               /* the end of input waits for its tick (weir_delay) */
     weir_checkpoint_fn checkpoint; /* weir_term_on_checkpoint() (barrier.c) */
     weir_barrier_fn on_barrier;    /* weir_term_on_barrier() */
     unsigned ckpt;                 /* its index in the pipeline's weir__ckpt */
@@ -810,6 +811,9 @@ void weir__wake_stop(weir__stage *s);
 void weir__wake_free(weir__stage *s);
 /* The earliest deadline its nodes asked for (0: none). */
 uint64_t weir__stage_wake(const weir__stage *s);
+/* The input ended: does a term wait for its tick before the finish (a
+ * delay still holding records)? */
+bool weir__stage_wake_waits(const weir__stage *s);
 /* Run the ticks that are due (all of them, with now = UINT64_MAX, while
  * the pipeline stops). @return WEIR__TICK_END when one ended the output. */
 int weir__run_ticks(weir__stage *s);

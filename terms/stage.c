@@ -1252,9 +1252,16 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
 
     int step = weir__step(s, w);
     if (step == STEP_ENDED && WEIR_UNLIKELY(s->has_wake) && !s->input_done && !s->tick_end &&
-        !weir__cancelled(p) && !weir__stopping(p) && weir__stage_wake(s)) {
-        step = STEP_WAIT; /* the input ended: ticks first, then the finish */
+        !weir__cancelled(p) && !weir__stopping(p) && weir__stage_wake_waits(s)) {
+        step = STEP_WAIT; /* the input ended: a delay's ticks first, then the finish */
     } else if (step == STEP_ENDED && !s->input_done && !weir__cancelled(p)) {
+        if (WEIR_UNLIKELY(s->has_wake)) {
+            if (weir__stopping(p))
+                weir__run_ticks(s); /* a stop: every pending tick at once (time.c) */
+            /* the other ticks are not waited for: the finish is the end */
+            for (unsigned i = 0; i < s->nnodes; i++)
+                s->nodes[i].wake_at = 0;
+        }
         s->input_done = true;
         weir__stage_finish_chain(s);
         if (s->err)

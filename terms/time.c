@@ -32,6 +32,12 @@
  *   end      the stage's end cancels an armed wake-up (weir__wake_stop); one
  *            that already fired runs its job, which finds the stage DONE
  *            (the notify is ignored) and returns the tokens.
+ *   destroy  the timer is run_on_drop: a runtime destroyed while the stage
+ *            waits for it runs the job on the destroying thread after the
+ *            workers stopped; its notify cannot submit, so the stage runs
+ *            there, sees the runtime stopping and fails the pipeline with
+ *            -ESHUTDOWN (exec.c): join returns. A cancel that finds the
+ *            timer dropped leaves the tokens to that job.
  *
  * Stop cuts waits short: while the pipeline stops, every pending tick runs
  * at once with now = UINT64_MAX ("the end of time": a delay releases what
@@ -96,6 +102,10 @@ int weir__wake_arm(weir__stage *s, uint64_t deadline)
         if (!k)
             return -ENOMEM;
         weir_timer_init(&k->timer);
+        /* a runtime destroyed while the stage waits for its timer must still
+         * wake it: the job then finds the runtime stopping and fails the
+         * pipeline with -ESHUTDOWN (exec.c), so its join returns */
+        weir_timer_run_on_drop(&k->timer);
         atomic_init(&k->pending, false);
         k->s = s;
         s->wake = k;
@@ -105,12 +115,9 @@ int weir__wake_arm(weir__stage *s, uint64_t deadline)
         if (k->armed <= deadline)
             return 0; /* it fires first; that activation asks again */
         int r = weir_timer_cancel(p->rt, &k->timer);
-        if (r == -EALREADY)
-            return 0; /* firing: its activation asks again */
-        if (r != 0) {
-            weir__wake_release(k, p);
-            return r;
-        }
+        if (r != 0)
+            return 0; /* fired (-EALREADY), or dropped by the runtime's
+                         destroy (-ESHUTDOWN, run_on_drop): its job runs */
         /* cancelled: its tokens are ours to reuse */
     } else {
         /* relaxed: RMWs by a running activation (see the top) */
@@ -131,8 +138,8 @@ void weir__wake_stop(weir__stage *s)
     weir__wake *k = s->wake;
     if (!k || !atomic_load_explicit(&k->pending, memory_order_acquire))
         return;
-    int r = weir_timer_cancel(s->p->rt, &k->timer);
-    if (r != -EALREADY)
+    /* fired or dropped (run_on_drop): the job runs and returns the tokens */
+    if (weir_timer_cancel(s->p->rt, &k->timer) == 0)
         weir__wake_release(k, s->p);
 }
 
@@ -154,19 +161,28 @@ uint64_t weir__stage_wake(const weir__stage *s)
     return m;
 }
 
+bool weir__stage_wake_waits(const weir__stage *s)
+{
+    for (unsigned i = 0; i < s->nnodes; i++)
+        if (s->nodes[i].wake_at && s->nodes[i].term->tick_waits)
+            return true;
+    return false;
+}
+
 int weir__run_ticks(weir__stage *s)
 {
     uint64_t m = weir__stage_wake(s);
     if (!m)
         return 0;
-    const bool stopping = weir__time_stopping(s->p);
     uint64_t now = weir__terms_now_ns();
-    if (!stopping && now < m)
+    if (!weir__time_stopping(s->p) && now < m)
         return 0;
-    const uint64_t at = stopping ? UINT64_MAX : now;
     int ended = 0;
     for (unsigned i = 0; i < s->nnodes && !s->err; i++) {
         weir__node *n = &s->nodes[i];
+        /* per node: a tick may stop the pipeline, and the later ones then
+         * release what they hold */
+        const uint64_t at = weir__time_stopping(s->p) ? UINT64_MAX : now;
         if (!n->wake_at || n->wake_at > at)
             continue;
         n->wake_at = 0;
@@ -352,6 +368,7 @@ WEIR_API weir_term *weir_delay(const char *name, size_t size, uint64_t delay_ns)
     }
     weir__term_set_kind(t, name, "delay");
     t->tick = weir__delay_tick;
+    t->tick_waits = true; /* the last records go out after their delay */
     return weir_term_on_free(t, weir__delay_free);
 }
 

@@ -76,6 +76,7 @@ typedef struct weir_timer {
     uint64_t weir__seq;                /**< private: arm order, breaks deadline ties */
     size_t weir__index;                /**< private: position in the heap */
     WEIR_ATOMIC(uint32_t) weir__state; /**< private: a weir_timer_state */
+    bool weir__run_on_drop;            /**< private: weir_timer_run_on_drop() */
 } weir_timer;
 
 /** Prepare a timer (state WEIR_TIMER_IDLE). A zero-filled weir_timer is also
@@ -119,6 +120,15 @@ WEIR_API int weir_timer_cancel(weir_runtime *rt, weir_timer *t);
  *  runtime was destroyed). A FIRED state seen here happens after the timer
  *  fired, not necessarily after its job ran. */
 WEIR_API weir_timer_state weir_timer_status(const weir_timer *t);
+
+/**
+ * Ask that `t`'s job run even if weir_runtime_destroy() drops the timer:
+ * then, after the workers have stopped, destroy calls the job on its own
+ * thread (worker NULL) and the status still reads WEIR_TIMER_DROPPED. For a
+ * layer that must learn of the shutdown from its timer (the term layer: a
+ * stage waiting only for its timer). Set before arming; it stays set.
+ */
+WEIR_API void weir_timer_run_on_drop(weir_timer *t);
 
 /** CLOCK_MONOTONIC in nanoseconds: the clock of every deadline. */
 WEIR_API uint64_t weir_now_ns(void);
