@@ -355,9 +355,11 @@ WEIR_API weir_term *weir_term_on_free(weir_term *t, weir_free_fn fn);
  * or after that time; a pull source calls weir_source_wake_at() and returns
  * 0 records, and is called again then (instead of polling). Processing time
  * only (CLOCK_MONOTONIC, weir_now_ns()). A stop cuts waits short: the
- * pending ticks run at once with now = UINT64_MAX. At the end of the input,
- * a stage whose terms still wait for a tick waits for it before their
- * finish callbacks run. Cancel drops what is pending.
+ * pending ticks run at once with now = UINT64_MAX. At the end of the input
+ * the finish callbacks run at once and pending ticks are dropped (a window
+ * passes its open windows as partial from its finish), except a
+ * weir_delay's: its last records still wait for their delay. Cancel drops
+ * what is pending.
  */
 
 /** Attach a tick callback to a function term (see weir_tick_fn). @return t;

@@ -28,9 +28,10 @@
  * Destroy: timers that fire before weir_runtime_destroy() has stopped the
  * workers have their jobs run by the drain. Arms after destroy began are
  * refused (-ESHUTDOWN). Every timer still armed when the workers have
- * stopped is dropped: its job never runs, weir_timer_status() reports
- * WEIR_TIMER_DROPPED, and destroy logs a warning with their number
- * (weir_set_log()). Nothing is lost silently.
+ * stopped is dropped: its job never runs (unless weir_timer_run_on_drop()
+ * asked for it), weir_timer_status() reports WEIR_TIMER_DROPPED, and destroy
+ * logs a warning with their number (weir_set_log()). Nothing is lost
+ * silently.
  *
  * | operation           | who may call            | concurrently with                |
  * |---------------------|-------------------------|----------------------------------|
