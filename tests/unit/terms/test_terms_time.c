@@ -688,6 +688,114 @@ Test(terms_time, on_tick_is_for_function_terms_and_wake_at_needs_a_tick)
     }
 }
 
+/* A count window over 10 records (one partial window, passed by its
+ * finish callback) into a delay. */
+static int win_count(void *state, const void *recs, size_t n, const weir_window_info *info,
+                     weir_emit *e)
+{
+    (void)state;
+    (void)recs;
+    (void)info;
+    int64_t v = (int64_t)n;
+    return weir_emit_record(e, &v);
+}
+
+/* BUG: what a finish callback emits into a delay fused after it in the
+ * same stage is lost (pool and hybrid modes; threads mode, unfused, passes).
+ * terms/stage.c: at the end of the input weir__stage_run waits for the
+ * pending ticks, then runs weir__stage_finish_chain() and ends the stage;
+ * the window's finish emits its partial window, the fused weir_delay's
+ * function holds it and asks for a tick (weir_emit_wake_at), but the stage
+ * is ending: nobody waits for that tick, and weir_delay has no finish
+ * callback, so the record is dropped while join returns 0 ("0 of 1 window
+ * aggregates delivered"). The same for any term with a finish that flushes
+ * (a user's batcher) before a delay. Found by stress_time (a buffering term
+ * before a delay: "join 0 but 2432 of 2435 records delivered"). Fix: after
+ * a node's finish, wait for the ticks the later nodes asked for before
+ * their own finish callbacks (finish node by node), or give weir_delay a
+ * finish that the stage may defer. */
+Test(terms_time, what_a_finish_emits_into_a_later_fused_delay_is_delivered, .disabled = true)
+{
+    for (int k = 0; k < 3; k++) {
+        weir_window_config wc = {WEIR_WINDOW_COUNT, 100, 0, NULL};
+        _Atomic uint64_t n = 0;
+        weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 10, 1),
+                                weir_window("win", 8, 8, &wc, win_count, NULL),
+                                weir_delay("delay", 8, MS), count_sink("sink", 8, &n));
+        cr_assert_eq(run_mode(t, all_modes[k], NULL), 0, "%s", mname(k));
+        cr_assert_eq(n, 1, "%s: %llu of 1 window aggregates delivered", mname(k),
+                     (unsigned long long)n);
+    }
+}
+
+/* A blocking source that emits `n` stamps at once, then stops its own
+ * pipeline: the stop finds records still queued for the next stage. */
+typedef struct burst_stop {
+    weir_pipeline *p;
+    int64_t n;
+} burst_stop;
+
+static int burst_stop_fn(void *state, weir_emit *e)
+{
+    burst_stop *s = state;
+    stamp *r = calloc((size_t)s->n, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    uint64_t now = weir_now_ns();
+    for (int64_t i = 0; i < s->n; i++)
+        r[i] = (stamp){i, now};
+    int rc = weir_emit_records(e, r, (size_t)s->n);
+    free(r);
+    if (rc < 0)
+        return rc;
+    weir_pipeline_stop(s->p);
+    return 0;
+}
+
+/* BUG: a stop passes the time windows that are open (the window's tick
+ * with now = UINT64_MAX: terms/time.c, weir__window_tick ->
+ * weir__win_close_time), but records still queued before the window, which
+ * a stop must deliver, arrive afterwards: weir__window_fn re-opens the same
+ * clock window (next_end was reset to 0, so it is recomputed from the
+ * arrival time) and the next tick passes it again. One window [start, end)
+ * is passed many times, each time with a few records (here, at batch 1,
+ * about once per record; every mode). Found by stress_time ("time window 16:
+ * [S, E) records 568..575 ... after [S, E) records 560..567", both
+ * partial). Fix: under a stop, leave the windows to the finish callback
+ * (weir__window_tick returns at once for now == UINT64_MAX: a stop drains,
+ * and the finish passes every window still open, partial), or remember
+ * the end of time and put later records in the windows passed already. */
+Test(terms_time, a_stop_passes_each_time_window_once, .disabled = true)
+{
+    for (int k = 0; k < 3; k++) {
+        burst_stop bs = {NULL, 1000};
+        weir_collector out;
+        weir_collector_init(&out, sizeof(winrec));
+        weir_window_config tw = {WEIR_WINDOW_TIME, 10 * SEC, 0, NULL};
+        weir_term *t =
+            WEIR_SEQ(weir_blocking_source("src", sizeof(stamp), burst_stop_fn, &bs),
+                     weir_window("win", sizeof(stamp), sizeof(winrec), &tw, win_fn, NULL),
+                     weir_collect("out", &out));
+        weir_pipeline_config c = cfg_of(all_modes[k], 1, 1024);
+        cr_assert_eq(weir_pipeline_create(rt, t, &c, &bs.p), 0);
+        cr_assert_eq(weir_pipeline_run(bs.p), 0, "%s: %s", mname(k), weir_pipeline_error(bs.p));
+        const winrec *w = out.data;
+        uint64_t total = 0;
+        for (size_t i = 0; i < out.count; i++) {
+            if (i)
+                cr_assert_gt(w[i].end, w[i - 1].end,
+                             "%s: window %zu of %zu [%llu, %llu) passed again", mname(k), i,
+                             out.count, (unsigned long long)w[i].start,
+                             (unsigned long long)w[i].end);
+            total += w[i].n;
+        }
+        cr_assert_eq(total, 1000, "%s", mname(k));
+        cr_assert_leq(out.count, 2, "%s: 1000 records in %zu windows of 10 s", mname(k), out.count);
+        weir_collector_deinit(&out);
+        weir_pipeline_destroy(bs.p);
+    }
+}
+
 /* --------------------------------------------------------- idle timeout */
 
 /* A blocking source: `first` records at once, a pause of `pause_ns` (in
