@@ -30,6 +30,24 @@
  *     where that order is deterministic. Finish callbacks emit the count of
  *     records they saw, which does not depend on order.
  *
+ * Variable-size records (WEIR_VARSIZE, issue 10). Any stream may carry
+ * variable-size records instead: a source of that kind, or a conversion term
+ * (a map or function rec -> bytes, and back) anywhere in a chain. A
+ * variable-size record carries its rec, 24 bytes, followed by a tail whose
+ * length (0 .. vt) and bytes are a function of the rec and the graph's salt,
+ * with vt chosen per graph so that the largest records are exactly the
+ * stream's byte capacity (64 .. 8192 bytes, random per graph) in half of
+ * them. Every term has a variable-size twin (map, tag, running sum, filter,
+ * flat-map emitting through weir_emit_bytes, weir_emit_reserve/commit,
+ * weir_emit_record and weir_emit_records, id, keyed shards, replicas in
+ * weir_parallel, merge, zip with a function over inputs of both kinds, finish
+ * callbacks, the three sinks and a variable-size collector); every consumer
+ * decodes the rec and checks the record's length and every tail byte. So the
+ * reference evaluator still works on recs (a conversion is the identity
+ * there), and a byte out of place anywhere is a mismatch. Not generated on
+ * variable-size streams: add-index (it refuses them) and the concatenating
+ * zip.
+ *
  * Graph shapes weir cannot run with bounded streams are not generated: a zip
  * whose inputs descend from one broadcast must see them at the same rate
  * (maps, ids, stateful maps, tags, nested such zips; no filter, flat-map or
@@ -46,6 +64,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -124,11 +144,13 @@ typedef enum nkind {
     N_PAR,
     N_PARALLEL, /* weir_parallel(child, width = sub): transparent in the reference */
     N_KEYED,    /* weir_keyed, sub shards: each record's per-key running count */
+    N_TOVAR,    /* rec -> variable-size record (identity in the reference) */
+    N_FROMVAR,  /* variable-size record -> rec (identity in the reference) */
 } nkind;
 
-static const char *const kind_names[] = {"src",  "map",   "filter",   "flat", "id",   "tag",
-                                         "rsum", "index", "merge",    "zip",  "sink", "stop",
-                                         "seq",  "par",   "parallel", "keyed"};
+static const char *const kind_names[] = {"src",  "map",   "filter",   "flat",  "id",    "tag",
+                                         "rsum", "index", "merge",    "zip",   "sink",  "stop",
+                                         "seq",  "par",   "parallel", "keyed", "tovar", "fromvar"};
 
 enum { MAXCH = 8 };
 
@@ -142,7 +164,9 @@ typedef struct node {
     bool finish; /* a finish callback emitting (or, for sinks, counting) */
     int nch;
     struct node *ch[MAXCH];
-    int sink; /* index of a sink */
+    int sink;        /* index of a sink */
+    bool var;        /* its output stream (and, but for conversions, its input) is variable-size */
+    unsigned inmask; /* zip: bit i set when input i is variable-size */
 } node;
 
 /* Per-term state given to weir (mutable counters live here). */
@@ -153,8 +177,10 @@ typedef struct tstate {
     int64_t pos;    /* pull / blocking source position */
     uint64_t r;     /* source's private rng (chunk sizes) */
     unsigned finish_calls;
-    bool emit_error;     /* a blocking source's emit failed */
-    uint64_t kcnt[4][8]; /* keyed: each shard's per-key counts */
+    bool emit_error;       /* a blocking source's emit failed */
+    uint64_t kcnt[4][8];   /* keyed: each shard's per-key counts */
+    unsigned char *varena; /* variable-size sources: the bytes of one call */
+    size_t vused;
     /* sinks */
     rec *got;
     size_t ngot, capgot;
@@ -175,8 +201,9 @@ typedef struct graph {
     rec *want[MAXSINKS];
     size_t nwant[MAXSINKS];
     bool tainted[MAXSINKS];
-    uint64_t total; /* records on every reference stream (size control) */
-    bool overflow;  /* too many nodes / sinks */
+    uint64_t total;  /* records on every reference stream (size control) */
+    uint64_t vtotal; /* of which on variable-size streams */
+    bool overflow;   /* too many nodes / sinks */
 } graph;
 
 static graph *G;
@@ -225,6 +252,7 @@ static node *seq2(node *a, node *b)
  */
 typedef struct sdesc {
     bool tainted; /* order not deterministic (after a merge of >= 2 inputs) */
+    bool var;     /* variable-size records */
 } sdesc;
 
 static int max_depth;
@@ -253,18 +281,42 @@ static node *gen_source(sdesc *out)
     /* Mostly small sources, some up to 2000 records, some empty. */
     unsigned r = rndn(10);
     n->n = r == 0 ? 0 : r < 6 ? (int64_t)rndn(64) : (int64_t)rndn(2001);
+    /* a third of the sources emit variable-size records (pull or blocking:
+     * an array source of weir_bytes is not supported) */
+    n->var = rndn(3) == 0;
+    if (n->var && n->sub == 1)
+        n->sub = rndn(2) ? 0 : 2;
     out->tainted = false;
+    out->var = n->var;
     return n;
 }
 
-static node *tag(int salt)
+static node *tag(int salt, bool var)
 {
     node *t = leaf(N_TAG);
     if (t) {
         t->a = mix((uint64_t)t->uid, (uint64_t)salt);
         t->sub = (int)rndn(2); /* map or function term */
+        t->var = var;
     }
     return t;
+}
+
+/* A conversion of a stream of kind `from_var` to the other kind. */
+static node *conv(bool from_var)
+{
+    node *c = leaf(from_var ? N_FROMVAR : N_TOVAR);
+    if (c) {
+        c->var = !from_var;
+        c->sub = (int)rndn(2); /* map or function term */
+    }
+    return c;
+}
+
+/* b, converted to `var` records when it is not of that kind already. */
+static node *as_kind(node *b, bool b_var, bool var)
+{
+    return b_var == var ? b : seq2(b, conv(b_var));
 }
 
 static bool maybe_finish(void)
@@ -273,8 +325,10 @@ static bool maybe_finish(void)
 }
 
 /* A zip of k subtrees: with a callback, or a concatenating zip followed by a
- * map that folds the k records into one. */
-static node *zip_of(node **br, int k)
+ * map that folds the k records into one. A callback takes inputs of either
+ * kind (bvar) and emits either kind (*ovar); the concatenation only fixed
+ * records. */
+static node *zip_of(node **br, const bool *bvar, int k, bool *ovar)
 {
     node *z = leaf(N_ZIP);
     node *p = new_node(N_PAR);
@@ -282,6 +336,13 @@ static node *zip_of(node **br, int k)
         return NULL;
     z->sub = (int)rndn(2);
     z->b = (uint64_t)k;
+    for (int i = 0; i < k; i++)
+        if (bvar[i])
+            z->inmask |= 1u << i;
+    if (z->inmask)
+        z->sub = 0;
+    z->var = z->sub == 0 && rndn(2) == 0;
+    *ovar = z->var;
     z->finish = z->sub == 0 && maybe_finish();
     for (int i = 0; i < k; i++)
         add(p, br[i]);
@@ -293,23 +354,43 @@ static node *gen_unary(const sdesc *in, bool rate1, sdesc *out)
     /* Rate-1 terms keep a zip's inputs in lock step; stateful terms need a
      * deterministic input order. */
     for (;;) {
+        if (rndn(6) == 0) {
+            /* a conversion to the other kind (rate 1, stateless) */
+            node *c = conv(in->var);
+            if (!c)
+                return NULL;
+            *out = *in;
+            out->var = c->var;
+            if (rndn(3) == 0) {
+                node *w = new_node(N_PARALLEL);
+                if (!w)
+                    return NULL;
+                w->sub = (int)rndn(5);
+                return add(w, c);
+            }
+            return c;
+        }
         nkind k = (nkind)(N_MAP + (int)rndn(7));
         if (rate1 && (k == N_FILTER || k == N_FLAT))
             continue;
         if (in->tainted && (k == N_RSUM || k == N_INDEX))
             continue;
+        if (in->var && k == N_INDEX)
+            continue; /* weir_add_index refuses variable-size records */
         if (!in->tainted && rndn(8) == 0) {
             /* keyed shards counting per key: rate 1, order-dependent */
             node *kd = leaf(N_KEYED);
             if (!kd)
                 return NULL;
             kd->sub = 1 + (int)rndn(4);
+            kd->var = in->var;
             *out = *in;
             return kd;
         }
         node *n = leaf(k);
         if (!n)
             return NULL;
+        n->var = in->var;
         if (k == N_MAP || k == N_FILTER || k == N_FLAT)
             n->finish = maybe_finish();
         if (k == N_TAG || k == N_RSUM || k == N_MAP)
@@ -341,13 +422,15 @@ static node *gen_s(int depth, const sdesc *in, bool need_untainted, bool rate1, 
              * records nondeterministically: all inputs untainted unless k = 1. */
             int k = 1 + (int)rndn(4);
             node *br[MAXCH];
+            bool bvar[MAXCH];
             bool taint = false;
             for (int i = 0; i < k; i++) {
                 sdesc bs;
                 br[i] = gen_s(depth + 1, NULL, k > 1 || need_untainted, false, &bs);
+                bvar[i] = bs.var;
                 taint |= bs.tainted;
             }
-            x = zip_of(br, k);
+            x = zip_of(br, bvar, k, &xs.var);
             xs.tainted = taint;
         } else {
             /* Merge of independent subtrees, each input tagged. */
@@ -357,15 +440,17 @@ static node *gen_s(int depth, const sdesc *in, bool need_untainted, bool rate1, 
             if (!m || !p)
                 return NULL;
             m->finish = maybe_finish();
+            m->var = rndn(3) == 0; /* all inputs of one kind */
             bool taint = k > 1;
             for (int i = 0; i < k; i++) {
                 sdesc bs;
                 node *b = gen_s(depth + 1, NULL, need_untainted, false, &bs);
                 taint |= bs.tainted;
-                add(p, seq2(b, tag(m->uid * 8 + i)));
+                add(p, seq2(as_kind(b, bs.var, m->var), tag(m->uid * 8 + i, m->var)));
             }
             x = seq2(p, m);
             xs.tainted = taint;
+            xs.var = m->var;
         }
         if (x && deeper(depth) && rndn(2) == 0) {
             node *y = gen_s(depth + 1, &xs, need_untainted, false, out);
@@ -410,14 +495,16 @@ static node *gen_s(int depth, const sdesc *in, bool need_untainted, bool rate1, 
         if (!m || !p)
             return NULL;
         m->finish = maybe_finish();
+        m->var = rndn(2) ? in->var : rndn(2) == 0;
         bool taint = k > 1 || in->tainted;
         for (int i = 0; i < k; i++) {
             sdesc bs;
             node *b = gen_s(depth + 1, in, false, false, &bs);
             taint |= bs.tainted;
-            add(p, seq2(b, tag(m->uid * 8 + i)));
+            add(p, seq2(as_kind(b, bs.var, m->var), tag(m->uid * 8 + i, m->var)));
         }
         out->tainted = taint;
+        out->var = m->var;
         return seq2(p, m);
     }
     /* Broadcast to 1..6 rate-1 branches and zip them back in lock step. On a
@@ -425,12 +512,14 @@ static node *gen_s(int depth, const sdesc *in, bool need_untainted, bool rate1, 
      * function of one input record. */
     int k = 1 + (int)rndn(6);
     node *br[MAXCH];
+    bool bvar[MAXCH];
     for (int i = 0; i < k; i++) {
         sdesc bs;
         br[i] = gen_s(depth + 1, in, need_untainted, true, &bs);
+        bvar[i] = bs.var;
     }
     out->tainted = in->tainted;
-    return zip_of(br, k);
+    return zip_of(br, bvar, k, &out->var);
 }
 
 static node *gen_t(int depth, sdesc in)
@@ -442,6 +531,7 @@ static node *gen_t(int depth, sdesc in)
             return NULL;
         s->sub = (int)rndn(3); /* sink, batch sink, collect */
         s->finish = s->sub != 2 && rndn(3) == 0;
+        s->var = in.var;
         if (G->nsinks >= MAXSINKS) {
             G->overflow = true;
             return NULL;
@@ -507,6 +597,10 @@ static void print_tree(FILE *f, const node *n, int indent)
         fprintf(f, " (keeps %d/8)", (int)(n->b % 9));
     if (n->finish)
         fprintf(f, " +finish");
+    if (n->var)
+        fprintf(f, " [var]");
+    if (n->inmask)
+        fprintf(f, " [var inputs 0x%x]", n->inmask);
     fprintf(f, "\n");
     for (int i = 0; i < n->nch; i++)
         print_tree(f, n->ch[i], indent + 1);
@@ -592,6 +686,145 @@ static rec finish_rec(const node *n, uint64_t count)
 /* Merge has no state pointer: its finish record is a constant. */
 static const rec merge_finish = {-7, 7, 0x3E56E};
 
+/* ------------------------------------------------- variable-size records
+ * A variable-size record: the rec's 24 bytes, then a tail of vtail_len(rec)
+ * bytes (0 .. vt) that are a function of the rec and the graph's salt. The
+ * largest record, 24 + vt, is at most the graph's byte capacity (equal in
+ * half of the graphs). vdec() checks the length and every tail byte. */
+static uint64_t vbcap = 1u << 20; /* the graph's byte capacity */
+static size_t vt;                 /* the largest tail */
+static uint64_t vsalt;
+static _Atomic uint64_t vbad, vchecked;
+
+enum { VMAXREC = 8192 }; /* largest byte capacity generated */
+
+static size_t vtail_len(const rec *r)
+{
+    uint64_t h = mix(mix(i2u(r->id) ^ vsalt, i2u(r->value)), r->origin);
+    switch (h % 8) {
+    case 0:
+        return 0;
+    case 1:
+        return vt;
+    case 2:
+        return vt - (size_t)((h >> 8) % (vt < 8 ? vt + 1 : 8));
+    default:
+        return (size_t)((h >> 8) % (vt + 1));
+    }
+}
+
+static uint64_t vtail_word(const rec *r, size_t j)
+{
+    return mix(mix(r->origin ^ vsalt, i2u(r->value) + i2u(r->id)), j);
+}
+
+static size_t venc(const rec *r, unsigned char *out)
+{
+    memcpy(out, r, RS);
+    size_t t = vtail_len(r);
+    for (size_t j = 0; j < t; j += 8) {
+        uint64_t w = vtail_word(r, j);
+        memcpy(out + RS + j, &w, t - j < 8 ? t - j : 8);
+    }
+    return RS + t;
+}
+
+static size_t vlen(const rec *r)
+{
+    return RS + vtail_len(r);
+}
+
+/* The rec of a variable-size record; a record with a wrong length or tail
+ * byte is counted in vbad and comes out as a poisoned rec (a mismatch). */
+static rec vdec(const void *in)
+{
+    const weir_bytes *b = in;
+    rec r;
+    if (b->len < RS)
+        goto bad;
+    memcpy(&r, b->data, RS);
+    size_t t = vtail_len(&r);
+    if (b->len != RS + t)
+        goto bad;
+    const unsigned char *tail = (const unsigned char *)b->data + RS;
+    for (size_t j = 0; j < t; j += 8) {
+        uint64_t w = vtail_word(&r, j);
+        if (memcmp(tail + j, &w, t - j < 8 ? t - j : 8) != 0)
+            goto bad;
+    }
+    atomic_fetch_add_explicit(&vchecked, 1, memory_order_relaxed);
+    return r;
+bad:
+    atomic_fetch_add_explicit(&vbad, 1, memory_order_relaxed);
+    r.id = -424242;
+    r.value = 0;
+    r.origin = 0xBAD;
+    return r;
+}
+
+/* Per thread and term: where a variable-size map writes its output (valid
+ * until its next call on that thread: replicas of one map run on several
+ * threads at once) and a function stages records (3 at most at a time).
+ * Freed when the thread exits. */
+static pthread_key_t vkey;
+static pthread_once_t vonce = PTHREAD_ONCE_INIT;
+
+typedef struct vtls {
+    unsigned char *b[MAXNODES];
+} vtls;
+
+static void vtls_free(void *p)
+{
+    vtls *v = p;
+    for (int i = 0; i < MAXNODES; i++)
+        free(v->b[i]);
+    free(v);
+}
+
+static void vkey_init(void)
+{
+    if (pthread_key_create(&vkey, vtls_free) != 0)
+        exit(2);
+}
+
+static unsigned char *vbuf(int uid)
+{
+    pthread_once(&vonce, vkey_init);
+    vtls *v = pthread_getspecific(vkey);
+    if (!v) {
+        v = calloc(1, sizeof *v);
+        if (!v || pthread_setspecific(vkey, v) != 0)
+            exit(2);
+    }
+    if (!v->b[uid] && !(v->b[uid] = malloc(3 * VMAXREC)))
+        exit(2);
+    return v->b[uid];
+}
+
+/* Emit rec y as a variable-size record, in one of three ways: copied from
+ * `buf` (weir_emit_bytes), written in place (weir_emit_reserve/commit), or
+ * as a weir_bytes (weir_emit_record). */
+static int vemit(weir_emit *e, const rec *y, unsigned how, unsigned char *buf)
+{
+    if (how % 3 == 1 || !buf) {
+        void *p = NULL;
+        size_t len = vlen(y);
+        /* sometimes reserve more than needed (never above the capacity) */
+        size_t max = len + (how % 2 ? 0 : (size_t)(i2u(y->value) % 16));
+        if (max > vbcap)
+            max = len;
+        int r = weir_emit_reserve(e, max, &p);
+        if (r)
+            return r;
+        return weir_emit_commit(e, venc(y, p));
+    }
+    size_t len = venc(y, buf);
+    if (how % 3 == 0)
+        return weir_emit_bytes(e, buf, len);
+    weir_bytes b = {buf, len};
+    return weir_emit_record(e, &b);
+}
+
 /* ------------------------------------------------------- weir callbacks */
 
 static int pull_fn(void *state, void *out, size_t max, bool *end)
@@ -643,26 +876,33 @@ static int blocking_fn(void *state, weir_emit *e)
     return 0;
 }
 
-static void map_fn(void *state, const void *in, void *out)
+/* The record a map, tag or running sum makes of x. */
+static rec map_core(tstate *s, const rec *x)
 {
-    tstate *s = state;
-    rec x, y;
-    memcpy(&x, in, RS);
+    rec y;
     /* atomic: replicas of a weir_parallel term run this concurrently */
     __atomic_fetch_add(&s->count, 1, __ATOMIC_RELAXED);
     switch (s->nd->k) {
     case N_MAP:
-        y = map_rec(s->nd, &x);
+        y = map_rec(s->nd, x);
         break;
     case N_TAG:
-        y = tag_rec(s->nd, &x);
+        y = tag_rec(s->nd, x);
         break;
     default: /* N_RSUM */
-        s->sum += i2u(x.value);
-        y = x;
+        s->sum += i2u(x->value);
+        y = *x;
         y.value = u2i(s->sum);
         break;
     }
+    return y;
+}
+
+static void map_fn(void *state, const void *in, void *out)
+{
+    rec x;
+    memcpy(&x, in, RS);
+    rec y = map_core(state, &x);
     memcpy(out, &y, RS);
 }
 
@@ -828,7 +1068,331 @@ static int sink_finish_fn(void *state, weir_emit *e)
     return e == NULL ? 0 : -EINVAL; /* sinks get no emit */
 }
 
+/* ------------------------------------------- variable-size callbacks */
+
+/* A pull source of variable-size records: the bytes of one call live in
+ * the source's arena, poisoned at the next call (they need only last until
+ * then). */
+static int vpull_fn(void *state, void *out, size_t max, bool *end)
+{
+    tstate *s = state;
+    memset(s->varena, 0xA5, s->vused);
+    s->vused = 0;
+    int64_t left = s->nd->n - s->pos;
+    s->r = mix(s->r, 1);
+    if (max == 0 || (left > 0 && s->r % 16 == 0))
+        return 0;
+    size_t k = (size_t)(1 + s->r % (max < 16 ? max : 16));
+    if ((int64_t)k > left)
+        k = (size_t)left;
+    weir_bytes *o = out;
+    for (size_t i = 0; i < k; i++) {
+        rec r = src_rec(s->nd, s->pos + (int64_t)i);
+        o[i].data = s->varena + s->vused;
+        o[i].len = venc(&r, s->varena + s->vused);
+        s->vused += o[i].len;
+    }
+    s->pos += (int64_t)k;
+    *end = s->pos == s->nd->n && (k == 0 || s->r % 4 != 0);
+    return (int)k;
+}
+
+/* A blocking source of variable-size records: one record at a time (bytes,
+ * reserve/commit, a weir_bytes) or up to 16 with weir_emit_records(); the
+ * bytes it copied from are poisoned after each emit. */
+static int vblocking_fn(void *state, weir_emit *e)
+{
+    tstate *s = state;
+    weir_bytes d[16];
+    while (s->pos < s->nd->n) {
+        s->r = mix(s->r, 2);
+        int r;
+        if (s->r % 2) {
+            rec x = src_rec(s->nd, s->pos);
+            r = vemit(e, &x, (unsigned)(s->r >> 8), s->varena);
+            memset(s->varena, 0x5A, RS + vt);
+            s->pos++;
+        } else {
+            int64_t k = 1 + (int64_t)(s->r % 16);
+            if (k > s->nd->n - s->pos)
+                k = s->nd->n - s->pos;
+            size_t used = 0;
+            for (int64_t i = 0; i < k; i++) {
+                rec x = src_rec(s->nd, s->pos + i);
+                d[i].data = s->varena + used;
+                d[i].len = venc(&x, s->varena + used);
+                used += d[i].len;
+            }
+            r = weir_emit_records(e, d, (size_t)k);
+            memset(s->varena, 0x5A, used);
+            s->pos += k;
+        }
+        if (r != 0) {
+            s->emit_error = true;
+            return r;
+        }
+    }
+    return 0;
+}
+
+/* Maps: var -> var (map, tag, running sum), rec -> var, var -> rec. A map's
+ * variable-size output is written to the calling thread's buffer of the
+ * term: valid until the term's next call on that thread. */
+static void vmap_fn(void *state, const void *in, void *out)
+{
+    tstate *s = state;
+    rec x = vdec(in);
+    rec y = map_core(s, &x);
+    unsigned char *b = vbuf(s->nd->uid);
+    weir_bytes *o = out;
+    o->len = venc(&y, b);
+    o->data = b;
+}
+
+static int vmap_as_function(void *state, const void *in, weir_emit *e)
+{
+    tstate *s = state;
+    rec x = vdec(in);
+    rec y = map_core(s, &x);
+    return vemit(e, &y, (unsigned)i2u(y.value), vbuf(s->nd->uid));
+}
+
+static void tovar_fn(void *state, const void *in, void *out)
+{
+    tstate *s = state;
+    rec x;
+    memcpy(&x, in, RS);
+    unsigned char *b = vbuf(s->nd->uid);
+    weir_bytes *o = out;
+    o->len = venc(&x, b);
+    o->data = b;
+}
+
+static int tovar_as_function(void *state, const void *in, weir_emit *e)
+{
+    tstate *s = state;
+    rec x;
+    memcpy(&x, in, RS);
+    return vemit(e, &x, (unsigned)i2u(x.id), vbuf(s->nd->uid));
+}
+
+static void fromvar_fn(void *state, const void *in, void *out)
+{
+    (void)state;
+    rec x = vdec(in);
+    memcpy(out, &x, RS);
+}
+
+static int fromvar_as_function(void *state, const void *in, weir_emit *e)
+{
+    (void)state;
+    rec x = vdec(in);
+    return weir_emit_record(e, &x);
+}
+
+static bool vpred_fn(void *state, const void *in)
+{
+    tstate *s = state;
+    rec x = vdec(in);
+    __atomic_fetch_add(&s->count, 1, __ATOMIC_RELAXED);
+    return filter_keep(s->nd, &x);
+}
+
+/* Flat-map on variable-size records: each output by one of the three ways
+ * of vemit(), or all of a record's outputs at once (weir_emit_records). */
+static int vflat_fn(void *state, const void *in, weir_emit *e)
+{
+    tstate *s = state;
+    rec x = vdec(in);
+    __atomic_fetch_add(&s->count, 1, __ATOMIC_RELAXED);
+    unsigned c = flat_count(s->nd, &x);
+    unsigned char *b = vbuf(s->nd->uid);
+    if (c >= 2 && i2u(x.value) % 3 == 0) {
+        weir_bytes d[3];
+        for (unsigned j = 0; j < c; j++) {
+            rec y = flat_rec(s->nd, &x, j);
+            d[j].data = b + j * VMAXREC;
+            d[j].len = venc(&y, b + j * VMAXREC);
+        }
+        return weir_emit_records(e, d, c);
+    }
+    for (unsigned j = 0; j < c; j++) {
+        rec y = flat_rec(s->nd, &x, j);
+        int r = vemit(e, &y, j + (unsigned)i2u(x.id), b);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static uint64_t vkeyed_key(void *arg, const void *in)
+{
+    (void)arg;
+    const weir_bytes *b = in;
+    rec x;
+    if (b->len < RS)
+        return 0; /* vdec in the shard reports it */
+    memcpy(&x, b->data, RS);
+    return rec_key(&x);
+}
+
+typedef struct vshard {
+    uint64_t *cnt;
+    int uid;
+} vshard;
+
+static int vkeyed_fn(void *state, const void *in, weir_emit *e)
+{
+    const vshard *sh = state;
+    rec x = vdec(in);
+    rec y = keyed_rec(&x, ++sh->cnt[rec_key(&x)]);
+    return vemit(e, &y, (unsigned)i2u(y.value), vbuf(sh->uid));
+}
+
+static vshard vshards[MAXNODES][4];
+
+static weir_term *vkeyed_make(void *arg, unsigned i)
+{
+    tstate *s = arg;
+    char name[40];
+    snprintf(name, sizeof name, "t%ds%u", s->nd->uid, i);
+    memset(s->kcnt[i], 0, sizeof s->kcnt[i]);
+    vshard *sh = &vshards[s->nd->uid][i];
+    sh->cnt = s->kcnt[i];
+    sh->uid = s->nd->uid;
+    return weir_function(name, WEIR_VARSIZE, WEIR_VARSIZE, vkeyed_fn, sh);
+}
+
+/* Zip with inputs of both kinds (inmask) and output of either. */
+static int vzip_fn(void *state, const void *const *in, size_t n, weir_emit *e)
+{
+    tstate *s = state;
+    rec xs[MAXCH];
+    const rec *ps[MAXCH];
+    for (size_t i = 0; i < n; i++) {
+        if (s->nd->inmask >> i & 1)
+            xs[i] = vdec(in[i]);
+        else
+            memcpy(&xs[i], in[i], RS);
+        ps[i] = &xs[i];
+    }
+    s->count++;
+    rec y = zip_rec(s->nd, ps, n);
+    if (!s->nd->var)
+        return weir_emit_record(e, &y);
+    return vemit(e, &y, (unsigned)s->count, vbuf(s->nd->uid));
+}
+
+static int vfinish_fn(void *state, weir_emit *e)
+{
+    tstate *s = state;
+    s->finish_calls++;
+    rec y = finish_rec(s->nd, s->count);
+    return vemit(e, &y, 1, NULL); /* reserve/commit */
+}
+
+static int vmerge_finish_fn(void *state, weir_emit *e)
+{
+    (void)state;
+    return vemit(e, &merge_finish, 1, NULL);
+}
+
+static int vsink_fn(void *state, const void *in)
+{
+    rec x = vdec(in);
+    return got_push(state, &x, 1);
+}
+
+static int vbatch_sink_fn(void *state, const void *recs, size_t n)
+{
+    const weir_bytes *b = recs;
+    for (size_t i = 0; i < n; i++) {
+        rec x = vdec(&b[i]);
+        int r = got_push(state, &x, 1);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------ build */
+
+/* The variable-size twin of a term (its output, or for a conversion to
+ * fixed records its input, is variable-size). */
+static weir_term *build_var(const node *n, tstate *s, const char *name)
+{
+    const size_t V = WEIR_VARSIZE;
+    weir_term *t = NULL;
+    switch (n->k) {
+    case N_SRC:
+        /* 16 records at a time, each at most the byte capacity */
+        s->varena = malloc(16 * VMAXREC);
+        if (!s->varena)
+            return NULL;
+        t = n->sub == 0 ? weir_source(name, V, vpull_fn, s)
+                        : weir_blocking_source(name, V, vblocking_fn, s);
+        break;
+    case N_MAP:
+    case N_TAG:
+    case N_RSUM:
+        t = n->sub ? weir_function(name, V, V, vmap_as_function, s)
+                   : weir_map(name, V, V, vmap_fn, s);
+        if (n->finish)
+            t = weir_term_on_finish(t, vfinish_fn);
+        break;
+    case N_TOVAR:
+        t = n->sub ? weir_function(name, RS, V, tovar_as_function, s)
+                   : weir_map(name, RS, V, tovar_fn, s);
+        break;
+    case N_FROMVAR:
+        t = n->sub ? weir_function(name, V, RS, fromvar_as_function, s)
+                   : weir_map(name, V, RS, fromvar_fn, s);
+        break;
+    case N_FILTER:
+        t = weir_filter(name, V, vpred_fn, s);
+        if (n->finish)
+            t = weir_term_on_finish(t, vfinish_fn);
+        break;
+    case N_FLAT:
+        t = weir_function(name, V, V, vflat_fn, s);
+        if (n->finish)
+            t = weir_term_on_finish(t, vfinish_fn);
+        break;
+    case N_ID:
+        t = weir_id(name, V);
+        break;
+    case N_MERGE:
+        t = weir_merge(name);
+        if (n->finish)
+            t = weir_term_on_finish(t, vmerge_finish_fn);
+        break;
+    case N_ZIP: /* with a callback (the generator makes no other) */
+        t = weir_zip(name, n->var ? V : RS, vzip_fn, s);
+        if (n->finish)
+            t = weir_term_on_finish(t, n->var ? vfinish_fn : finish_fn);
+        break;
+    case N_SINK:
+        if (n->sub == 0) {
+            t = weir_sink(name, V, vsink_fn, s);
+        } else if (n->sub == 1) {
+            t = weir_batch_sink(name, V, vbatch_sink_fn, s);
+        } else {
+            if (weir_collector_init(&s->coll, V) != 0)
+                return NULL;
+            s->has_coll = true;
+            t = weir_collect(name, &s->coll);
+        }
+        if (n->finish && n->sub != 2)
+            t = weir_term_on_finish(t, sink_finish_fn);
+        break;
+    case N_KEYED:
+        t = weir_keyed(name, (unsigned)n->sub, vkeyed_key, NULL, vkeyed_make, s, WEIR_ORDERED);
+        break;
+    default: /* composites, stop, add-index: never variable-size */
+        break;
+    }
+    return t;
+}
 
 static weir_term *build(const node *n)
 {
@@ -840,6 +1404,8 @@ static weir_term *build(const node *n)
     char name[32], name2[32];
     snprintf(name, sizeof name, "t%d", n->uid);
     weir_term *t = NULL;
+    if (n->var || n->k == N_FROMVAR || (n->k == N_ZIP && n->inmask))
+        return build_var(n, s, name);
     switch (n->k) {
     case N_SRC:
         if (n->sub == 0) {
@@ -910,6 +1476,9 @@ static weir_term *build(const node *n)
         }
         if (n->finish && n->sub != 2)
             t = weir_term_on_finish(t, sink_finish_fn);
+        break;
+    case N_TOVAR:
+    case N_FROMVAR: /* build_var() */
         break;
     case N_STOP:
         t = weir_stop();
@@ -1091,6 +1660,8 @@ static void eval(const node *n, const slist *ins, slist *outs)
         o->tainted = in->tainted;
         break;
     case N_ID:
+    case N_TOVAR:
+    case N_FROMVAR: /* the bytes carry the rec */
         for (size_t i = 0; i < in->n; i++)
             vpush(o, &in->v[i]);
         o->tainted = in->tainted;
@@ -1148,6 +1719,8 @@ static void eval(const node *n, const slist *ins, slist *outs)
         break;
     }
     G->total += o->n;
+    if (n->var)
+        G->vtotal += o->n;
     lpush(outs, o);
 }
 
@@ -1209,6 +1782,7 @@ enum { SWEEPW = 4, MAXW = 256 };
 static weir_runtime *rts[MAXW + 1];
 
 static uint64_t graphs, discarded, records, sinks_checked, sinks_per_path, mismatches;
+static uint64_t var_graphs, var_sinks;
 
 static void graph_free(void)
 {
@@ -1217,6 +1791,7 @@ static void graph_free(void)
         if (G->st[i].has_coll)
             weir_collector_deinit(&G->st[i].coll);
         free(G->arrays[i]);
+        free(G->st[i].varena);
     }
     for (int i = 0; i < G->nsinks; i++)
         free(G->want[i]);
@@ -1229,9 +1804,9 @@ static void report(const char *what, const node *root, const weir_pipeline_confi
     fprintf(stderr,
             "stress_reference: %s\n  graph seed %" PRIu64 " (STRESS_REF_GRAPH=%" PRIu64
             " replays it), mode %s, batch %u, capacity %u, %u workers, slice %" PRIu64
-            " ns, timing %d, profile %d\n",
+            " ns, timing %d, profile %d, byte capacity %" PRIu64 " (records of 24..%zu bytes)\n",
             what, gseed, gseed, weir_exec_mode_name(c->mode), c->batch, c->capacity, workers,
-            c->slice_ns, (int)c->timing, (int)c->profile);
+            c->slice_ns, (int)c->timing, (int)c->profile, c->byte_capacity, RS + vt);
     print_tree(stderr, root, 1);
 }
 
@@ -1241,11 +1816,20 @@ static bool one_graph(uint64_t gseed, unsigned wmin, unsigned wmax, bool verbose
 {
     memset(G, 0, sizeof *G);
     rng = gseed | 1;
+    /* The byte capacity of the variable-size streams (64 .. 8192) and the
+     * largest record: exactly the capacity (up to 2 KiB) in half of the
+     * graphs, else a shorter bound. */
+    vbcap = UINT64_C(64) << rndn(8);
+    vt = (size_t)vbcap - RS;
+    if (rndn(2) == 0 || vt > 2048)
+        vt = 1 + rndn((unsigned)(vt < 512 ? vt : 512));
+    vsalt = rnd();
     node *root = gen_graph();
     slist ins = {.n = 0}, outs = {.n = 0};
     if (root && !G->overflow)
         eval(root, &ins, &outs);
-    if (!root || G->overflow || G->total > 200000 || G->nsinks == 0) {
+    if (!root || G->overflow || G->total > 200000 || G->nsinks == 0 ||
+        G->vtotal * (RS + vt / 2) > (64u << 20)) {
         /* Too big for a quick check, or nothing to compare: another one. */
         discarded++;
         graph_free();
@@ -1260,6 +1844,7 @@ static bool one_graph(uint64_t gseed, unsigned wmin, unsigned wmax, bool verbose
     c.slice_ns = rndn(4) == 0 ? 0 : c.slice_ns;
     c.timing = rndn(4) != 0;
     c.profile = rndn(8) == 0; /* per-callback timing: no batched map/filter path */
+    c.byte_capacity = vbcap;
     unsigned workers = wmin + rndn(wmax - wmin + 1);
     if (verbose)
         report("replaying", root, &c, workers, gseed);
@@ -1276,6 +1861,7 @@ static bool one_graph(uint64_t gseed, unsigned wmin, unsigned wmax, bool verbose
         graph_free();
         return true;
     }
+    const uint64_t vbad0 = atomic_load(&vbad);
     r = weir_pipeline_start(p);
     if (r == 0)
         r = weir_pipeline_join_for(p, 120ull * 1000 * 1000 * 1000);
@@ -1299,11 +1885,25 @@ static bool one_graph(uint64_t gseed, unsigned wmin, unsigned wmax, bool verbose
             bad = true;
         }
     }
+    bool has_var = false;
+    for (int i = 0; i < G->nnodes; i++)
+        has_var |= G->nodes[i].var;
+    var_graphs += has_var;
     for (int k = 0; k < G->nsinks && !bad; k++) {
         const node *sn = G->sinks[k];
         tstate *s = &G->st[sn->uid];
-        const rec *got = s->has_coll ? s->coll.data : s->got;
-        size_t ngot = s->has_coll ? s->coll.count : s->ngot;
+        if (sn->var && s->has_coll) {
+            /* a variable-size collector: its records decoded */
+            const weir_bytes *b = s->coll.data;
+            for (size_t i = 0; i < s->coll.count; i++) {
+                rec x = vdec(&b[i]);
+                got_push(s, &x, 1);
+            }
+        }
+        var_sinks += sn->var;
+        const bool coll = s->has_coll && !sn->var;
+        const rec *got = coll ? s->coll.data : s->got;
+        size_t ngot = coll ? s->coll.count : s->ngot;
         size_t d = compare(got, ngot, G->want[k], G->nwant[k], G->tainted[k]);
         sinks_checked++;
         sinks_per_path += G->tainted[k];
@@ -1334,6 +1934,14 @@ static bool one_graph(uint64_t gseed, unsigned wmin, unsigned wmax, bool verbose
             report(msg, root, &c, workers, gseed);
             bad = true;
         }
+    }
+    if (!bad && atomic_load(&vbad) != vbad0) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "%" PRIu64 " variable-size records had a wrong length or tail byte",
+                 atomic_load(&vbad) - vbad0);
+        report(msg, root, &c, workers, gseed);
+        bad = true;
     }
     if (bad)
         mismatches++;
@@ -1381,8 +1989,11 @@ int main(int argc, char **argv)
     }
     printf("stress_reference: %" PRIu64 " graphs checked (%" PRIu64 " too big, skipped), %" PRIu64
            " sinks (%" PRIu64 " after a merge, compared per path), %" PRIu64
-           " records compared, %" PRIu64 " mismatches (seed %lu, workers %u..%u)\n",
-           graphs, discarded, sinks_checked, sinks_per_path, records, mismatches, o.seed, wmin,
+           " records compared; variable-size: %" PRIu64 " graphs, %" PRIu64 " sinks, %" PRIu64
+           " records checked byte by byte, %" PRIu64 " bad; %" PRIu64
+           " mismatches (seed %lu, workers %u..%u)\n",
+           graphs, discarded, sinks_checked, sinks_per_path, records, var_graphs, var_sinks,
+           (uint64_t)atomic_load(&vchecked), (uint64_t)atomic_load(&vbad), mismatches, o.seed, wmin,
            wmax);
     free(G);
     fflush(stdout);
