@@ -18,7 +18,9 @@
  *               call (its first record, right after the tree was checked and
  *               compiled into its context) adds the time since to a total.
  *               Factory + compile + table entry, on the thread that made it,
- *               averaged over every sub-pipeline of the timed runs.
+ *               averaged over every sub-pipeline of the timed runs: wall
+ *               time, and create_cpu_us the thread's CPU time
+ *               (CLOCK_THREAD_CPUTIME_ID: without preemption on a busy box).
  *   create2_us  differential: a blocking source emits K records of K new
  *               keys, waits until all K means came out, then emits the same
  *               K records again (every sub-pipeline live): (first pass -
@@ -26,11 +28,11 @@
  *               make 10 000 sub-pipelines (so noisy at K = 10).
  *   factory_us  the factory alone (its term constructors and destroy) on
  *               one thread: the share of creation that is the user's.
- * tail_ms: from the sink's last batch to the join, the end of the input:
- * every live sub-pipeline ends there (its finish chain, then it is freed),
- * shard after shard.
- * creates_per_s = 1e6 / create_us: sub-pipelines per second of creation on
- * one thread.
+ * tail_ms: from the first finish callback to the join, the end of the
+ * input: every live sub-pipeline ends there (its finish chain, then it is
+ * freed), shard after shard, on the thread that runs the spawn term.
+ * creates_per_s = 1e6 / create_cpu_us: sub-pipelines per second of creation
+ * on one thread.
  *
  * Memory per live sub-pipeline, from the differential run's first pipeline:
  * after malloc_trim(0), /proc/self/statm and mallinfo2() before the first
@@ -66,10 +68,19 @@ typedef struct sb_cfg {
 /* ------------------------------------------------------- the sub-pipeline */
 
 /* Creation timing (the direct method): summed by the maps' first calls. */
-static _Atomic uint64_t sb_create_ns, sb_creates;
+static _Atomic uint64_t sb_create_ns, sb_create_cpu_ns, sb_creates;
+
+/* CPU time of the calling thread (the factory and the first record run on
+ * the same thread, one after the other): preemption left out. */
+static uint64_t sb_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 typedef struct sb_first {
-    uint64_t t0;
+    uint64_t t0, cpu0;
     bool seen;
 } sb_first;
 
@@ -80,24 +91,43 @@ static void sb_map(void *st, const void *in, void *out)
         f->seen = true;
         /* relaxed: totals read after the join */
         atomic_fetch_add_explicit(&sb_create_ns, bench_now_ns() - f->t0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&sb_create_cpu_ns, sb_thread_cpu_ns() - f->cpu0,
+                                  memory_order_relaxed);
         atomic_fetch_add_explicit(&sb_creates, 1, memory_order_relaxed);
     }
     double d = (double)(((const sb_rec *)in)->val % 1000);
     memcpy(out, &d, sizeof d);
 }
 
+/* The first finish callback at the end of the input: the end of the input
+ * (every sub-pipeline ends there, shard after shard) starts there. */
+static _Atomic uint64_t sb_first_finish_ns;
+
+static int sb_finish(void *st, weir_emit *e)
+{
+    (void)st;
+    (void)e;
+    uint64_t zero = 0;
+    /* relaxed: read after the join */
+    atomic_compare_exchange_strong_explicit(&sb_first_finish_ns, &zero, bench_now_ns(),
+                                            memory_order_relaxed, memory_order_relaxed);
+    return 0;
+}
+
 static weir_term *sb_make(void *arg, uint64_t key)
 {
     (void)arg;
     (void)key;
-    uint64_t t0 = bench_now_ns();
+    uint64_t cpu0 = sb_thread_cpu_ns(), t0 = bench_now_ns();
     sb_first *f = malloc(sizeof *f);
     if (!f)
         return NULL;
     f->t0 = t0;
+    f->cpu0 = cpu0;
     f->seen = false;
-    weir_term *m =
-        weir_term_on_free(weir_map("x", sizeof(sb_rec), sizeof(double), sb_map, f), free);
+    weir_term *m = weir_term_on_free(
+        weir_term_on_finish(weir_map("x", sizeof(sb_rec), sizeof(double), sb_map, f), sb_finish),
+        free);
     return weir_seq2(m, weir_mean("mean"));
 }
 
@@ -106,18 +136,16 @@ static weir_term *sb_make(void *arg, uint64_t key)
 typedef struct sb_sum {
     double sum;
     _Atomic uint64_t count;
-    uint64_t last_ns; /* the last batch's arrival (read after the join) */
 } sb_sum;
 
-static int sb_sink(void *st, const void *recs, size_t n)
+static int sb_sink(void *st, const void *rec)
 {
     sb_sum *s = st;
-    const double *d = recs;
-    for (size_t i = 0; i < n; i++)
-        s->sum += d[i];
-    s->last_ns = bench_now_ns();
+    double d;
+    memcpy(&d, rec, sizeof d);
+    s->sum += d;
     /* relaxed: single writer; the waiting source needs no other data */
-    atomic_store_explicit(&s->count, atomic_load_explicit(&s->count, memory_order_relaxed) + n,
+    atomic_store_explicit(&s->count, atomic_load_explicit(&s->count, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     return 0;
 }
@@ -185,9 +213,10 @@ static double sb_serial(const sb_rec *recs, uint64_t n, uint64_t keys)
 static int sb_run(weir_runtime *rt, const sb_cfg *cfg, weir_exec_mode m, const sb_rec *recs,
                   uint64_t n, double want, uint64_t *ns, uint64_t *tail_ns, uint64_t *spawned)
 {
-    sb_sum s = {0, 0, 0};
+    sb_sum s = {0, 0};
+    atomic_store(&sb_first_finish_ns, 0);
     weir_term *t[3] = {weir_array_source("src", recs, n, sizeof(sb_rec)), sb_spawn(cfg),
-                       weir_batch_sink("sum", sizeof(double), sb_sink, &s)};
+                       weir_sink("sum", sizeof(double), sb_sink, &s)};
     weir_pipeline_config pc = sb_pcfg(cfg, m);
     weir_pipeline *p = NULL;
     int r = weir_pipeline_create(rt, weir_seq(3, t), &pc, &p);
@@ -199,7 +228,8 @@ static int sb_run(weir_runtime *rt, const sb_cfg *cfg, weir_exec_mode m, const s
     r = weir_pipeline_run(p);
     uint64_t t1 = bench_now_ns();
     *ns = t1 - t0;
-    *tail_ns = s.last_ns && t1 > s.last_ns ? t1 - s.last_ns : 0;
+    uint64_t f = atomic_load(&sb_first_finish_ns);
+    *tail_ns = f && t1 > f ? t1 - f : 0;
     *spawned = 0;
     for (unsigned i = 0, nt = weir_pipeline_term_count(p); i < nt; i++) {
         weir_term_stats ts;
@@ -287,10 +317,10 @@ static int sb_twopass(weir_runtime *rt, const sb_cfg *cfg, weir_exec_mode m, con
     const uint64_t rounds = (10000 + k - 1) / k;
     double diff = 0;
     for (uint64_t round = 0; round < rounds; round++) {
-        sb_sum s = {0, 0, 0};
+        sb_sum s = {0, 0};
         sb_pass ps = {perm, k, &s, round == 0, {0, 0, 0}, 0, 0, 0, 0};
         weir_term *t[3] = {weir_blocking_source("src", sizeof(sb_rec), sb_pass_fn, &ps),
-                           sb_spawn(cfg), weir_batch_sink("sum", sizeof(double), sb_sink, &s)};
+                           sb_spawn(cfg), weir_sink("sum", sizeof(double), sb_sink, &s)};
         weir_pipeline_config pc = sb_pcfg(cfg, m);
         weir_pipeline *p = NULL;
         if (weir_pipeline_create(rt, weir_seq(3, t), &pc, &p) < 0) {
@@ -331,7 +361,7 @@ typedef struct sb_row {
     unsigned workers;
     uint64_t keys, items, median, minv, spawned;
     unsigned runs;
-    double tail_ms, vs_k10, create_us, create2_us, factory_us, rss_b, heap_b;
+    double tail_ms, vs_k10, create_us, create_cpu_us, create2_us, factory_us, rss_b, heap_b;
 } sb_row;
 
 static void sb_num(const bench_opts *o, const char *key, double v, int prec)
@@ -359,7 +389,8 @@ static void sb_print(const bench_opts *o, const sb_row *r)
     sb_num(o, "vs_k10", r->vs_k10, 3);
     sb_num(o, "tail_ms", r->tail_ms, 2);
     sb_num(o, "create_us", r->create_us, 3);
-    sb_num(o, "creates_per_s", r->create_us > 0 ? 1e6 / r->create_us : NAN, 0);
+    sb_num(o, "create_cpu_us", r->create_cpu_us, 3);
+    sb_num(o, "creates_per_s", r->create_cpu_us > 0 ? 1e6 / r->create_cpu_us : NAN, 0);
     sb_num(o, "create2_us", r->create2_us, 3);
     sb_num(o, "factory_us", r->factory_us, 3);
     sb_num(o, "rss_b", r->rss_b, 0);
@@ -428,9 +459,11 @@ int bench_spawn(const bench_opts *o, int argc, char **argv)
              "  map -> running mean made at its first record; the means, in input order,\n"
              "  summed by a sink. Variants: serial (a table per key), pool, threads.\n"
              "  Defaults: K = 10,1000,100000, N = 1M (the same for every K), shards 16,\n"
-             "  --runs 3. Extra: vs_k10 (items/s against K = 10), create_us (factory +\n"
-             "  compile, timed from the factory's entry to the first record's map call),\n"
-             "  creates_per_s, create2_us (first pass of K new keys minus a second pass\n"
+             "  --runs 3. Extra: vs_k10 (items/s against K = 10), tail_ms (the end of the\n"
+             "  input: every sub-pipeline ends), create_us / create_cpu_us (factory +\n"
+             "  compile, from the factory's entry to the first record's map call, wall\n"
+             "  and thread CPU time), creates_per_s (1e6 / create_cpu_us),\n"
+             "  create2_us (first pass of K new keys minus a second pass\n"
              "  of the same records, per key), factory_us (constructors alone), rss_b and\n"
              "  heap_b (bytes per live sub-pipeline: statm and mallinfo2 with K live).");
         return 0;
@@ -501,12 +534,13 @@ int bench_spawn(const bench_opts *o, int argc, char **argv)
                           .tail_ms = NAN,
                           .vs_k10 = NAN,
                           .create_us = NAN,
+                          .create_cpu_us = NAN,
                           .create2_us = NAN,
                           .factory_us = NAN,
                           .rss_b = NAN,
                           .heap_b = NAN};
             bool fail = false;
-            uint64_t cns = 0, cn = 0, tails[64];
+            uint64_t cns = 0, ccpu = 0, cn = 0, tails[64];
             for (unsigned r = 0; r < o->warmup + nr && !fail; r++) {
                 uint64_t ns = 0, tail = 0, spawned = 0;
                 if (v == SV_SERIAL) {
@@ -516,6 +550,7 @@ int bench_spawn(const bench_opts *o, int argc, char **argv)
                     fail = got != want;
                 } else {
                     atomic_store(&sb_create_ns, 0);
+                    atomic_store(&sb_create_cpu_ns, 0);
                     atomic_store(&sb_creates, 0);
                     fail = sb_run(rt, &cfg, m, recs, n, want, &ns, &tail, &spawned) != 0;
                     row.spawned = spawned;
@@ -524,6 +559,7 @@ int bench_spawn(const bench_opts *o, int argc, char **argv)
                     ts[r - o->warmup] = ns;
                     tails[r - o->warmup] = tail;
                     cns += atomic_load(&sb_create_ns);
+                    ccpu += atomic_load(&sb_create_cpu_ns);
                     cn += atomic_load(&sb_creates);
                 }
             }
@@ -539,6 +575,7 @@ int bench_spawn(const bench_opts *o, int argc, char **argv)
             if (v != SV_SERIAL) {
                 row.tail_ms = (double)bench_median(tails, nr) / 1e6;
                 row.create_us = cn ? (double)cns / 1000.0 / (double)cn : NAN;
+                row.create_cpu_us = cn ? (double)ccpu / 1000.0 / (double)cn : NAN;
                 row.factory_us = factory_us;
                 double rss = NAN, heap = NAN;
                 if (sb_twopass(rt, &cfg, m, perm, k, &row.create2_us, &rss, &heap) != 0) {
