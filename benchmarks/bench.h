@@ -253,6 +253,7 @@ int bench_farm(const bench_opts *o, int argc, char **argv);  /* bench_farm.c */
 int bench_keyed(const bench_opts *o, int argc, char **argv); /* bench_farm.c */
 int bench_lines(const bench_opts *o, int argc, char **argv); /* bench_lines.c */
 int bench_spawn(const bench_opts *o, int argc, char **argv); /* bench_spawn.c */
+int bench_delay(const bench_opts *o, int argc, char **argv); /* bench_time.c */
 #endif
 
 /* ---- runtime benchmarks (bench_runtime.c) --------------------------------- */

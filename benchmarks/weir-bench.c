@@ -112,6 +112,8 @@ static const bench_cmd commands[] = {
     {"lines", bench_lines,
      "term layer: lines read, split into words, counted: weir_file_lines vs a read(2) loop",
      NULL},
+    {"delay", bench_delay,
+     "term layer: a pipeline timed alone and beside a weir_delay (no worker held); lateness", NULL},
     {"build", bench_build,
      "term layer: build, compile, run and destroy of N parallel branches, phase by phase", NULL},
 #endif
