@@ -28,6 +28,9 @@
  *               make 10 000 sub-pipelines (so noisy at K = 10).
  *   factory_us  the factory alone (its term constructors and destroy) on
  *               one thread: the share of creation that is the user's.
+ * cpu_ms: the process's CPU time over the run (getrusage: the workers'
+ * spinning included), cpu_vs_k10 the same ratio as vs_k10 in CPU time,
+ * steadier than wall time on a busy box.
  * tail_ms: from the first finish callback to the join, the end of the
  * input: every live sub-pipeline ends there (its finish chain, then it is
  * freed), shard after shard, on the thread that runs the spawn term.
@@ -211,7 +214,8 @@ static double sb_serial(const sb_rec *recs, uint64_t n, uint64_t keys)
 
 /* One run of the pipeline over `recs`; the time of start + join. */
 static int sb_run(weir_runtime *rt, const sb_cfg *cfg, weir_exec_mode m, const sb_rec *recs,
-                  uint64_t n, double want, uint64_t *ns, uint64_t *tail_ns, uint64_t *spawned)
+                  uint64_t n, double want, uint64_t *ns, uint64_t *cpu_ns, uint64_t *tail_ns,
+                  uint64_t *spawned)
 {
     sb_sum s = {0, 0};
     atomic_store(&sb_first_finish_ns, 0);
@@ -224,10 +228,11 @@ static int sb_run(weir_runtime *rt, const sb_cfg *cfg, weir_exec_mode m, const s
         fprintf(stderr, "weir-bench: spawn: create: %s\n", weir_last_error());
         return -1;
     }
-    uint64_t t0 = bench_now_ns();
+    uint64_t c0 = bench_cpu_ns(), t0 = bench_now_ns();
     r = weir_pipeline_run(p);
     uint64_t t1 = bench_now_ns();
     *ns = t1 - t0;
+    *cpu_ns = bench_cpu_ns() - c0;
     uint64_t f = atomic_load(&sb_first_finish_ns);
     *tail_ns = f && t1 > f ? t1 - f : 0;
     *spawned = 0;
@@ -361,7 +366,8 @@ typedef struct sb_row {
     unsigned workers;
     uint64_t keys, items, median, minv, spawned;
     unsigned runs;
-    double tail_ms, vs_k10, create_us, create_cpu_us, create2_us, factory_us, rss_b, heap_b;
+    double cpu_ms, cpu_vs_k10, tail_ms, vs_k10, create_us, create_cpu_us, create2_us, factory_us,
+        rss_b, heap_b;
 } sb_row;
 
 static void sb_num(const bench_opts *o, const char *key, double v, int prec)
@@ -387,6 +393,8 @@ static void sb_print(const bench_opts *o, const sb_row *r)
         printf("%-6s %-8s %7u %7" PRIu64 " %11.3f %11.3f %12.0f", "spawn", r->variant, r->workers,
                r->keys, (double)r->median / 1e6, (double)r->minv / 1e6, ips);
     sb_num(o, "vs_k10", r->vs_k10, 3);
+    sb_num(o, "cpu_ms", r->cpu_ms, 1);
+    sb_num(o, "cpu_vs_k10", r->cpu_vs_k10, 3);
     sb_num(o, "tail_ms", r->tail_ms, 2);
     sb_num(o, "create_us", r->create_us, 3);
     sb_num(o, "create_cpu_us", r->create_cpu_us, 3);
@@ -459,7 +467,8 @@ int bench_spawn(const bench_opts *o, int argc, char **argv)
              "  map -> running mean made at its first record; the means, in input order,\n"
              "  summed by a sink. Variants: serial (a table per key), pool, threads.\n"
              "  Defaults: K = 10,1000,100000, N = 1M (the same for every K), shards 16,\n"
-             "  --runs 3. Extra: vs_k10 (items/s against K = 10), tail_ms (the end of the\n"
+             "  --runs 3. Extra: vs_k10 (items/s against K = 10), cpu_ms and cpu_vs_k10\n"
+             "  (process CPU time of a run, and its ratio), tail_ms (the end of the\n"
              "  input: every sub-pipeline ends), create_us / create_cpu_us (factory +\n"
              "  compile, from the factory's entry to the first record's map call, wall\n"
              "  and thread CPU time), creates_per_s (1e6 / create_cpu_us),\n"
@@ -498,7 +507,7 @@ int bench_spawn(const bench_opts *o, int argc, char **argv)
         printf("%-6s %-8s %7s %7s %11s %11s %12s  %s\n", "bench", "variant", "workers", "keys",
                "median_ms", "min_ms", "items_per_s", "extra");
     int status = 0;
-    double k10[SV_N] = {NAN, NAN, NAN};
+    double k10[SV_N] = {NAN, NAN, NAN}, k10cpu[SV_N] = {NAN, NAN, NAN};
     for (size_t ki = 0; ki < cfg.nkeys; ki++) {
         const uint64_t k = cfg.keys[ki];
         uint64_t x = 0x9e3779b97f4a7c15ULL ^ k;
@@ -531,6 +540,8 @@ int bench_spawn(const bench_opts *o, int argc, char **argv)
                           .keys = k,
                           .items = n,
                           .runs = nr,
+                          .cpu_ms = NAN,
+                          .cpu_vs_k10 = NAN,
                           .tail_ms = NAN,
                           .vs_k10 = NAN,
                           .create_us = NAN,
@@ -540,24 +551,26 @@ int bench_spawn(const bench_opts *o, int argc, char **argv)
                           .rss_b = NAN,
                           .heap_b = NAN};
             bool fail = false;
-            uint64_t cns = 0, ccpu = 0, cn = 0, tails[64];
+            uint64_t cns = 0, ccpu = 0, cn = 0, tails[64], cpus[64];
             for (unsigned r = 0; r < o->warmup + nr && !fail; r++) {
-                uint64_t ns = 0, tail = 0, spawned = 0;
+                uint64_t ns = 0, cpu = 0, tail = 0, spawned = 0;
                 if (v == SV_SERIAL) {
-                    uint64_t t0 = bench_now_ns();
+                    uint64_t c0 = bench_cpu_ns(), t0 = bench_now_ns();
                     volatile double got = sb_serial(recs, n, k);
                     ns = bench_now_ns() - t0;
+                    cpu = bench_cpu_ns() - c0;
                     fail = got != want;
                 } else {
                     atomic_store(&sb_create_ns, 0);
                     atomic_store(&sb_create_cpu_ns, 0);
                     atomic_store(&sb_creates, 0);
-                    fail = sb_run(rt, &cfg, m, recs, n, want, &ns, &tail, &spawned) != 0;
+                    fail = sb_run(rt, &cfg, m, recs, n, want, &ns, &cpu, &tail, &spawned) != 0;
                     row.spawned = spawned;
                 }
                 if (r >= o->warmup) {
                     ts[r - o->warmup] = ns;
                     tails[r - o->warmup] = tail;
+                    cpus[r - o->warmup] = cpu;
                     cns += atomic_load(&sb_create_ns);
                     ccpu += atomic_load(&sb_create_cpu_ns);
                     cn += atomic_load(&sb_creates);
@@ -572,6 +585,10 @@ int bench_spawn(const bench_opts *o, int argc, char **argv)
             if (k == 10)
                 k10[v] = (double)row.median;
             row.vs_k10 = isfinite(k10[v]) ? k10[v] / (double)row.median : NAN;
+            row.cpu_ms = (double)bench_median(cpus, nr) / 1e6;
+            if (k == 10)
+                k10cpu[v] = row.cpu_ms;
+            row.cpu_vs_k10 = isfinite(k10cpu[v]) ? k10cpu[v] / row.cpu_ms : NAN;
             if (v != SV_SERIAL) {
                 row.tail_ms = (double)bench_median(tails, nr) / 1e6;
                 row.create_us = cn ? (double)cns / 1000.0 / (double)cn : NAN;
