@@ -170,9 +170,18 @@ WEIR_API void weir_redis_source_config_init(weir_redis_source_config *cfg);
  * XACK (several for more than 4096 ids). An entry that could not be emitted
  * (a stop) is never acknowledged by this source.
  *
+ * Errors (weir_pipeline_join(); weir_pipeline_error() names the term, the
+ * address and the cause): the connect's errno at start (-ECONNREFUSED,
+ * -ENOENT for a missing socket, -ETIMEDOUT, -EHOSTUNREACH for a name that
+ * does not resolve); -EACCES (AUTH refused); -EINVAL (password_env names an
+ * unset variable); -ENOTCONN (the connection was lost and not regained
+ * within retry_ms); -EPROTO (an error reply, e.g. the group was destroyed,
+ * or a malformed one); -EMSGSIZE (an entry larger than the stream's byte
+ * capacity); -ENOMEM.
+ *
  * Do not attach a free function (weir_term_on_free()): the term frees its
  * own state.
- * @param name the term's name (NULL: "redis-source#n")
+ * @param name the term's name (NULL: a generated unique one)
  * @param cfg the options (copied)
  * @return the term; NULL (weir_last_error() says why): -EINVAL (NULL cfg,
  *   no stream or group, a bad URL, batch 0, a block_ms above 1 h),
@@ -228,6 +237,14 @@ WEIR_API void weir_redis_sink_config_init(weir_redis_sink_config *cfg);
  * The callbacks do network I/O on the thread that runs the sink (a worker in
  * the pool mode): a flush waits for a round trip, a lost connection for up
  * to retry_ms.
+ *
+ * Errors (join): a sink callback has no weir_emit to attach a message to,
+ * so weir_pipeline_error() names the term and the errno, one per cause: the
+ * connect's errno at the first record (-ECONNREFUSED, ...); -EACCES (AUTH
+ * refused); -EINVAL (password_env unset, or an ENTRY record that is not in
+ * the layout or has no pair); -ENOTCONN (lost, not regained within
+ * retry_ms); -EREMOTEIO (an error reply to an XADD: a key of another type,
+ * a server out of memory); -ENOMEM.
  *
  * Do not attach a free, finish or barrier function: the term has its own.
  * @return the term; NULL (weir_last_error()): -EINVAL (NULL cfg, no stream,

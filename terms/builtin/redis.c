@@ -33,8 +33,9 @@
  * written at its end, replies are read as they come and waited for when
  * `pipeline` are outstanding, at a barrier and at the end. After a lost
  * connection the unconfirmed commands are sent again on the new one (at
- * least once). A sink's callbacks get no weir_emit, so its errors are errno
- * values only (see the error codes in rd_sink_fail_code).
+ * least once). A sink's callbacks get no weir_emit (weir_emit_fail needs
+ * one), so the sink's errors are errno values only, each used for one cause
+ * (listed at weir_redis_sink() in the header).
  */
 #include <errno.h>
 #include <fcntl.h>
