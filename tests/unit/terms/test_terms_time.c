@@ -565,17 +565,10 @@ Test(terms_time, windows_still_open_at_the_end_of_input_are_passed_partial)
     }
 }
 
-/* BUG: at the end of the input a stage whose terms wait for a tick waits
- * for it before the finish callbacks run (terms/stage.c, weir__stage_run:
- * STEP_ENDED becomes STEP_WAIT while weir__stage_wake() is set). That is
- * right for weir_delay, but a time window asks for a tick at the end of its
- * next window: the end of input waits until the clock passes the open
- * windows' ends (here 10-20 s), whose tick passes them as full windows, so
- * weir__window_finish() never passes them partial, contrary to terms.h
- * ("At the end of the input the windows still open are passed with
- * `partial` set"). Every mode. */
-Test(terms_time, time_windows_still_open_at_the_end_of_input_are_passed_partial_at_once,
-     .disabled = true)
+/* At the end of the input the window's finish passes the windows still
+ * open at once, as partial (before d51b773 the end waited for the windows'
+ * ends, 10-20 s here, and passed them whole). */
+Test(terms_time, time_windows_still_open_at_the_end_of_input_are_passed_partial_at_once)
 {
     for (int k = 0; k < 3; k++) {
         paced src;
@@ -702,8 +695,9 @@ static int win_count(void *state, const void *recs, size_t n, const weir_window_
 
 /* BUG: what a finish callback emits into a delay fused after it in the
  * same stage is lost (pool and hybrid modes; threads mode, unfused, passes).
- * terms/stage.c: at the end of the input weir__stage_run waits for the
- * pending ticks, then runs weir__stage_finish_chain() and ends the stage;
+ * terms/stage.c (as of d51b773): at the end of the input weir__stage_run
+ * waits for a delay's pending ticks (weir__stage_wake_waits), clears the
+ * other requests, then runs weir__stage_finish_chain() and ends the stage;
  * the window's finish emits its partial window, the fused weir_delay's
  * function holds it and asks for a tick (weir_emit_wake_at), but the stage
  * is ending: nobody waits for that tick, and weir_delay has no finish
@@ -873,14 +867,9 @@ Test(terms_time, idle_timeout_fail_fails_with_etimedout_naming_the_term)
     }
 }
 
-/* BUG: the same end-of-input wait as the time windows' (terms/stage.c,
- * weir__stage_run): after the last record the idle term's tick is still
- * pending, so the stage waits for it instead of ending, and the tick finds
- * the stream idle: WEIR_IDLE_FAIL fails a pipeline whose input ended
- * normally with -ETIMEDOUT ("term 'watchdog': no record for 50 ms (idle
- * timeout)"), and WEIR_IDLE_END delays every end of input by the timeout.
- * Every mode. */
-Test(terms_time, idle_timeout_does_not_fire_after_the_input_ended, .disabled = true)
+/* A stream that ended is not idle (before d51b773 the end of input waited
+ * for the idle term's tick, which failed a normal end with -ETIMEDOUT). */
+Test(terms_time, idle_timeout_does_not_fire_after_the_input_ended)
 {
     /* the stream ended normally: that is not an idle stream */
     for (int k = 0; k < 3; k++) {
@@ -1060,6 +1049,9 @@ Test(terms_time, a_stop_runs_a_pending_tick_at_once_with_the_end_of_time)
     for (int k = 0; k < 3; k++) {
         stop_with_a_pending_tick(k, true, MS); /* a record every ms */
         stop_with_a_pending_tick(k, true, 0);  /* as fast as it goes */
+        /* no finish callback: only the stop's tick releases the records */
+        stop_with_a_pending_tick(k, false, MS);
+        stop_with_a_pending_tick(k, false, 0);
     }
 }
 
@@ -1087,28 +1079,12 @@ static int stopper_tick(void *state, uint64_t now, weir_emit *e)
     return weir_pipeline_stop(((stopper *)state)->p);
 }
 
-/* BUG: a stop that comes while an activation runs its ticks (or between
- * its ticks and the end of its input) drops the ticks still pending in the
- * stage, and with them the records their terms hold. terms.h: "A stop cuts
- * waits short: the pending ticks run at once with now = UINT64_MAX".
- * terms/stage.c runs the ticks at the start of an activation
- * (weir__step -> weir__run_ticks, which reads `stopping` once, before the
- * ticks: a tick that stops the pipeline leaves the later nodes' ticks
- * "not due"); then weir__step_pull sees the stop and returns STEP_ENDED,
- * and weir__stage_run, now seeing `stopping`, goes to the finish callbacks
- * without the end-of-input wait for ticks: the batcher below never gets
- * its UINT64_MAX tick and the records it holds are lost (pool mode, every
- * run, "16 of 18 records": src, stopper, batcher and sink fused in one
- * stage; threads and hybrid pass). In threads mode the same loss is a race
- * (an external weir_pipeline_stop() landing between weir__run_ticks() and
- * the end of the input): stop_with_a_pending_tick() without a finish
- * callback lost 1 of 21 records in about 1 run in 20 (threads mode, a
- * record every ms), which is why the enabled test gives its batcher a finish
- * callback. weir_delay is safe (its function releases at once while
- * stopping), as is a term with a finish callback that flushes. Fix: when
- * an activation ends under a stop, run the ticks still pending
- * (weir__run_ticks with `stopping`) before weir__stage_finish_chain(). */
-Test(terms_time, a_stop_from_a_tick_still_runs_the_other_pending_ticks, .disabled = true)
+/* A stop that comes while an activation runs its ticks (here from a tick
+ * of the same fused stage) still runs the other pending ticks before the
+ * finish callbacks: the batcher, which has no finish callback, releases
+ * what it holds. Before d51b773 `stopping` was read once before the ticks
+ * and the batcher's records were lost ("16 of 18 records", pool mode). */
+Test(terms_time, a_stop_from_a_tick_still_runs_the_other_pending_ticks)
 {
     for (int k = 0; k < 3; k++) {
         paced src;
@@ -1236,22 +1212,15 @@ Test(terms_time, runtime_destroy_under_a_waiting_delay_threads_mode)
     destroy_under_delay(WEIR_EXEC_THREADS);
 }
 
-/* BUG: in the pool (and for the pool stages of hybrid mode) a pipeline
- * learns of the runtime's destroy only when one of its stage jobs runs
- * during the drain (terms/exec.c, weir__stage_job: weir_runtime_stopping()
- * -> weir__pipeline_shutdown()). A delay stage waiting for its wake-up
- * timer is IDLE with no job queued; destroy drops the timer (terms/time.c's
- * weir__wake job never runs), so nothing fails the pipeline: join never
- * returns (-ETIMEDOUT after 10 s here; 0 of the 20 records delivered,
- * weir_pipeline_error() empty). weir_pipeline_destroy() still returns (its
- * cancel runs the stages inline). */
-Test(terms_time, runtime_destroy_under_a_waiting_delay_pool_mode, .disabled = true)
+/* In the pool a stage waiting only for its timer learns of the destroy
+ * from the dropped timer's job (weir_timer_run_on_drop); before d51b773
+ * join never returned. */
+Test(terms_time, runtime_destroy_under_a_waiting_delay_pool_mode)
 {
     destroy_under_delay(WEIR_EXEC_POOL);
 }
 
-/* BUG: as in pool mode (above). */
-Test(terms_time, runtime_destroy_under_a_waiting_delay_hybrid_mode, .disabled = true)
+Test(terms_time, runtime_destroy_under_a_waiting_delay_hybrid_mode)
 {
     destroy_under_delay(WEIR_EXEC_HYBRID);
 }
