@@ -606,10 +606,11 @@ Test(terms_var, function_map_filter_and_sinks_round_trip_records_of_every_length
 {
     enum { N = 3000 };
     const gspec g = {.seed = 101, .maxlen = 4096};
-    blist ref = {0}, ref_fm = {0}, ref_filt = {0};
+    blist ref = {0}, ref_fm = {0}, ref_filt = {0}, ref_rev = {0};
     bl_gen(&ref, &g, N);
     fm_ref(&ref, &ref_fm);
     filter_ref(&ref, &ref_filt);
+    rev_ref(&ref, &ref_rev);
     for (int k = 0; k < 3; k++) {
         const char *mn = weir_exec_mode_name(all_modes[k]);
         tobytes tb = {.g = g, .buf = malloc(g.maxlen + 8)};
@@ -618,7 +619,7 @@ Test(terms_var, function_map_filter_and_sinks_round_trip_records_of_every_length
         weir_collector_init(&b, WEIR_VARSIZE);
         weir_collector_init(&d, 8);
         weir_collector_init(&idc, WEIR_VARSIZE);
-        blist c = {0}, e = {0}, f = {0}, h = {0};
+        blist c = {0}, e = {0}, f = {0}, h = {0}, rv = {0};
         weir_collector gcol;
         weir_collector_init(&gcol, WEIR_VARSIZE);
         weir_term *t = WEIR_SEQ(
@@ -632,6 +633,10 @@ Test(terms_var, function_map_filter_and_sinks_round_trip_records_of_every_length
                           weir_batch_sink("c", WEIR_VARSIZE, keep_batch_fn, &c)),
                 weir_seq2(weir_map("hash", WEIR_VARSIZE, 8, hash_fn, NULL), weir_collect("d", &d)),
                 weir_batch_sink("e", WEIR_VARSIZE, keep_batch_fn, &e),
+                /* a batch sink fused after a map whose bytes its next call
+                 * overwrites: the batch must hold copies */
+                weir_seq2(weir_map("rev", WEIR_VARSIZE, WEIR_VARSIZE, rev_fn, NULL),
+                          weir_batch_sink("r", WEIR_VARSIZE, keep_batch_fn, &rv)),
                 /* a filter writing a stream of its own (two readers): the
                  * batch path into a byte ring that fills */
                 weir_seq2(
@@ -649,6 +654,7 @@ Test(terms_var, function_map_filter_and_sinks_round_trip_records_of_every_length
         check_list(f.v, f.n, &ref, "sink");
         check_coll(&idc, &ref, "id");
         check_coll(&gcol, &ref_filt, "filter into a stream");
+        check_list(rv.v, rv.n, &ref_rev, "map + batch sink");
         check_list(h.v, h.n, &ref_filt, "filter into a stream, sink");
         cr_assert_eq(d.count, N, "%s", mn);
         for (size_t i = 0; i < N; i++)
@@ -683,12 +689,14 @@ Test(terms_var, function_map_filter_and_sinks_round_trip_records_of_every_length
         bl_free(&e);
         bl_free(&f);
         bl_free(&h);
+        bl_free(&rv);
         weir_collector_deinit(&gcol);
         free(tb.buf);
     }
     bl_free(&ref);
     bl_free(&ref_fm);
     bl_free(&ref_filt);
+    bl_free(&ref_rev);
 }
 
 /* Both source kinds with variable-size output: a pull source (its bytes
@@ -1768,8 +1776,10 @@ Test(terms_var, tokenize_emits_every_token_and_nothing_for_delimiters_only)
         big[i] = (char)("abc de\tf  g\r"[mix64((uint64_t)i) % 12]);
     bl_push(&in, big, 4000);
     free(big);
-    for (int d = 0; d < 2; d++) {
-        const char *delims = d ? " " : NULL;
+    for (int d = 0; d < 3; d++) {
+        /* the default set, a space only, and no delimiter at all (every
+         * non-empty record is one token) */
+        const char *delims = d == 1 ? " " : d == 2 ? "" : NULL;
         blist want = {0};
         tokens_ref(&in, delims, &want);
         for (int k = 0; k < 3; k++) {
@@ -1779,7 +1789,7 @@ Test(terms_var, tokenize_emits_every_token_and_nothing_for_delimiters_only)
                                     weir_tokenize("tok", delims), weir_collect("out", &col));
             weir_pipeline_config cfg = vcfg(all_modes[k], 3, 4, 4096);
             cr_assert_eq(run_cfg(t, &cfg, NULL), 0);
-            check_coll(&col, &want, d ? "tokenize ' '" : "tokenize (default)");
+            check_coll(&col, &want, d == 1 ? "tokenize ' '" : d ? "tokenize ''" : "tokenize");
             weir_collector_deinit(&col);
         }
         bl_free(&want);
