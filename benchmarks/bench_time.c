@@ -4,10 +4,8 @@
  * sink) on a 2-worker runtime, timed alone and while another pipeline on
  * the same runtime holds records in a weir_delay.
  *
- * Variants (one invocation, in this order, on one runtime):
- *   alone  the measured pipeline, nothing else on the runtime; timed before
- *          the delayed pipeline starts and again after it stopped (the
- *          baseline is the median of both halves: drift cancels)
+ * Variants (one invocation, on one runtime):
+ *   alone  the measured pipeline, nothing else on the runtime
  *   delay  the same while a periodic source (a record every --period-us,
  *          default 1000) -> weir_delay(--delay-ms, default 1000) -> sink
  *          runs beside it, in steady state (started --delay-ms + 200 ms
@@ -22,10 +20,16 @@
  *          them all, as in the issue's 300-590 ms.
  *
  * Each timed run creates the measured pipeline, runs it (start + join:
- * only that is timed) and destroys it; its sink checks the sum. The ratio
- * is the variant's median over alone's (target for delay: <= 1.05). The
- * delay row also gives the delay's lateness: sink time - source time -
- * delay of every record released before the stop (median, p99, max in us).
+ * only that is timed) and destroys it; its sink checks the sum. The runs
+ * come in --rounds (default 5) of: --runs alone, the delayed pipeline
+ * started, --runs beside it, stopped; then --runs alone once more. A
+ * round's ratio is its delay median over the median of the alone runs on
+ * either side of it (drift cancels); the delay row's ratio is the median
+ * of the rounds' (a round the box disturbed is left out; ratio_min and
+ * ratio_max show the spread). Target for delay: <= 1.05. The delay row
+ * also gives the delay's lateness: sink time - source time - delay of
+ * every record released before a stop (median, p99, max in us). The sleep
+ * row's ratio is over alone's median of all runs.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -46,7 +50,7 @@ static const char *const dv_names[DV_N] = {"alone", "delay", "sleep"};
 typedef struct dl_cfg {
     uint64_t n;
     uint64_t delay_ns, period_ns, sleep_ns;
-    unsigned runs, warmup;
+    unsigned runs, warmup, rounds;
 } dl_cfg;
 
 /* ------------------------------------------------ the measured pipeline */
@@ -196,6 +200,19 @@ static uint64_t dl_quantile(uint64_t *v, size_t n, double q)
     return v[i ? i - 1 : 0];
 }
 
+/* The median of v[0..n), v left as it was (tmp: room for n). */
+static uint64_t dl_median_of(const uint64_t *v, size_t n, uint64_t *tmp)
+{
+    memcpy(tmp, v, n * sizeof *v);
+    return bench_median(tmp, n);
+}
+
+static int dl_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 static int dl_parse(const bench_opts *o, int argc, char **argv, dl_cfg *cfg)
 {
     cfg->n = o->has_n ? o->n : 20000;
@@ -204,6 +221,7 @@ static int dl_parse(const bench_opts *o, int argc, char **argv, dl_cfg *cfg)
     cfg->sleep_ns = 1000000u;
     cfg->runs = o->has_runs ? o->runs : 31;
     cfg->warmup = o->warmup;
+    cfg->rounds = 5;
     for (int i = 1; i < argc; i++) {
         const char *val;
         uint64_t u;
@@ -216,6 +234,10 @@ static int dl_parse(const bench_opts *o, int argc, char **argv, dl_cfg *cfg)
             if (m < 0 || !bench_parse_u64(val, &u) || u < 10 || u > 1000000)
                 return bench_usage_error("--period-us: 10..1000000");
             cfg->period_ns = u * 1000u;
+        } else if ((m = bench_opt_value(argc, argv, &i, "--rounds", &val)) != 0) {
+            if (m < 0 || !bench_parse_u64(val, &u) || u == 0 || u > 100)
+                return bench_usage_error("--rounds: 1..100");
+            cfg->rounds = (unsigned)u;
         } else if ((m = bench_opt_value(argc, argv, &i, "--sleep-us", &val)) != 0) {
             if (m < 0 || !bench_parse_u64(val, &u) || u == 0 || u > 1000000)
                 return bench_usage_error("--sleep-us: 1..1000000");
@@ -234,20 +256,22 @@ static int dl_parse(const bench_opts *o, int argc, char **argv, dl_cfg *cfg)
 int bench_delay(const bench_opts *o, int argc, char **argv)
 {
     if (o->help) {
-        puts("Usage: weir-bench delay [--n N] [--workers W] [--runs R] [--delay-ms D]\n"
-             "                        [--period-us P] [--sleep-us S]\n"
+        puts("Usage: weir-bench delay [--n N] [--workers W] [--runs R] [--rounds K]\n"
+             "                        [--delay-ms D] [--period-us P] [--sleep-us S]\n"
              "  A pipeline of N records (default 20000: range source -> map -> sink), timed\n"
              "  alone and beside another pipeline on the same runtime. Variants:\n"
-             "    alone  nothing beside it (timed before and after the others)\n"
+             "    alone  nothing beside it (timed before and after each round)\n"
              "    delay  beside periodic source (a record every P us, default 1000) ->\n"
              "           weir_delay(D ms, default 1000) -> sink, in steady state\n"
              "    sleep  beside periodic source -> one branch per worker, each a callback\n"
              "           sleeping S us a record (default 1000): every worker held\n"
-             "  ratio = median / alone's median (target for delay: <= 1.05). Extra for\n"
-             "  delay: lat_med_us, lat_p99_us, lat_max_us (sink time - source time - D of\n"
-             "  the records released before the stop), samples, held (records the delay\n"
-             "  held when timing began), target_met. --runs defaults to 31 (sleep: 5).\n"
-             "  Workers default to 2.");
+             "  K rounds (default 5) of R runs alone and R runs beside the delay, then R\n"
+             "  alone: a round's ratio = its delay median / the alone runs around it; the\n"
+             "  delay row's ratio is the median of the rounds' (target <= 1.05). Extra for\n"
+             "  delay: rounds, ratio_min, ratio_max, lat_med_us, lat_p99_us, lat_max_us\n"
+             "  (sink time - source time - D of the records released before a stop),\n"
+             "  held (records the delay held when timing began), target_met.\n"
+             "  --runs defaults to 31 (sleep: 5). Workers default to 2.");
         return 0;
     }
     dl_cfg cfg;
@@ -264,32 +288,39 @@ int bench_delay(const bench_opts *o, int argc, char **argv)
         return BENCH_EXIT_FAIL;
     const unsigned workers = weir_runtime_workers(rt);
     const unsigned R = cfg.runs ? cfg.runs : 1;
-    uint64_t *alone = calloc(2 * R, sizeof *alone), *with = calloc(R, sizeof *with);
+    const size_t RK = (size_t)R * (cfg.rounds + 1);
+    uint64_t *alone = calloc(RK, sizeof *alone), *with = calloc(RK, sizeof *with);
+    uint64_t *tmp = calloc(RK, sizeof *tmp);
+    double *ratios = calloc(cfg.rounds, sizeof *ratios);
     dl_late lat = {NULL, NULL, 0, 0};
     uint64_t early = 0;
-    /* the delayed pipeline runs for about delay + 200 ms + R runs */
+    /* the delayed pipeline runs for about delay + 200 ms + R runs a round */
     lat.cap = (size_t)((cfg.delay_ns + 200000000u) / cfg.period_ns) + 64 * R + 4096;
     lat.held = calloc(lat.cap, sizeof *lat.held);
     lat.at = calloc(lat.cap, sizeof *lat.at);
+    uint64_t *samp = calloc(lat.cap * cfg.rounds, sizeof *samp);
+    size_t nsamp = 0;
     int status = BENCH_EXIT_FAIL;
-    if (!alone || !with || !lat.held || !lat.at) {
+    if (!alone || !with || !tmp || !ratios || !lat.held || !lat.at || !samp) {
         fprintf(stderr, "weir-bench delay: out of memory\n");
         goto out;
     }
     bench_note(o,
-               "delay n=%" PRIu64 " workers=%u runs=%u warmup=%u delay_ms=%" PRIu64
+               "delay n=%" PRIu64 " workers=%u runs=%u rounds=%u warmup=%u delay_ms=%" PRIu64
                " period_us=%" PRIu64 " sleep_us=%" PRIu64 " cpus=%u",
-               cfg.n, workers, R, cfg.warmup, cfg.delay_ns / 1000000u, cfg.period_ns / 1000u,
-               cfg.sleep_ns / 1000u, bench_online_cpus());
+               cfg.n, workers, R, cfg.rounds, cfg.warmup, cfg.delay_ns / 1000000u,
+               cfg.period_ns / 1000u, cfg.sleep_ns / 1000u, bench_online_cpus());
 
-    /* alone, first half */
+    /* rounds of: alone, delay; then alone once more. Each round's ratio
+     * takes the alone runs on either side of it, so drift cancels, and the
+     * median over the rounds leaves out a round that the box disturbed. */
+    const bool want_delay = bench_variant_selected(o, "delay");
+    const unsigned K = want_delay ? cfg.rounds : 0;
+    uint64_t held = 0;
     if (dl_series(rt, &cfg, R, alone) < 0)
         goto out;
-
-    /* beside a delay */
-    bool want_delay = bench_variant_selected(o, "delay");
-    uint64_t held = 0;
-    if (want_delay) {
+    for (unsigned k = 0; k < K; k++) {
+        lat.n = 0;
         weir_pipeline *d = dl_start(
             rt, WEIR_SEQ(weir_periodic_source("tick", cfg.period_ns, 0),
                          weir_delay("delay", sizeof(weir_periodic_rec), cfg.delay_ns),
@@ -299,57 +330,54 @@ int bench_delay(const bench_opts *o, int argc, char **argv)
         bench_sleep((double)(cfg.delay_ns + 200000000u) / 1e9);
         int ti = weir_pipeline_find_term(d, "delay");
         weir_term_stats ts;
-        if (ti >= 0 && weir_pipeline_term_stats(d, (unsigned)ti, &ts) == 0)
+        if (k == 0 && ti >= 0 && weir_pipeline_term_stats(d, (unsigned)ti, &ts) == 0)
             held = ts.records_in - ts.records_out;
-        int r = dl_series(rt, &cfg, R, with);
+        int r = dl_series(rt, &cfg, R, with + (size_t)k * R);
         uint64_t stop_at = weir_now_ns();
         if (dl_stop(d) < 0 || r < 0)
             goto out;
         /* lateness of the records released before the stop (the stop
          * releases the others at once) */
-        size_t k = 0;
         for (size_t i = 0; i < lat.n; i++) {
             if (lat.at[i] >= stop_at)
                 continue;
             if (lat.held[i] < cfg.delay_ns)
                 early++;
             else
-                lat.held[k++] = lat.held[i] - cfg.delay_ns;
+                samp[nsamp++] = lat.held[i] - cfg.delay_ns;
         }
-        lat.n = k;
+        if (dl_series(rt, &cfg, R, alone + (size_t)(k + 1) * R) < 0)
+            goto out;
+        uint64_t a = dl_median_of(alone + (size_t)k * R, 2 * R, tmp);
+        uint64_t w = dl_median_of(with + (size_t)k * R, R, tmp);
+        ratios[k] = (double)w / (double)a;
     }
-
-    /* alone, second half */
-    if (dl_series(rt, &cfg, R, alone + R) < 0)
-        goto out;
-    uint64_t before = bench_median(alone, R), after = bench_median(alone + R, R);
-    uint64_t base = bench_median(alone, 2 * R), base_min = bench_min(alone, 2 * R);
+    const size_t NA = (size_t)(K + 1) * R, NW = (size_t)K * R;
+    uint64_t base = dl_median_of(alone, NA, tmp);
 
     bench_row row;
     if (bench_variant_selected(o, "alone")) {
         bench_row_init(&row, "delay", "alone", workers, cfg.n);
-        row.runs = 2 * R;
+        row.runs = (unsigned)NA;
         row.median_ns = base;
-        row.min_ns = base_min;
+        row.min_ns = bench_min(alone, NA);
         row.ratio = 1.0;
-        bench_row_extra(&row, "before_ms", (double)before / 1e6, false);
-        bench_row_extra(&row, "after_ms", (double)after / 1e6, false);
         bench_print_row(o, &row);
     }
     if (want_delay) {
-        uint64_t med = bench_median(with, R);
-        double ratio = (double)med / (double)base;
+        qsort(ratios, K, sizeof *ratios, dl_cmp_double);
+        double ratio = K % 2 ? ratios[K / 2] : (ratios[K / 2 - 1] + ratios[K / 2]) / 2;
         bench_row_init(&row, "delay", "delay", workers, cfg.n);
-        row.runs = R;
-        row.median_ns = med;
-        row.min_ns = bench_min(with, R);
+        row.runs = (unsigned)NW;
+        row.median_ns = dl_median_of(with, NW, tmp);
+        row.min_ns = bench_min(with, NW);
         row.ratio = ratio;
-        bench_row_extra(&row, "lat_med_us", (double)dl_quantile(lat.held, lat.n, 0.5) / 1e3, false);
-        bench_row_extra(&row, "lat_p99_us", (double)dl_quantile(lat.held, lat.n, 0.99) / 1e3,
-                        false);
-        bench_row_extra(&row, "lat_max_us", (double)dl_quantile(lat.held, lat.n, 1.0) / 1e3, false);
-        bench_row_extra(&row, "samples", (double)lat.n, true);
-        bench_row_extra(&row, "early", (double)early, true);
+        bench_row_extra(&row, "rounds", K, true);
+        bench_row_extra(&row, "ratio_min", ratios[0], false);
+        bench_row_extra(&row, "ratio_max", ratios[K - 1], false);
+        bench_row_extra(&row, "lat_med_us", (double)dl_quantile(samp, nsamp, 0.5) / 1e3, false);
+        bench_row_extra(&row, "lat_p99_us", (double)dl_quantile(samp, nsamp, 0.99) / 1e3, false);
+        bench_row_extra(&row, "lat_max_us", (double)dl_quantile(samp, nsamp, 1.0) / 1e3, false);
         bench_row_extra(&row, "held", (double)held, true);
         bench_row_extra(&row, "target_met", ratio <= DL_TARGET, true);
         bench_print_row(o, &row);
@@ -381,7 +409,7 @@ int bench_delay(const bench_opts *o, int argc, char **argv)
         int r = dl_series(rt, &one, S, with);
         if (dl_stop(s) < 0 || r < 0)
             goto out;
-        uint64_t med = bench_median(with, S);
+        uint64_t med = dl_median_of(with, S, tmp);
         bench_row_init(&row, "delay", "sleep", workers, cfg.n);
         row.runs = S;
         row.median_ns = med;
@@ -394,6 +422,9 @@ out:
     weir_runtime_destroy(rt);
     free(alone);
     free(with);
+    free(tmp);
+    free(ratios);
+    free(samp);
     free(lat.held);
     free(lat.at);
     return status;
