@@ -582,7 +582,13 @@ WEIR_API weir_term *weir_spawn(const char *name, size_t in_size, size_t out_size
         weir__term_set_sizes(t, in_size, out_size);
         if (out_size == 0)
             t->out_size = 0, t->out_var = false;
-        pthread_mutex_init(&sh->mu, NULL);
+        /* recursive: a sub-pipeline's callback may list the live ones
+         * (weir_pipeline_spawn_list) while its shard holds the mutex */
+        pthread_mutexattr_t ma;
+        pthread_mutexattr_init(&ma);
+        pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+        pthread_mutex_init(&sh->mu, &ma);
+        pthread_mutexattr_destroy(&ma);
         sh->sp = sp;
         sh->idx = i;
         atomic_init(&sh->st_live, 0);

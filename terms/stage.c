@@ -1194,10 +1194,9 @@ static int weir__step(weir__stage *s, weir_worker *w)
         return WEIR_UNLIKELY(s->par != NULL) ? weir__par_step(s, w, true) : STEP_ENDED;
     if (s->spill_n && !weir__spill_drain(s))
         return STEP_WAIT;
-    if (s->input_done)
-        return STEP_ENDED;
     if (WEIR_UNLIKELY(s->has_wake)) {
-        /* ticks that are due (time.c) */
+        /* ticks that are due (time.c), also after the finish: a delay
+         * still releases what the finish callbacks emitted into it */
         if (weir__run_ticks(s) == WEIR__TICK_END)
             s->tick_end = true;
         if (s->err)
@@ -1205,6 +1204,8 @@ static int weir__step(weir__stage *s, weir_worker *w)
         if (s->tick_end)
             return STEP_ENDED;
     }
+    if (s->input_done)
+        return STEP_ENDED;
     switch (s->head) {
     case WEIR__H_PULL:
         return weir__step_pull(s);
@@ -1260,7 +1261,8 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
                 weir__run_ticks(s); /* a stop: every pending tick at once (time.c) */
             /* the other ticks are not waited for: the finish is the end */
             for (unsigned i = 0; i < s->nnodes; i++)
-                s->nodes[i].wake_at = 0;
+                if (!s->nodes[i].term->tick_waits)
+                    s->nodes[i].wake_at = 0;
         }
         s->input_done = true;
         weir__stage_finish_chain(s);
@@ -1268,6 +1270,17 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
             step = STEP_ERROR;
         else if (s->spill_n)
             step = STEP_WAIT; /* final records still to drain */
+    }
+    if (step == STEP_ENDED && s->input_done && WEIR_UNLIKELY(s->has_wake) && !s->err &&
+        !weir__cancelled(p)) {
+        /* what the finish callbacks emitted into a delay: wait for it (a
+         * stop releases it now) */
+        if (weir__stopping(p))
+            weir__run_ticks(s);
+        if (s->err)
+            step = STEP_ERROR;
+        else if (s->spill_n || weir__stage_wake_waits(s))
+            step = STEP_WAIT;
     } else if (step != STEP_ERROR && !s->err) {
         /* Records buffered for a batch sink go out at the end of every
          * activation, not only when the buffer is full. */
