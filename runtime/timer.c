@@ -181,8 +181,9 @@ void weir__timers_init(weir_runtime *rt)
 
 void weir__timers_fini(weir_runtime *rt)
 {
-    weir_free(rt->timer_heap); /* NULL unless create failed after an arm: never */
-    rt->timer_heap = NULL;
+    /* The heap array is gone already: weir__timers_shutdown() freed it, and
+     * a create that fails never returned the runtime to anybody who could
+     * arm. */
     pthread_mutex_destroy(&rt->timer_lock);
 }
 
