@@ -39,9 +39,19 @@ typedef struct paced {
     unsigned per;
     uint64_t next, next_dl;
     uint64_t calls, produced;
-    uint64_t early_calls; /* called before the deadline it asked for */
-    uint64_t asked;       /* the deadline of its last weir_source_wake_at() */
+    uint64_t early_calls;  /* called before the deadline it asked for */
+    uint64_t asked;        /* the deadline of its last weir_source_wake_at() */
+    _Atomic uint64_t made; /* `produced`, for a test thread waiting for it */
 } paced;
+
+/* Wait until *c reaches n (a busy box may start a thread late); false
+ * after 10 s. */
+static bool wait_for(_Atomic uint64_t *c, uint64_t n)
+{
+    for (int i = 0; i < 10000 && atomic_load(c) < n; i++)
+        usleep(1000);
+    return atomic_load(c) >= n;
+}
 
 static int paced_pull(void *state, void *out, size_t max, bool *end)
 {
@@ -68,6 +78,7 @@ static int paced_pull(void *state, void *out, size_t max, bool *end)
         k++;
     }
     s->produced += k;
+    atomic_fetch_add_explicit(&s->made, k, memory_order_relaxed);
     if (s->n && s->next >= s->n)
         *end = true;
     else if (s->gap_ns) {
@@ -82,6 +93,7 @@ static weir_term *paced_source(const char *name, paced *s, uint64_t n, unsigned 
                                uint64_t gap_ns)
 {
     memset(s, 0, sizeof *s);
+    atomic_init(&s->made, 0);
     s->n = n;
     s->per = per ? per : 1;
     s->gap_ns = gap_ns;
@@ -268,7 +280,7 @@ Test(terms_time, a_stop_releases_the_held_records_at_once_exactly_once)
         weir_pipeline *p;
         cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
         cr_assert_eq(weir_pipeline_start(p), 0);
-        usleep(50000);
+        cr_assert(wait_for(&src.made, 30), "%s: the source made nothing in 10 s", mname(k));
         uint64_t t0 = weir_now_ns();
         cr_assert_eq(weir_pipeline_stop(p), 0);
         cr_assert_eq(weir_pipeline_join_for(p, JOIN_MAX), 0, "%s: %s", mname(k),
@@ -295,7 +307,7 @@ Test(terms_time, a_cancel_drops_the_held_records_and_returns_at_once)
         weir_pipeline *p;
         cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
         cr_assert_eq(weir_pipeline_start(p), 0);
-        usleep(50000);
+        cr_assert(wait_for(&src.made, 30), "%s: the source made nothing in 10 s", mname(k));
         uint64_t t0 = weir_now_ns();
         cr_assert_eq(weir_pipeline_cancel(p), 0);
         cr_assert_eq(weir_pipeline_join_for(p, JOIN_MAX), -ECANCELED, "%s", mname(k));
@@ -311,6 +323,7 @@ Test(terms_time, a_cancel_drops_the_held_records_and_returns_at_once)
 typedef struct periodic_check {
     uint64_t count, bad_seq, early, bad_deadline, bad_spacing;
     uint64_t last_deadline, period;
+    _Atomic uint64_t seen; /* `count`, for the test thread */
 } periodic_check;
 
 static int periodic_check_fn(void *state, const void *in)
@@ -327,12 +340,14 @@ static int periodic_check_fn(void *state, const void *in)
         c->bad_spacing++;
     c->last_deadline = r.deadline_ns;
     c->count++;
+    atomic_fetch_add_explicit(&c->seen, 1, memory_order_relaxed);
     return 0;
 }
 
 static weir_term *periodic_sink(periodic_check *c, uint64_t period)
 {
     memset(c, 0, sizeof *c);
+    atomic_init(&c->seen, 0);
     c->period = period;
     return weir_sink("sink", sizeof(weir_periodic_rec), periodic_check_fn, c);
 }
@@ -365,7 +380,7 @@ Test(terms_time, a_stop_ends_an_endless_periodic_source)
         weir_pipeline *p;
         cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
         cr_assert_eq(weir_pipeline_start(p), 0);
-        usleep(40000);
+        cr_assert(wait_for(&chk.seen, 10), "%s: no record in 10 s", mname(k));
         cr_assert_eq(weir_pipeline_stop(p), 0);
         cr_assert_eq(weir_pipeline_join_for(p, JOIN_MAX), 0, "%s: %s", mname(k),
                      weir_pipeline_error(p));
@@ -722,6 +737,83 @@ Test(terms_time, what_a_finish_emits_into_a_later_fused_delay_is_delivered, .dis
     }
 }
 
+/* A user term that holds int64 records (up to 64) and passes them on, one
+ * by one, on a tick `age` after the first and in its finish callback. */
+typedef struct holder {
+    uint64_t age;
+    int64_t buf[64];
+    unsigned n;
+} holder;
+
+static int holder_flush(holder *h, weir_emit *e)
+{
+    unsigned n = h->n;
+    h->n = 0;
+    for (unsigned i = 0; i < n; i++) {
+        int r = weir_emit_record(e, &h->buf[i]);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int holder_fn(void *state, const void *in, weir_emit *e)
+{
+    holder *h = state;
+    if (!h->n)
+        weir_emit_wake_at(e, weir_now_ns() + h->age);
+    memcpy(&h->buf[h->n++], in, 8);
+    return h->n == 64 ? holder_flush(h, e) : 0;
+}
+
+static int holder_tick(void *state, uint64_t now, weir_emit *e)
+{
+    (void)now;
+    return holder_flush(state, e);
+}
+
+static int holder_finish(void *state, weir_emit *e)
+{
+    return holder_flush(state, e);
+}
+
+static weir_term *holder_term(const char *name, holder *h, uint64_t age)
+{
+    memset(h, 0, sizeof *h);
+    h->age = age;
+    return weir_term_on_finish(
+        weir_term_on_tick(weir_function(name, 8, 8, holder_fn, h), holder_tick), holder_finish);
+}
+
+/* BUG: records that a finish callback emits into a delay, and that the
+ * delay then releases into a later term with a finish callback, are lost
+ * when these terms are fused in one stage (pool and hybrid modes, "0 of
+ * 10 records"; threads mode, unfused, passes): the
+ * stage runs every node's finish callback once, in chain order
+ * (weir__stage_finish_chain), so the second holder's finish has run
+ * before the delay releases the first holder's records into it; the
+ * holder keeps them and asks for a tick, which nobody waits for at the
+ * end of the input (only a delay's ticks are). Found by stress_time
+ * --known-bugs against the fix in progress for the test above (hybrid,
+ * "periodic(count=4) -> buffer -> delay -> buffer -> window: join 0 but 2
+ * of 4 records delivered"); at d51b773 the records are already lost in
+ * the delay. Fix: finish node by node, each after the ticks that the
+ * nodes before it still wait for (a delay's). */
+Test(terms_time, what_a_finish_emits_through_a_delay_reaches_a_later_holder, .disabled = true)
+{
+    for (int k = 0; k < 3; k++) {
+        holder h1, h2;
+        seq_check chk;
+        weir_term *t = WEIR_SEQ(weir_range_source("src", 0, 10, 1),
+                                holder_term("hold1", &h1, 10 * SEC), weir_delay("delay", 8, MS),
+                                holder_term("hold2", &h2, 10 * SEC), seq_sink("sink", &chk, 0));
+        cr_assert_eq(run_mode(t, all_modes[k], NULL), 0, "%s", mname(k));
+        cr_assert_eq(chk.count, 10, "%s: %llu of 10 records", mname(k),
+                     (unsigned long long)chk.count);
+        cr_assert_eq(chk.bad, 0);
+    }
+}
+
 /* A blocking source that emits `n` stamps at once, then stops its own
  * pipeline: the stop finds records still queued for the next stage. */
 typedef struct burst_stop {
@@ -1032,7 +1124,7 @@ static void stop_with_a_pending_tick(int k, bool finish, uint64_t gap)
     weir_pipeline *p;
     cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0);
     cr_assert_eq(weir_pipeline_start(p), 0);
-    usleep(30000);
+    cr_assert(wait_for(&src.made, 10), "%s: the source made nothing in 10 s", mname(k));
     uint64_t t0 = weir_now_ns();
     cr_assert_eq(weir_pipeline_stop(p), 0);
     cr_assert_eq(weir_pipeline_join_for(p, JOIN_MAX), 0, "%s", mname(k));
@@ -1151,7 +1243,8 @@ Test(terms_time, a_delay_holds_no_worker_of_a_shared_runtime)
         uint64_t t0 = weir_now_ns();
         for (int i = 0; i < 2; i++)
             cr_assert_eq(weir_pipeline_start(held[i]), 0);
-        usleep(20000); /* the delays hold records now */
+        for (int i = 0; i < 2; i++) /* the delays hold records now */
+            cr_assert(wait_for(&src[i].made, 5));
         _Atomic uint64_t other = 0;
         weir_term *t =
             WEIR_SEQ(weir_range_source("src", 0, 20000, 1), weir_map("x2", 8, 8, int64_twice, NULL),
@@ -1193,7 +1286,7 @@ static void destroy_under_delay(weir_exec_mode m)
     weir_pipeline *p;
     cr_assert_eq(weir_pipeline_create(rt2, t, &c, &p), 0);
     cr_assert_eq(weir_pipeline_start(p), 0);
-    usleep(30000); /* the delay holds the records now */
+    cr_assert(wait_for(&src.made, 20)); /* the delay holds the records now */
     uint64_t t0 = weir_now_ns();
     weir_runtime_destroy(rt2);
     int r = weir_pipeline_join_for(p, 10 * SEC);
