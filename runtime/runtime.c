@@ -271,8 +271,8 @@ void weir_runtime_destroy(weir_runtime *rt)
     size_t dropped = weir__timers_shutdown(rt);
     if (dropped)
         weir__log(WEIR_LOG_WARNING,
-                  "weir_runtime_destroy: %zu armed timer%s dropped (never fired; "
-                  "weir_timer_status() reports WEIR_TIMER_DROPPED)",
+                  "weir_runtime_destroy: %zu armed timer%s dropped before their deadline "
+                  "(weir_timer_status() reports WEIR_TIMER_DROPPED)",
                   dropped, dropped == 1 ? "" : "s");
     weir__trace_env_stop(rt);
     if (rt->cfg.print_stats)

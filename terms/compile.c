@@ -181,6 +181,11 @@ static int weir__walk(weir_pipeline *p, weir__tvec *prims, weir_term *t, weir_te
                                          "keyed '%s': shard %zu is %s '%s'; each shard must be "
                                          "one function, map, filter or sink term",
                                          t->name, i, c->kind_name, c->name);
+            if (c->tick)
+                return weir__terms_error(-EINVAL,
+                                         "keyed '%s': shard %zu ('%s') waits for time (a tick); a "
+                                         "shard cannot",
+                                         t->name, i, c->name);
             c->shard = (unsigned)i;
         }
     }
@@ -565,6 +570,11 @@ static int weir__check_groups(weir_pipeline *p)
             return weir__terms_error(-EINVAL,
                                      "%s '%s': %s '%s' cannot run as replicas; only function, "
                                      "map and filter terms (or a seq of them) can",
+                                     g->kind_name, g->name, t->kind_name, t->name);
+        if (t->tick)
+            return weir__terms_error(-EINVAL,
+                                     "%s '%s': %s '%s' waits for time (a tick) and cannot run as "
+                                     "replicas (put it before or after the parallel term)",
                                      g->kind_name, g->name, t->kind_name, t->name);
     }
     return 0;

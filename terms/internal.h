@@ -549,6 +549,10 @@ typedef struct weir__stage {
      * source); the pool's wake-up timer; a tick ended the output. */
     bool has_wake;
     bool tick_end;
+    /* the finish callbacks run so far (weir__stage_finish_chain: a finish
+     * after a delay waits until the delay released what it holds) */
+    bool fin_started;
+    unsigned fin_next;
     struct weir__wake *wake;
     /* Checkpoint barriers (barrier.c): the sources whose barriers reach
      * this stage; for a stage of several inputs, the last barrier id of each
@@ -814,6 +818,8 @@ uint64_t weir__stage_wake(const weir__stage *s);
 /* The input ended: does a term wait for its tick before the finish (a
  * delay still holding records)? */
 bool weir__stage_wake_waits(const weir__stage *s);
+/* ... a term before node `i`. */
+bool weir__stage_wake_waits_before(const weir__stage *s, unsigned i);
 /* Run the ticks that are due (all of them, with now = UINT64_MAX, while
  * the pipeline stops). @return WEIR__TICK_END when one ended the output. */
 int weir__run_ticks(weir__stage *s);

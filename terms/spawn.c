@@ -256,6 +256,13 @@ static int weir__spawn_chain(weir__stage *cx, const weir_term *shard_t, weir_ter
         return weir__spawn_fail(cx, NULL, -EINVAL, msg);
     }
     const bool last_ok_sink = shard_t->out_size == 0;
+    if (t->tick) {
+        snprintf(msg, sizeof msg,
+                 "sub-pipeline of key %llu: %s '%s' waits for time (a tick); a sub-pipeline "
+                 "cannot (put it after the spawn term)",
+                 (unsigned long long)key, t->kind_name, t->name);
+        return weir__spawn_fail(cx, NULL, -EINVAL, msg);
+    }
     if (t->kind != WEIR__K_FUNCTION && t->kind != WEIR__K_MAP && t->kind != WEIR__K_FILTER &&
         !(t->kind == WEIR__K_SINK && last_ok_sink)) {
         snprintf(msg, sizeof msg,

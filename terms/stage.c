@@ -1077,8 +1077,16 @@ void weir__stage_finish_chain(weir__stage *s)
 {
     /* A keyed stage's shards finished already (weir__par_finish); its node 0
      * is shard 0's template, so only the serial tail is left. */
-    unsigned from = s->par && s->par->nshards ? s->par->end : 0;
-    for (unsigned i = from; i < s->nnodes && !s->err; i++) {
+    if (!s->fin_started) {
+        s->fin_started = true;
+        s->fin_next = s->par && s->par->nshards ? s->par->end : 0;
+    }
+    for (; s->fin_next < s->nnodes && !s->err; s->fin_next++) {
+        const unsigned i = s->fin_next;
+        /* a delay before this term still holds records (what the finishes
+         * before it emitted): this finish waits for them (time.c) */
+        if (WEIR_UNLIKELY(s->has_wake) && weir__stage_wake_waits_before(s, i))
+            return;
         weir__node *n = &s->nodes[i];
         if (n->kind == WEIR__K_BATCH_SINK)
             weir__flush_batch(s, n);
@@ -1274,12 +1282,14 @@ weir__run weir__stage_run(weir__stage *s, weir_worker *w)
     if (step == STEP_ENDED && s->input_done && WEIR_UNLIKELY(s->has_wake) && !s->err &&
         !weir__cancelled(p)) {
         /* what the finish callbacks emitted into a delay: wait for it (a
-         * stop releases it now) */
+         * stop releases it now), then the finishes after it */
         if (weir__stopping(p))
             weir__run_ticks(s);
+        if (!s->err && s->fin_next < s->nnodes)
+            weir__stage_finish_chain(s);
         if (s->err)
             step = STEP_ERROR;
-        else if (s->spill_n || weir__stage_wake_waits(s))
+        else if (s->spill_n || weir__stage_wake_waits(s) || s->fin_next < s->nnodes)
             step = STEP_WAIT;
     } else if (step != STEP_ERROR && !s->err) {
         /* Records buffered for a batch sink go out at the end of every

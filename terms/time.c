@@ -161,12 +161,17 @@ uint64_t weir__stage_wake(const weir__stage *s)
     return m;
 }
 
-bool weir__stage_wake_waits(const weir__stage *s)
+bool weir__stage_wake_waits_before(const weir__stage *s, unsigned i)
 {
-    for (unsigned i = 0; i < s->nnodes; i++)
-        if (s->nodes[i].wake_at && s->nodes[i].term->tick_waits)
+    for (unsigned j = 0; j < i; j++)
+        if (s->nodes[j].wake_at && s->nodes[j].term->tick_waits)
             return true;
     return false;
+}
+
+bool weir__stage_wake_waits(const weir__stage *s)
+{
+    return weir__stage_wake_waits_before(s, s->nnodes);
 }
 
 int weir__run_ticks(weir__stage *s)

@@ -26,16 +26,11 @@
  *   - an idle timeout that fails does so with -ETIMEDOUT naming its term.
  * A watchdog aborts when one iteration takes longer than 60 s.
  *
- * Known bugs, left out unless --known-bugs is given (each has a disabled
- * test in tests/unit/terms/test_terms_time.c; run with --known-bugs once
- * they are fixed, then drop the switch):
- *   - a buffer's finish flushes into a delay fused after it and those
- *     records are lost: no buffer is placed before a delay;
- *   - after a stop, a time window is passed again for each late record: no
- *     stop (a cancel instead) when the pipeline has a time window;
- * (Three more it found first were fixed in d51b773: a join that never
- * returned after the runtime's destroy, an idle timeout that failed a
- * normal end, a stop that dropped pending ticks; they are checked here.)
+ * Five bugs it and test_terms_time found were fixed (d51b773 and after): a
+ * join that never returned after the runtime's destroy, an idle timeout
+ * that failed a normal end, a stop that dropped pending ticks, a buffer's
+ * finish flushed into a delay fused after it (lost), a time window passed
+ * again for each late record after a stop; all are exercised here.
  *
  * A buffer has a finish callback that flushes, except, at random, in a
  * pipeline that only a stop ends (an endless source): there the stop's
@@ -338,9 +333,6 @@ static const char *const el_names[EL_N] = {"delay",     "var-delay", "idle-end",
                                            "idle-fail", "id",        "buffer"};
 static const char *const act_names[ACT_N] = {"end", "stop", "cancel", "destroy"};
 
-/* Leave out the known bugs (--known-bugs puts them back): see the top. */
-static bool known_bugs;
-
 /* A random pipeline; `no_end`: one that is stopped, cancelled or destroyed
  * (not left to end by itself). */
 static void plan_random(plan *pl, bool no_end)
@@ -395,22 +387,6 @@ static void plan_random(plan *pl, bool no_end)
             if (!pl->wc.slide)
                 pl->wc.length = slide;
         }
-    }
-    if (!known_bugs) {
-        /* BUG (test_terms_time, what_a_finish_emits_into_a_later_fused_delay_
-         * is_delivered): a buffer's finish flushes into a delay fused after
-         * it and the records are lost; no buffer before a delay */
-        bool delay_after = false;
-        for (int i = pl->nchain - 1; i >= 0; i--) {
-            if (pl->chain[i] == EL_DELAY || pl->chain[i] == EL_VARDELAY)
-                delay_after = true;
-            else if (pl->chain[i] == EL_BUFFER && delay_after)
-                pl->chain[i] = EL_ID;
-        }
-        /* BUG (a_stop_passes_each_time_window_once): after a stop the same
-         * time window is passed several times; no stop with a time window */
-        if (pl->window && pl->wc.kind == WEIR_WINDOW_TIME && pl->action == ACT_STOP)
-            pl->action = ACT_CANCEL;
     }
     int o = snprintf(pl->desc, sizeof pl->desc, "%s %s", weir_exec_mode_name(pl->mode),
                      pl->src_kind == SRC_PACED ? "paced" : "periodic");
@@ -781,17 +757,8 @@ static int one_iteration(unsigned workers)
 
 int main(int argc, char **argv)
 {
-    /* --known-bugs: our own option, taken out before the common ones */
-    int ac = 0;
-    for (int i = 0; i < argc; i++) {
-        if (i && !strcmp(argv[i], "--known-bugs"))
-            known_bugs = true;
-        else
-            argv[ac++] = argv[i];
-    }
-    argc = ac;
     stress_opts o;
-    int r = stress_parse(argc, argv, &o, "[--seconds S] [--workers W] [--seed N] [--known-bugs]");
+    int r = stress_parse(argc, argv, &o, "[--seconds S] [--workers W] [--seed N]");
     if (r)
         return r;
     seed = o.seed;
@@ -820,10 +787,9 @@ int main(int argc, char **argv)
     pthread_join(wd, NULL);
     printf("stress_time: %s seed=%lu iterations=%" PRIu64 " pipelines=%" PRIu64 " (end %" PRIu64
            ", stop %" PRIu64 ", cancel %" PRIu64 ", destroy %" PRIu64 "; runtime destroyed %" PRIu64
-           "x) exact=%" PRIu64 " records=%" PRIu64 " windows=%" PRIu64 " idle_failed=%" PRIu64
-           " known_bugs=%s\n",
+           "x) exact=%" PRIu64 " records=%" PRIu64 " windows=%" PRIu64 " idle_failed=%" PRIu64 "\n",
            failures ? "FAIL" : "OK", seed, iteration, n_pipelines, n_acts[ACT_END],
            n_acts[ACT_STOP], n_acts[ACT_CANCEL], n_acts[ACT_DESTROY], n_rt_destroy, n_exact,
-           records_checked, windows_checked, idle_failed, known_bugs ? "in" : "out");
+           records_checked, windows_checked, idle_failed);
     return failures ? 1 : 0;
 }

@@ -708,8 +708,8 @@ static int win_count(void *state, const void *recs, size_t n, const weir_window_
     return weir_emit_record(e, &v);
 }
 
-/* BUG: what a finish callback emits into a delay fused after it in the
- * same stage is lost (pool and hybrid modes; threads mode, unfused, passes).
+/* Was a bug, fixed (kept as a regression test): what a finish callback emits into a delay fused
+ * after it in the same stage is lost (pool and hybrid modes; threads mode, unfused, passes).
  * terms/stage.c (as of d51b773): at the end of the input weir__stage_run
  * waits for a delay's pending ticks (weir__stage_wake_waits), clears the
  * other requests, then runs weir__stage_finish_chain() and ends the stage;
@@ -723,7 +723,7 @@ static int win_count(void *state, const void *recs, size_t n, const weir_window_
  * a node's finish, wait for the ticks the later nodes asked for before
  * their own finish callbacks (finish node by node), or give weir_delay a
  * finish that the stage may defer. */
-Test(terms_time, what_a_finish_emits_into_a_later_fused_delay_is_delivered, .disabled = true)
+Test(terms_time, what_a_finish_emits_into_a_later_fused_delay_is_delivered)
 {
     for (int k = 0; k < 3; k++) {
         weir_window_config wc = {WEIR_WINDOW_COUNT, 100, 0, NULL};
@@ -785,11 +785,10 @@ static weir_term *holder_term(const char *name, holder *h, uint64_t age)
         weir_term_on_tick(weir_function(name, 8, 8, holder_fn, h), holder_tick), holder_finish);
 }
 
-/* BUG: records that a finish callback emits into a delay, and that the
- * delay then releases into a later term with a finish callback, are lost
- * when these terms are fused in one stage (pool and hybrid modes, "0 of
- * 10 records"; threads mode, unfused, passes): the
- * stage runs every node's finish callback once, in chain order
+/* Was a bug, fixed (kept as a regression test): records that a finish callback emits into a delay,
+ * and that the delay then releases into a later term with a finish callback, are lost when these
+ * terms are fused in one stage (pool and hybrid modes, "0 of 10 records"; threads mode, unfused,
+ * passes): the stage runs every node's finish callback once, in chain order
  * (weir__stage_finish_chain), so the second holder's finish has run
  * before the delay releases the first holder's records into it; the
  * holder keeps them and asks for a tick, which nobody waits for at the
@@ -799,7 +798,7 @@ static weir_term *holder_term(const char *name, holder *h, uint64_t age)
  * of 4 records delivered"); at d51b773 the records are already lost in
  * the delay. Fix: finish node by node, each after the ticks that the
  * nodes before it still wait for (a delay's). */
-Test(terms_time, what_a_finish_emits_through_a_delay_reaches_a_later_holder, .disabled = true)
+Test(terms_time, what_a_finish_emits_through_a_delay_reaches_a_later_holder)
 {
     for (int k = 0; k < 3; k++) {
         holder h1, h2;
@@ -838,20 +837,18 @@ static int burst_stop_fn(void *state, weir_emit *e)
     return 0;
 }
 
-/* BUG: a stop passes the time windows that are open (the window's tick
- * with now = UINT64_MAX: terms/time.c, weir__window_tick ->
- * weir__win_close_time), but records still queued before the window, which
- * a stop must deliver, arrive afterwards: weir__window_fn re-opens the same
- * clock window (next_end was reset to 0, so it is recomputed from the
- * arrival time) and the next tick passes it again. One window [start, end)
- * is passed many times, each time with a few records (here, at batch 1,
- * about once per record; every mode). Found by stress_time ("time window 16:
- * [S, E) records 568..575 ... after [S, E) records 560..567", both
+/* Was a bug, fixed (kept as a regression test): a stop passes the time windows that are open (the
+ * window's tick with now = UINT64_MAX: terms/time.c, weir__window_tick -> weir__win_close_time),
+ * but records still queued before the window, which a stop must deliver, arrive afterwards:
+ * weir__window_fn re-opens the same clock window (next_end was reset to 0, so it is recomputed from
+ * the arrival time) and the next tick passes it again. One window [start, end) is passed many
+ * times, each time with a few records (here, at batch 1, about once per record; every mode). Found
+ * by stress_time ("time window 16: [S, E) records 568..575 ... after [S, E) records 560..567", both
  * partial). Fix: under a stop, leave the windows to the finish callback
  * (weir__window_tick returns at once for now == UINT64_MAX: a stop drains,
  * and the finish passes every window still open, partial), or remember
  * the end of time and put later records in the windows passed already. */
-Test(terms_time, a_stop_passes_each_time_window_once, .disabled = true)
+Test(terms_time, a_stop_passes_each_time_window_once)
 {
     for (int k = 0; k < 3; k++) {
         burst_stop bs = {NULL, 1000};
