@@ -44,6 +44,7 @@ void weir_timer_init(weir_timer *t)
     t->weir__rt = NULL;
     t->weir__seq = 0;
     t->weir__index = 0;
+    t->weir__run_on_drop = false;
     atomic_init(&t->weir__state, WEIR_TIMER_IDLE);
 }
 
@@ -197,20 +198,24 @@ size_t weir__timers_shutdown(weir_runtime *rt)
 {
     pthread_mutex_lock(&rt->timer_lock);
     rt->timers_closed = true;
-    size_t n = rt->timer_len;
-    for (size_t i = 0; i < n; i++)
-        set_state(rt->timer_heap[i].t, WEIR_TIMER_DROPPED);
+    size_t n = rt->timer_len, k = 0;
     weir__tentry *heap = rt->timer_heap;
+    for (size_t i = 0; i < n; i++) {
+        /* Read the flag before the timer is DROPPED: from then on an owner
+         * that sees the state may free the timer. The weir_timer_run_on_drop()
+         * timers move to the front of the array; their owners wait for the
+         * job, so they stay valid below. */
+        if (heap[i].t->weir__run_on_drop)
+            heap[k++] = heap[i];
+        set_state(heap[i].t, WEIR_TIMER_DROPPED);
+    }
     rt->timer_heap = NULL;
     rt->timer_len = rt->timer_cap = 0;
     publish_next(rt);
     pthread_mutex_unlock(&rt->timer_lock);
-    /* the jobs of weir_timer_run_on_drop() timers, outside the lock (a job
-     * may call into the runtime); their timers stay valid: their owners wait
-     * for the job */
-    for (size_t i = 0; i < n; i++)
-        if (heap[i].t->weir__run_on_drop)
-            heap[i].t->weir__job->fn(NULL, heap[i].t->weir__job);
+    /* their jobs, outside the lock (a job may call into the runtime) */
+    for (size_t i = 0; i < k; i++)
+        heap[i].t->weir__job->fn(NULL, heap[i].t->weir__job);
     weir_free(heap);
     return n;
 }

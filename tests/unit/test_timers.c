@@ -579,3 +579,42 @@ Test(timers, arm_reports_enomem_when_the_heap_cannot_grow)
         cr_assert_eq(weir_timer_cancel(rt, &t[i]), 0);
     weir_runtime_destroy(rt);
 }
+
+typedef struct drop_probe {
+    weir_job job;
+    weir_timer timer;
+    int runs;
+    bool worker_was_null;
+} drop_probe;
+
+static void drop_probe_fn(weir_worker *w, weir_job *j)
+{
+    drop_probe *p = (drop_probe *)(void *)j;
+    p->runs++;
+    p->worker_was_null = w == NULL;
+}
+
+Test(timers, only_run_on_drop_timers_run_at_destroy)
+{
+    weir_set_log(capture_log, &(capture){0});
+    weir_runtime *rt = make_rt(2);
+    drop_probe plain, asked;
+    /* garbage under the init: weir_timer_init must clear every field */
+    memset(&plain, 0xff, sizeof plain);
+    memset(&asked, 0xff, sizeof asked);
+    weir_job_init(&plain.job, drop_probe_fn, NULL, 0);
+    weir_job_init(&asked.job, drop_probe_fn, NULL, 0);
+    weir_timer_init(&plain.timer);
+    weir_timer_init(&asked.timer);
+    plain.runs = asked.runs = 0;
+    weir_timer_run_on_drop(&asked.timer);
+    cr_assert_eq(weir_submit_after(rt, &plain.job, 3600 * S, &plain.timer), 0);
+    cr_assert_eq(weir_submit_after(rt, &asked.job, 3600 * S, &asked.timer), 0);
+    weir_runtime_destroy(rt);
+    weir_set_log(NULL, NULL);
+    cr_assert_eq(plain.runs, 0, "a dropped timer's job ran");
+    cr_assert_eq(asked.runs, 1);
+    cr_assert(asked.worker_was_null);
+    cr_assert_eq(weir_timer_status(&plain.timer), WEIR_TIMER_DROPPED);
+    cr_assert_eq(weir_timer_status(&asked.timer), WEIR_TIMER_DROPPED);
+}
