@@ -815,11 +815,12 @@ static uint64_t weir__stream_cap(const weir_pipeline *p, const weir_term *last, 
 }
 
 /* A variable-size stream's byte ring: the configured size, a power of two. */
-static uint64_t weir__byte_cap(const weir_pipeline *p)
+static uint64_t weir__byte_cap(weir_pipeline *p)
 {
     uint64_t b = 64;
     while (b < p->cfg.byte_capacity)
         b <<= 1;
+    p->byte_cap = b;
     return b;
 }
 
@@ -964,6 +965,7 @@ int weir__compile(weir_pipeline *p)
     r = weir__check_groups(p);
     if (r < 0)
         goto fail;
+    weir__byte_cap(p);
 
     /* The stage block (see "Memory"): bounds from the terms and edges, with
      * room for aligning each stage's parts. */

@@ -783,6 +783,9 @@ struct weir_pipeline {
     _Atomic int err; /* first error (0 = none) */
     char errmsg[512];
     _Atomic uint64_t starvations;
+    /* the byte ring of a variable-size stream (the configured capacity
+     * rounded up to a power of two): also the longest record */
+    uint64_t byte_cap;
     /* checkpointing sources (barrier.c) */
     unsigned nckpt;
     weir__ckpt *ckpt;

@@ -257,6 +257,7 @@ static bool weir__spill_drain(weir__stage *s)
 /* ----------------------------------------------------------------- chain */
 
 static int weir__flush_batch(weir__stage *s, weir__node *n);
+static int weir__var_too_big(weir__stage *s, unsigned node, const void *rec);
 
 /* Exclusive per-callback timing for cfg.profile: time spent in deeper
  * callbacks of the same stage is subtracted from the caller's. */
@@ -296,6 +297,8 @@ int weir__push(weir__stage *s, unsigned i, const void *rec)
             else
                 n->fn.map(n->state, rec, n->tmp);
             rec = n->tmp;
+            if (WEIR_UNLIKELY(n->term->out_var) && weir__var_too_big(s, i, rec) < 0)
+                return -EMSGSIZE;
             break;
         case WEIR__K_FILTER:
             if (n->fn.pred) {
@@ -378,6 +381,27 @@ static int weir__flush_batch(weir__stage *s, weir__node *n)
 }
 
 /* The emit of a node inside a stage: count, then push into the next node. */
+/* A variable-size record longer than any stream of the pipeline can hold
+ * fails where it is made, fused or not, so every mode agrees (a stream
+ * between the terms, in threads mode, would refuse it). */
+static int weir__var_too_big(weir__stage *s, unsigned node, const void *rec)
+{
+    size_t len = ((const weir_bytes *)rec)->len;
+    if (WEIR_LIKELY(len <= s->p->byte_cap))
+        return 0;
+    if (s->err == 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "record of %zu bytes is larger than its stream can hold (byte_capacity %llu "
+                 "bytes: raise weir_pipeline_config.byte_capacity)",
+                 len, (unsigned long long)s->p->byte_cap);
+        weir_free(s->err_msg);
+        s->err_msg = weir_strdup(msg);
+    }
+    weir__note_err(s, node, -EMSGSIZE);
+    return -EMSGSIZE;
+}
+
 static int weir__node_emit(weir_emit *e, const void *rec)
 {
     weir__node *n = (weir__node *)(void *)e;
@@ -385,6 +409,8 @@ static int weir__node_emit(weir_emit *e, const void *rec)
     if (WEIR_UNLIKELY(s->err))
         return s->err;
     n->resv = NULL; /* an emit ends a reservation (weir_emit_reserve) */
+    if (WEIR_UNLIKELY(n->term->out_var) && weir__var_too_big(s, n->idx, rec) < 0)
+        return -EMSGSIZE;
     if (n->kind == WEIR__K_MAP)
         n->extra++; /* a map emitting from its finish callback */
     else
@@ -694,6 +720,10 @@ static int weir__step_pull(weir__stage *s)
         n0->out += (uint64_t)r;
         const size_t size = n0->term->out_size;
         weir__scratch *sc;
+        if (WEIR_UNLIKELY(n0->term->out_var))
+            for (int k = 0; k < r; k++)
+                if (weir__var_too_big(s, 0, (const char *)s->buf + (size_t)k * size) < 0)
+                    return STEP_ERROR;
         if (s->vec && r > 0 && (sc = weir__scratch_get((size_t)r, s->vec_size)) != NULL) {
             weir__push_batch(s, sc, s->buf, size, (size_t)r);
             return s->err ? STEP_ERROR : end ? STEP_ENDED : STEP_PROGRESS;

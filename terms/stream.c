@@ -256,37 +256,42 @@ static inline uint64_t weir__stream_bstart(const weir__stream *s, uint64_t t)
  */
 static bool weir__stream_bspace(weir__stream *s, uint64_t need)
 {
-    uint64_t min = s->p_head;
-    for (unsigned i = 0; i < s->ncons; i++) {
-        /* acquire: as in weir__stream_scan() */
-        uint64_t t = atomic_load_explicit(&s->cursors[i].tail, memory_order_acquire);
-        if (t < min)
-            min = t;
+    for (;;) {
+        uint64_t min = s->p_head;
+        for (unsigned i = 0; i < s->ncons; i++) {
+            /* acquire: as in weir__stream_scan() */
+            uint64_t t = atomic_load_explicit(&s->cursors[i].tail, memory_order_acquire);
+            if (t < min)
+                min = t;
+        }
+        weir__stream_note_min(s, min);
+        uint64_t o = s->p_bhead & s->bmask;
+        uint64_t skip = o + need > s->bcap && need > 0 ? s->bcap - o : 0;
+        if (s->p_bfree >= need + skip)
+            return true;
+        uint64_t target = s->p_head;
+        if (need + skip <= s->bcap) {
+            uint64_t want = need + skip;
+            if (want < s->bcap / 4)
+                want = s->bcap / 4;
+            uint64_t lo = min + 1, hi = s->p_head;
+            while (lo < hi) {
+                uint64_t mid = lo + (hi - lo) / 2;
+                if (s->p_bhead - weir__stream_bstart(s, mid) <= s->bcap - want)
+                    hi = mid;
+                else
+                    lo = mid + 1;
+            }
+            target = lo;
+        }
+        /* else only an empty ring (rebased at p_head) will do: a trailing
+         * run of empty records also starts at the byte head, so the search
+         * would stop short of p_head */
+        if (!weir__stream_scan(s, target, &min))
+            return false; /* a consumer will notify the producer */
+        /* every cursor is past the target now: look again (the next pass
+         * finds the room, or a later target to wait for) */
     }
-    weir__stream_note_min(s, min);
-    uint64_t o = s->p_bhead & s->bmask;
-    uint64_t skip = o + need > s->bcap && need > 0 ? s->bcap - o : 0;
-    if (s->p_bfree >= need + skip)
-        return true;
-    uint64_t want = need + skip;
-    if (want < s->bcap / 4)
-        want = s->bcap / 4;
-    if (want > s->bcap)
-        want = s->bcap; /* then only an empty ring (rebased) will do */
-    uint64_t lo = min + 1, hi = s->p_head;
-    while (lo < hi) {
-        uint64_t mid = lo + (hi - lo) / 2;
-        if (s->p_bhead - weir__stream_bstart(s, mid) <= s->bcap - want)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    if (!weir__stream_scan(s, lo, &min))
-        return false;
-    weir__stream_note_min(s, min);
-    o = s->p_bhead & s->bmask;
-    skip = o + need > s->bcap && need > 0 ? s->bcap - o : 0;
-    return s->p_bfree >= need + skip;
 }
 
 void *weir__stream_breserve(weir__stream *s, size_t len, uint32_t want, int *err)

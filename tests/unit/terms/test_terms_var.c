@@ -40,17 +40,17 @@ typedef struct gspec {
 } gspec;
 
 /*
- * BUG (see the report and the disabled test
+ * Was a bug, fixed (the test
  * empty_records_before_a_record_needing_the_whole_ring_never_stall_the_producer):
  * zero-length records at the byte head, then a record that needs the whole
  * byte ring (larger than half the ring and not fitting before its end), can
  * leave the producer waiting with no consumer asked to wake it
  * (terms/stream.c, weir__stream_bspace): a false -EDEADLK in about one run
- * in ten. While this is 1, the streams of this file whose records exceed
- * half their ring (.no_empty = BUG_EMPTY_BEFORE_RING) carry no empty
- * records, so the suite stays green; set it to 0 once the bug is fixed.
+ * in ten. Fixed: the producer then waits for p_head itself. Set to 1 this
+ * kept empty records out of the streams whose records exceed half their
+ * ring; 0, they are in, as they should be.
  */
-#define BUG_EMPTY_BEFORE_RING 1
+#define BUG_EMPTY_BEFORE_RING 0
 
 static size_t gen_len0(const gspec *g, uint64_t i);
 
@@ -2476,11 +2476,10 @@ static int big_between_fn(void *st, const void *in, weir_emit *e)
     return weir_emit_bytes(e, pad, v == 5 ? 2000 : 10);
 }
 
-Test(terms_var, a_record_above_the_byte_capacity_fails_in_every_mode_even_between_fused_terms,
-     .disabled = true)
+Test(terms_var, a_record_above_the_byte_capacity_fails_in_every_mode_even_between_fused_terms)
 {
-    /* BUG: see the report. With byte_capacity 1024, a 2000-byte record from
-     * a function to a sink fused behind it reaches the sink in the pool and
+    /* Was a bug, fixed (kept as a regression test): see the report. With byte_capacity 1024, a
+     * 2000-byte record from a function to a sink fused behind it reaches the sink in the pool and
      * hybrid modes (join 0) and fails with -EMSGSIZE in the threads mode,
      * where a stream lies between them: the modes disagree. */
     for (int k = 0; k < 3; k++) {
@@ -2509,15 +2508,13 @@ static int empty_then_ring_src(void *st, weir_emit *e)
     return 0;
 }
 
-Test(terms_var, empty_records_before_a_record_needing_the_whole_ring_never_stall_the_producer,
-     .disabled = true)
+Test(terms_var, empty_records_before_a_record_needing_the_whole_ring_never_stall_the_producer)
 {
-    /* BUG: see the report. terms/stream.c, weir__stream_bspace(): with
-     * need + skip above the ring, `want` is clamped to the whole ring and
-     * only an empty (rebased) ring will do, but the binary search accepts
-     * any record whose bytes start at the byte head: the zero-length
-     * records before it. When the consumers have passed that target (but
-     * not p_head) by the time of the scan, the scan succeeds without a
+    /* Was a bug, fixed (kept as a regression test): see the report. terms/stream.c,
+     * weir__stream_bspace(): with need + skip above the ring, `want` is clamped to the whole ring
+     * and only an empty (rebased) ring will do, but the binary search accepts any record whose
+     * bytes start at the byte head: the zero-length records before it. When the consumers have
+     * passed that target (but not p_head) by the time of the scan, the scan succeeds without a
      * waiter, note_min() does not rebase (min != p_head), the space check
      * fails, and bspace returns false with nobody asked to notify the
      * producer: once the consumers drain, every stage is idle and the
