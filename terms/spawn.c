@@ -30,10 +30,13 @@
  * and a new key arrives (the least recently used goes). With WEIR_SPAWN_FAIL
  * a new key beyond the bound fails the pipeline with -ENOSPC.
  *
- * Monitoring. The shard's table is shard-private while a batch part runs; a
- * listing (weir_pipeline_spawn_list) from another thread takes the shard's
- * mutex, which the shard holds while it runs a batch part or its finish.
- * The counters are relaxed atomics with the shard as their only writer.
+ * Monitoring. A listing (weir_pipeline_spawn_list, any thread, a
+ * sub-pipeline's callback included) walks each shard's table under the
+ * shard's mutex, which the shard takes only to add or remove an entry (never
+ * around a user callback or the factory, so a listing cannot deadlock with
+ * a shard, nor two listing shards with each other). A sub-pipeline's record
+ * count and last time are relaxed atomics with the shard as their only
+ * writer; the recency list is shard-private.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,8 +60,9 @@ struct weir__sub {
     uint64_t key;
     weir__sub *hnext;       /* hash chain */
     weir__sub *prev, *next; /* recency: head = most recent */
-    uint64_t last_ns;
-    uint64_t records;
+    /* written by the shard, read by a listing: relaxed atomics */
+    _Atomic uint64_t last_ns;
+    _Atomic uint64_t records;
     weir_term *root;  /* the factory's tree */
     weir__stage *ctx; /* its nodes */
 };
@@ -213,8 +217,12 @@ static void weir__sub_free(weir__sub *u)
 static int weir__sub_end(weir__stage *cx, weir__spawn_shard *sh, weir__sub *u, bool finish)
 {
     int r = 0;
+    /* out of the table under the mutex (a listing walks it); the finish
+     * callbacks run outside it */
+    pthread_mutex_lock(&sh->mu);
     weir__sub **at = weir__spawn_slot(sh, u->key);
     *at = u->hnext;
+    pthread_mutex_unlock(&sh->mu);
     weir__lru_unlink(sh, u);
     sh->live--;
     if (finish && !cx->err) {
@@ -401,24 +409,40 @@ int weir__spawn_push(weir__stage *cx, uint64_t key, const void *rec, uint64_t no
             if (r < 0)
                 return r;
         }
-        if ((sh->live + 1) * 2 > sh->tcap && weir__spawn_grow(sh) < 0)
-            return weir__spawn_fail(cx, NULL, -ENOMEM, "out of memory for the sub-pipeline table");
-        u = weir__sub_new(cx, sh, key);
+        u = weir__sub_new(cx, sh, key); /* the factory: outside the mutex */
         if (!u)
             return cx->err;
-        at = weir__spawn_slot(sh, key);
-        *at = u;
+        /* before a listing can see it (relaxed: the mutex publishes it) */
+        atomic_store_explicit(&u->last_ns, now, memory_order_relaxed);
+        atomic_store_explicit(&u->records, 1, memory_order_relaxed);
+        /* into the table under the mutex (a listing walks it) */
+        pthread_mutex_lock(&sh->mu);
+        int g = (sh->live + 1) * 2 > sh->tcap ? weir__spawn_grow(sh) : 0;
+        if (g == 0) {
+            at = weir__spawn_slot(sh, key);
+            *at = u;
+        }
+        pthread_mutex_unlock(&sh->mu);
+        if (g < 0) {
+            weir__sub_free(u);
+            return weir__spawn_fail(cx, NULL, -ENOMEM, "out of memory for the sub-pipeline table");
+        }
         weir__lru_front(sh, u);
         sh->live++;
         sh->created++;
         if (sh->live > sh->max_live)
             sh->max_live = sh->live;
-    } else if (sh->head != u) {
-        weir__lru_unlink(sh, u);
-        weir__lru_front(sh, u);
+    } else {
+        if (sh->head != u) {
+            weir__lru_unlink(sh, u);
+            weir__lru_front(sh, u);
+        }
+        /* relaxed: single writer (the shard), read by a listing */
+        atomic_store_explicit(&u->last_ns, now, memory_order_relaxed);
+        atomic_store_explicit(&u->records,
+                              atomic_load_explicit(&u->records, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
     }
-    u->last_ns = now;
-    u->records++;
     size_t before = cx->coll_n;
     weir__lend(cx, u->ctx);
     u->ctx->nodes[0].in++;
@@ -432,8 +456,7 @@ int weir__spawn_push(weir__stage *cx, uint64_t key, const void *rec, uint64_t no
 
 void weir__spawn_begin(weir__stage *cx)
 {
-    weir__spawn_shard *sh = cx->nodes[0].term->state;
-    pthread_mutex_lock(&sh->mu);
+    (void)cx; /* nothing to lock: see the top */
 }
 
 void weir__spawn_sweep(weir__stage *cx, uint64_t now)
@@ -455,19 +478,16 @@ void weir__spawn_done(weir__stage *cx)
 {
     weir__spawn_shard *sh = cx->nodes[0].term->state;
     weir__spawn_publish(sh);
-    pthread_mutex_unlock(&sh->mu);
 }
 
 int weir__spawn_end_all(weir__stage *cx)
 {
     weir__spawn_shard *sh = cx->nodes[0].term->state;
-    pthread_mutex_lock(&sh->mu);
     int r = 0;
     /* least recently used first */
     while (sh->tail && r == 0)
         r = weir__sub_end(cx, sh, sh->tail, true);
     weir__spawn_publish(sh);
-    pthread_mutex_unlock(&sh->mu);
     return r;
 }
 
@@ -643,15 +663,19 @@ WEIR_API int weir_pipeline_spawn_list(const weir_pipeline *p, const char *name,
             continue;
         found = true;
         weir__spawn_shard *sh = t->state;
+        /* the table, not the recency list (shard-private): the mutex is held
+         * by the shard only while it adds or removes an entry */
         pthread_mutex_lock(&sh->mu);
-        for (weir__sub *u = sh->head; u; u = u->next, n++) {
-            if (n < max) {
-                out[n].key = u->key;
-                out[n].records = u->records;
-                out[n].idle_ns = now > u->last_ns ? now - u->last_ns : 0;
-                out[n].shard = sh->idx;
+        for (size_t b = 0; b < sh->tcap; b++)
+            for (weir__sub *u = sh->table[b]; u; u = u->hnext, n++) {
+                if (n < max) {
+                    uint64_t last = atomic_load_explicit(&u->last_ns, memory_order_relaxed);
+                    out[n].key = u->key;
+                    out[n].records = atomic_load_explicit(&u->records, memory_order_relaxed);
+                    out[n].idle_ns = now > last ? now - last : 0;
+                    out[n].shard = sh->idx;
+                }
             }
-        }
         pthread_mutex_unlock(&sh->mu);
     }
     if (!found)

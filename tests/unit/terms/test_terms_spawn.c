@@ -1637,15 +1637,13 @@ Test(spawn, bad_arguments_return_null_with_a_message)
     weir_term_destroy(t);
 }
 
-/* BUG: weir_pipeline_spawn_list() called from inside a sub-pipeline's
- * callback (or from the factory) never returns: the header says "any
- * thread", but a spawn shard holds its mutex (sh->mu, weir__spawn_begin()
- * in terms/spawn.c) for its whole batch part, callbacks and factory calls
- * included, and the listing locks every shard's mutex in turn. With a plain
- * mutex a shard's own callback deadlocks on it at once. With a recursive
- * one (tried in the working tree) two shards whose callbacks list at the
- * same time deadlock on each other: shard 0 holds mu0 and waits for mu1,
- * shard 1 holds mu1 and waits for mu0 (seen in gdb: two workers in
+/* Was a bug, fixed (kept as a regression test): weir_pipeline_spawn_list() called from inside a
+ * sub-pipeline's callback (or from the factory) never returns: the header says "any thread", but a
+ * spawn shard holds its mutex (sh->mu, weir__spawn_begin() in terms/spawn.c) for its whole batch
+ * part, callbacks and factory calls included, and the listing locks every shard's mutex in turn.
+ * With a plain mutex a shard's own callback deadlocks on it at once. With a recursive one (tried in
+ * the working tree) two shards whose callbacks list at the same time deadlock on each other: shard
+ * 0 holds mu0 and waits for mu1, shard 1 holds mu1 and waits for mu0 (seen in gdb: two workers in
  * pthread_mutex_lock under weir_pipeline_spawn_list, each inside a map
  * callback). The listing must not wait for a running shard (a snapshot the
  * shard publishes, or the mutex held only while the table changes, not
