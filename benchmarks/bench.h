@@ -256,6 +256,11 @@ int bench_spawn(const bench_opts *o, int argc, char **argv); /* bench_spawn.c */
 int bench_delay(const bench_opts *o, int argc, char **argv); /* bench_time.c */
 #endif
 
+/* ---- Redis Streams (bench_redis.c, when weir has its Redis terms) ---------- */
+#ifdef WEIR_BENCH_REDIS
+int bench_redis(const bench_opts *o, int argc, char **argv);
+#endif
+
 /* ---- runtime benchmarks (bench_runtime.c) --------------------------------- */
 int bench_fib(const bench_opts *o, int argc, char **argv);
 int bench_nqueens(const bench_opts *o, int argc, char **argv);

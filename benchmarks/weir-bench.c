@@ -117,6 +117,11 @@ static const bench_cmd commands[] = {
     {"build", bench_build,
      "term layer: build, compile, run and destroy of N parallel branches, phase by phase", NULL},
 #endif
+#ifdef WEIR_BENCH_REDIS
+    {"redis", bench_redis,
+     "Redis Streams: source -> map -> sink in 1..N processes of one group vs a hiredis loop",
+     NULL},
+#endif
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
