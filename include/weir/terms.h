@@ -663,8 +663,8 @@ WEIR_API void weir_spawn_config_init(weir_spawn_config *cfg);
  * its terms, a context of its nodes and a table entry: no stream, thread or
  * job (`weir-bench spawn`). Statistics: each shard is a term of its own
  * (records, time, live / spawned / ended sub-pipelines);
- * weir_pipeline_spawn_list() lists the live ones.
- * @param cfg NULL for weir_spawn_config_init() defaults.
+ * weir_pipeline_spawn_list() lists the live ones. `cfg` NULL gives the
+ * weir_spawn_config_init() defaults.
  * @return the term; NULL (-EINVAL with a message, -ENOMEM) on a bad argument.
  */
 WEIR_API weir_term *weir_spawn(const char *name, size_t in_size, size_t out_size, weir_key_fn key,
@@ -744,7 +744,7 @@ typedef struct weir_line {
 /** Blocking source of the lines of a file ("-" = standard input), each line
  *  whole as a variable-size record (WEIR_VARSIZE: a weir_bytes of the line's
  *  bytes without its newline). A CR before the newline is left as data (a
- *  CRLF file's lines end in '\r'); empty lines are records of length 0; a
+ *  CRLF file's lines end in a CR byte); empty lines are records of length 0; a
  *  last line without a newline is a line. A line longer than the stream's
  *  byte capacity (weir_pipeline_config.byte_capacity, default 1 MiB) fails
  *  the pipeline with -EMSGSIZE naming the term and the line number; nothing
@@ -770,8 +770,9 @@ WEIR_API weir_term *weir_file_lines_fixed(const char *name, const char *path);
 /**
  * Splits variable-size records into tokens: every maximal run of bytes not
  * in `delims` is emitted as a variable-size record (in order; empty tokens
- * are not emitted). `delims` NULL: " \t\r\n\v\f". With " ", a file's
- * lines give the words of `tr -s ' ' '\n'` (tabs and CRs stay in words).
+ * are not emitted). `delims` NULL: space, tab, CR, LF, VT and FF. With
+ * " ", a file's lines give the words of tr -s ' ' (newline): tabs and CRs
+ * stay in words.
  * The delimiter set is copied. WEIR_VARSIZE in and out.
  */
 WEIR_API weir_term *weir_tokenize(const char *name, const char *delims);
@@ -808,7 +809,8 @@ typedef struct weir_collector {
     bool varsize;
 } weir_collector;
 
-/** @param size the record size, or WEIR_VARSIZE.
+/** @param c the collector to initialise
+ *  @param size the record size, or WEIR_VARSIZE.
  *  @return 0, -EINVAL (size 0), -ENOMEM. */
 WEIR_API int weir_collector_init(weir_collector *c, size_t size);
 WEIR_API void weir_collector_deinit(weir_collector *c);
