@@ -101,6 +101,10 @@ typedef struct source {
     bool batch_emit;           /* the records between two barrier points in one emit */
     bool skip_busy;            /* on -EBUSY leave the rest of the burst (else retry) */
     bool sync_complete;        /* nobody reads: each barrier completes in the call */
+    bool resv;                 /* variable-size: reserve, write, commit; a barrier at a
+                                  record's position is injected between reserve and
+                                  commit */
+    int after_cancel;          /* weir_emit_barrier() once an emit said -ECANCELED */
     bool wait_each;            /* wait for each barrier to complete (as a source that
                                   reads on only after acknowledging) */
     unsigned pace_us;          /* sleep after each record */
@@ -412,8 +416,27 @@ static int inject(source *s, weir_emit *e, unsigned k)
     return 0;
 }
 
+static bool barrier_point(const source *s, uint64_t pos);
+
 static int emit_one(source *s, weir_emit *e, uint64_t i)
 {
+    if (s->resv) {
+        size_t f = var_fill(i);
+        void *at = NULL;
+        int r = weir_emit_reserve(e, 16 + 64, &at);
+        if (r < 0)
+            return r;
+        rec x = {seq_of(s->idx, i), (int64_t)i};
+        memcpy(at, &x, sizeof x);
+        memset((char *)at + 16, 'a' + (int)(i % 26), f);
+        /* a reserved record is not emitted yet: the barrier goes before it */
+        if (barrier_point(s, i)) {
+            r = inject(s, e, s->burst);
+            if (r < 0)
+                return r;
+        }
+        return weir_emit_commit(e, 16 + f);
+    }
     if (!s->var) {
         rec r = {seq_of(s->idx, i), (int64_t)i};
         return weir_emit_record(e, &r);
@@ -445,7 +468,7 @@ static int src_run(void *state, weir_emit *e)
     if (s->batch_emit && !s->var)
         buf = malloc((s->every ? s->every : s->n) * sizeof *buf + sizeof *buf);
     for (uint64_t pos = 0; pos <= s->n && r == 0; pos++) {
-        if (barrier_point(s, pos))
+        if (barrier_point(s, pos) && !(s->resv && pos < s->n))
             r = inject(s, e, s->burst);
         if (r || pos == s->n)
             break;
@@ -469,6 +492,10 @@ static int src_run(void *state, weir_emit *e)
             usleep(s->pace_us);
     }
     free(buf);
+    if (r == -ECANCELED) {
+        uint64_t id;
+        s->after_cancel = weir_emit_barrier(e, &id);
+    }
     s->result = r;
     return r;
 }
@@ -1341,6 +1368,19 @@ Test(barrier, variable_size_records)
                                     t_map("m2", true), t_sink(p));
             run_opts_(t, &o, "var chain", NULL, NULL);
             check_all(desc_of(&o, "var chain"));
+            /* reserve, barrier, commit: the barrier goes before the record */
+            world_reset();
+            s = src_new(0, 1000, 3 + w, 2);
+            s->var = s->resv = true;
+            s->first = s->last = true;
+            s->exact = true;
+            p = probe_new("sink");
+            p->var = true;
+            p->ordered = true;
+            probe_path(p, s, KEEP_ALL);
+            t = WEIR_SEQ(t_src(s), t_map("m", true), t_sink(p));
+            run_opts_(t, &o, "var reserve", NULL, NULL);
+            check_all(desc_of(&o, "var reserve"));
         }
 }
 
@@ -1645,27 +1685,47 @@ typedef struct watch {
     weir_runtime *r;
 } watch;
 
-static watch start_endless(weir_exec_mode mode, unsigned workers, unsigned delay_us)
+static watch start_endless(weir_exec_mode mode, unsigned workers, unsigned delay_us, int shape)
 {
     world_reset();
-    source *s = src_new(0, 200000, 10, 1);
+    source *s = src_new(0, 200000, shape ? 3 : 10, 1);
     probe *p = probe_new("sink");
     p->ordered = true;
     p->delay_us = delay_us;
     probe_path(p, s, KEEP_ALL);
     probe *q = probe_new("sink2");
-    q->ordered = true;
-    probe_path(q, s, KEEP_NOT3);
-    weir_term *t =
-        weir_seq2(t_src(s), weir_par2(weir_seq2(t_map("m", false), t_sink(p)),
-                                      weir_seq2(t_filter("f", KEEP_NOT3, false), t_sink(q))));
+    q->ordered = shape == 0;
+    if (shape != 2)
+        probe_path(q, s, KEEP_NOT3);
+    weir_term *t;
+    if (shape == 0) {
+        t = weir_seq2(t_src(s), weir_par2(weir_seq2(t_map("m", false), t_sink(p)),
+                                          weir_seq2(t_filter("f", KEEP_NOT3, false), t_sink(q))));
+    } else if (shape == 2) {
+        /* shards and a sink fused behind them */
+        s->every = 1;
+        t = WEIR_SEQ(t_src(s), weir_keyed("k", 2, key_fn, NULL, shard_map, NULL, WEIR_ORDERED),
+                     t_sink(p));
+    } else {
+        /* replicas, shards and sub-pipelines between the source and sinks */
+        weir_spawn_config sc;
+        weir_spawn_config_init(&sc);
+        sc.shards = 3;
+        t = weir_seq2(t_src(s), weir_par2(WEIR_SEQ(weir_parallel(t_map("pm", false), 4),
+                                                   weir_keyed("k", 3, key_fn, NULL, shard_map, NULL,
+                                                              WEIR_ORDERED),
+                                                   t_sink(p)),
+                                          WEIR_SEQ(weir_spawn("sp", sizeof(rec), sizeof(rec),
+                                                              key_fn, NULL, spawn_map, NULL, &sc),
+                                                   t_sink(q))));
+    }
     watch wt;
     wt.r = rt_of(workers);
-    weir_pipeline_config c = cfg_of(mode, 8, 32);
+    weir_pipeline_config c = shape ? cfg_of(mode, 192, 512) : cfg_of(mode, 8, 32);
     cr_assert_eq(weir_pipeline_create(wt.r, t, &c, &wt.p), 0, "%s", weir_last_error());
     cr_assert_eq(weir_pipeline_start(wt.p), 0);
     /* until some barriers completed (bounded: the test's timeout) */
-    while (atomic_load(&s->completed) < 5)
+    while (shape != 2 && atomic_load(&s->completed) < 5)
         usleep(1000);
     return wt;
 }
@@ -1690,7 +1750,7 @@ Test(barrier, stop_with_barriers_in_flight_completes_every_injected_barrier)
 {
     for (int m = 0; m < 3; m++)
         for (unsigned w = 1; w <= 4; w += 3) {
-            watch wt = start_endless(all_modes[m], w, 20);
+            watch wt = start_endless(all_modes[m], w, 20, 0);
             cr_assert_eq(weir_pipeline_stop(wt.p), 0);
             after_end(&wt, 0, weir_exec_mode_name(all_modes[m]));
             source *s = &W.src[0];
@@ -1699,6 +1759,9 @@ Test(barrier, stop_with_barriers_in_flight_completes_every_injected_barrier)
                          weir_exec_mode_name(all_modes[m]), atomic_load(&s->completed),
                          s->injected);
             cr_assert(s->result == -ECANCELED || s->result == 0, "%d", s->result);
+            if (s->result == -ECANCELED)
+                cr_assert_eq(s->after_cancel, -ECANCELED, "weir_emit_barrier after a stop: %d",
+                             s->after_cancel);
             cr_assert_lt(s->emitted, s->n);
             for (unsigned k = 0; k < 2; k++) {
                 probe *p = &W.probe[k];
@@ -1713,7 +1776,46 @@ Test(barrier, cancel_with_barriers_in_flight_makes_every_call_before_join_return
 {
     for (int m = 0; m < 3; m++)
         for (unsigned w = 1; w <= 4; w += 3) {
-            watch wt = start_endless(all_modes[m], w, 20);
+            watch wt = start_endless(all_modes[m], w, 20, 0);
+            cr_assert_eq(weir_pipeline_cancel(wt.p), 0);
+            after_end(&wt, -ECANCELED, weir_exec_mode_name(all_modes[m]));
+            source *s = &W.src[0];
+            if (s->result == -ECANCELED)
+                cr_assert_eq(s->after_cancel, -ECANCELED, "weir_emit_barrier after a cancel: %d",
+                             s->after_cancel);
+        }
+}
+
+/*
+ * BUG (disabled): a cancel can complete a checkpoint whose records were
+ * dropped. Repro (fails within a few rounds): src (a barrier after every
+ * record) -> weir_keyed(map, 2 shards, ordered) -> sink (fused behind the
+ * shards), cancelled 0..1 ms after the start: "checkpoint 512 of src0:
+ * probe 'sink' lacks record 511 (E = 512)"; the same through
+ * weir_parallel -> weir_keyed -> sink and weir_spawn -> sink (stress_barrier
+ * found it after cancels, destroys and failing sinks). At-least-once is
+ * lost: a source that acknowledges on the checkpoint (XACK) acknowledges
+ * records that never reached the sinks. Cause, in terms/parallel.c: a
+ * replica (or shard) that sees the cancel stops between records
+ * (weir__run_records, weir__slot_job: a batch skipped or cut short) and
+ * still stores DONE; a dispatcher whose activation began before it saw the
+ * cancel (weir__par_step's `cancelled` is read once, in weir__step) commits
+ * that partial output and then passes the barriers queued behind it
+ * (weir__bar_par_release); downstream stages that have not seen the cancel
+ * yet pass the barrier on and the terminal ones acknowledge it. (In a
+ * one-input stage the same drop is safe: the stage that dropped records
+ * saw the cancel and ends at its next step, before it reaches the
+ * barrier.) Fix: a replica that did not run its whole batch marks the slot
+ * (cut short), and the dispatcher never commits such a slot nor passes a
+ * barrier behind it; or re-read the cancel flag after the acquire of DONE
+ * (the replica's read of it happens before) and stop there.
+ */
+Test(barrier, cancel_through_parallel_stages_never_completes_a_checkpoint_early, .disabled = true)
+{
+    for (int round = 0; round < 200; round++)
+        for (int m = 0; m < 3; m++) {
+            watch wt = start_endless(all_modes[m], 1 + (unsigned)(round % 4), 0, 1 + round % 2);
+            usleep((useconds_t)(round * 97 % 1000));
             cr_assert_eq(weir_pipeline_cancel(wt.p), 0);
             after_end(&wt, -ECANCELED, weir_exec_mode_name(all_modes[m]));
         }
