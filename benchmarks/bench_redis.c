@@ -23,17 +23,24 @@
  *                weir_map (the transform, entry layout in and out) ->
  *                weir_redis_sink (ENTRY, pipeline --pipeline), on a runtime
  *                of --workers workers (default 1)
+ *   weir-ack     the same without NOACK: each batch acknowledged once the
+ *                source emitted it (the server's work of an acknowledged
+ *                read, without checkpoints: weir-ckpt's baseline)
  *   weir-ckpt    the same with a checkpoint barrier every --every entries
  *                (default 1000): XACK after the barrier passed the sink
+ * The variants' runs are interleaved, run k of each before run k + 1.
  * Extras: entries_per_s, vs_plain (entries/s over plain's at the same
  * process count), lag_med / lag_max (entries read but not acknowledged,
- * XPENDING sampled every 2 ms; 0 for the NOACK variants).
+ * XPENDING sampled every 2 ms; 0 for the NOACK variants), cpu_us (CPU time
+ * of the processes per entry, getrusage of the reaped children) and srv_us
+ * (redis-server's, /proc/PID/stat over the timed part).
  */
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,8 +49,8 @@
 #include "weir.h"
 #include "weir/redis.h"
 
-enum { RV_PLAIN, RV_PLAIN_NOACK, RV_WEIR, RV_WEIR_CKPT, RV_N };
-static const char *const rv_names[RV_N] = {"plain", "plain-noack", "weir", "weir-ckpt"};
+enum { RV_PLAIN, RV_PLAIN_NOACK, RV_WEIR, RV_WEIR_ACK, RV_WEIR_CKPT, RV_N };
+static const char *const rv_names[RV_N] = {"plain", "plain-noack", "weir", "weir-ack", "weir-ckpt"};
 
 #define RB_MAXC 8
 
@@ -54,6 +61,7 @@ typedef struct rb_cfg {
     unsigned batch, pipeline, value;
     uint64_t every;
     unsigned workers;
+    int spin; /* -1: the runtime's default (or WEIR_SPIN) */
 } rb_cfg;
 
 static redis_server rb_srv;
@@ -196,11 +204,15 @@ static void rb_transform(void *state, const void *in, void *out)
     b->len = len;
 }
 
-static int rb_weir(const rb_cfg *cfg, const char *group, const char *consumer, bool ckpt, int go_fd)
+static int rb_weir(const rb_cfg *cfg, const char *group, const char *consumer, int variant,
+                   int go_fd)
 {
     weir_config rc;
     weir_config_init(&rc);
+    weir_config_from_env(&rc); /* WEIR_SPIN, WEIR_AFFINITY, ... */
     rc.workers = cfg->workers;
+    if (cfg->spin >= 0)
+        rc.spin = (unsigned)cfg->spin;
     rc.print_stats = false;
     weir_runtime *rt;
     if (weir_runtime_create(&rc, &rt) < 0) {
@@ -217,8 +229,9 @@ static int rb_weir(const rb_cfg *cfg, const char *group, const char *consumer, b
     sc.block_ms = 20;
     sc.end_idle_ms = 50;
     sc.claim_idle_ms = 600000; /* no crash here: no claims during the run */
-    if (ckpt)
+    if (variant == RV_WEIR_CKPT)
         sc.checkpoint_every = cfg->every;
+    sc.ack_after_emit = variant == RV_WEIR_ACK;
     weir_redis_sink_config kc;
     weir_redis_sink_config_init(&kc);
     kc.url = rb_srv.url;
@@ -301,7 +314,35 @@ static int rb_verify(redisContext *c, const rb_cfg *cfg, const uint64_t *want)
 typedef struct rb_result {
     uint64_t ns;
     uint64_t lag_med, lag_max;
+    uint64_t cpu_ns; /* the processes' user + system time */
+    uint64_t srv_ns; /* the server's, during the run */
 } rb_result;
+
+/* User + system time of process `pid` (/proc/PID/stat), in ns; 0 if unknown. */
+static uint64_t rb_proc_cpu_ns(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (ut + st) * (1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK));
+}
+
+static uint64_t rb_children_cpu_ns(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000u +
+           (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000u;
+}
 
 static int rb_once(const rb_cfg *cfg, int v, unsigned nproc, unsigned run, const uint64_t *want,
                    rb_result *res)
@@ -327,6 +368,7 @@ static int rb_once(const rb_cfg *cfg, int v, unsigned nproc, unsigned run, const
     }
     fflush(stdout);
     fflush(stderr);
+    uint64_t cpu0 = rb_children_cpu_ns();
     pid_t pids[RB_MAXC];
     for (unsigned k = 0; k < nproc; k++) {
         pids[k] = fork();
@@ -337,8 +379,8 @@ static int rb_once(const rb_cfg *cfg, int v, unsigned nproc, unsigned run, const
             char consumer[32];
             snprintf(consumer, sizeof consumer, "c%u", k);
             int rc;
-            if (v == RV_WEIR || v == RV_WEIR_CKPT) {
-                rc = rb_weir(cfg, group, consumer, v == RV_WEIR_CKPT, go[0]);
+            if (v == RV_WEIR || v == RV_WEIR_ACK || v == RV_WEIR_CKPT) {
+                rc = rb_weir(cfg, group, consumer, v, go[0]);
             } else {
                 char b;
                 rc = read(go[0], &b, 1) == 1 ? rb_plain(cfg, group, consumer, v == RV_PLAIN_NOACK)
@@ -354,6 +396,7 @@ static int rb_once(const rb_cfg *cfg, int v, unsigned nproc, unsigned run, const
     uint64_t *lag = malloc(cap * sizeof *lag);
     char bytes[RB_MAXC];
     memset(bytes, 'g', sizeof bytes);
+    uint64_t srv0 = rb_proc_cpu_ns(rb_srv.pid);
     uint64_t t0 = bench_now_ns(), t1 = 0;
     if (write(go[1], bytes, nproc) != (ssize_t)nproc)
         t1 = 1;
@@ -397,6 +440,7 @@ static int rb_once(const rb_cfg *cfg, int v, unsigned nproc, unsigned run, const
         struct timespec ts = {0, 2000000};
         nanosleep(&ts, NULL);
     }
+    res->srv_ns = rb_proc_cpu_ns(rb_srv.pid) - srv0;
     close(go[1]);
     for (unsigned k = 0; k < nproc; k++) {
         int st;
@@ -407,6 +451,7 @@ static int rb_once(const rb_cfg *cfg, int v, unsigned nproc, unsigned run, const
         if (waitpid(pids[k], &st, 0) != pids[k] || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
             rc = 1;
     }
+    res->cpu_ns = rb_children_cpu_ns() - cpu0;
     if (rc == 0)
         rc = rb_verify(c, cfg, want);
     res->ns = t1 - t0;
@@ -432,10 +477,15 @@ static void rb_help(void)
            "  --value V         bytes of each entry's value (default 64)\n"
            "  --every K         weir-ckpt: a checkpoint barrier every K entries (default 1000)\n"
            "  --workers W       workers of each weir process (default 1)\n"
-           "  variants          plain, plain-noack, weir, weir-ckpt\n"
+           "  --spin S          failed steal rounds before a weir worker parks (default: the\n"
+           "                    runtime's, or WEIR_SPIN); 0 parks at once: an idle worker\n"
+           "                    then leaves the cores to redis-server and the source thread\n"
+           "  variants          plain, plain-noack, weir, weir-ack, weir-ckpt (runs interleaved)\n"
            "  Each process is forked; the time runs from the start of all of them to the\n"
            "  last result stored (XLEN polled every 2 ms). Extras: entries_per_s, vs_plain,\n"
-           "  lag_med / lag_max (entries read, not yet acknowledged: XPENDING samples).\n",
+           "  lag_med / lag_max (entries read, not yet acknowledged: XPENDING samples),\n"
+           "  cpu_us / srv_us: CPU time per entry of the processes (all of them, to their\n"
+           "  exit) and of redis-server (start to the last result), medians.\n",
            RB_MAXC);
 }
 
@@ -451,6 +501,7 @@ static int rb_parse(const bench_opts *o, int argc, char **argv, rb_cfg *cfg)
     cfg->value = 64;
     cfg->every = 1000;
     cfg->workers = o->workers ? o->workers : 1;
+    cfg->spin = -1;
     for (int i = 1; i < argc; i++) {
         const char *val;
         int m;
@@ -487,6 +538,10 @@ static int rb_parse(const bench_opts *o, int argc, char **argv, rb_cfg *cfg)
             if (m < 0 || !bench_parse_u64(val, &u) || u > 1000000)
                 return m < 0 ? BENCH_EXIT_USAGE : bench_usage_error("--value '%s': 0..1M", val);
             cfg->value = (unsigned)u;
+        } else if ((m = bench_opt_value(argc, argv, &i, "--spin", &val)) != 0) {
+            if (m < 0 || !bench_parse_u64(val, &u) || u > 1000000)
+                return m < 0 ? BENCH_EXIT_USAGE : bench_usage_error("--spin '%s': 0..1M", val);
+            cfg->spin = (int)u;
         } else if ((m = bench_opt_value(argc, argv, &i, "--every", &val)) != 0) {
             if (m < 0 || !bench_parse_u64(val, &u) || u == 0)
                 return m < 0 ? BENCH_EXIT_USAGE : bench_usage_error("--every '%s': >= 1", val);
@@ -545,17 +600,20 @@ static void rb_print(const bench_opts *o, const char *variant, unsigned nproc, c
     double vs = plain_ns > 0 ? plain_ns / (double)median : 0;
     if (o->json) {
         printf("{\"bench\":\"redis\",\"variant\":\"%s\",\"workers\":%u,\"consumers\":%u,"
-               "\"n\":%" PRIu64 ",\"batch\":%u,\"pipeline\":%u,\"every\":%" PRIu64
+               "\"n\":%" PRIu64 ",\"spin\":%d,\"batch\":%u,\"pipeline\":%u,\"every\":%" PRIu64
                ",\"median_ns\":%" PRIu64 ",\"min_ns\":%" PRIu64 ",\"runs\":%u,"
                "\"entries_per_s\":%.0f,\"vs_plain\":%.4f,\"lag_med\":%" PRIu64
-               ",\"lag_max\":%" PRIu64 "}\n",
-               variant, cfg->workers, nproc, cfg->entries, cfg->batch, cfg->pipeline, cfg->every,
-               median, minv, runs, eps, vs, lag->lag_med, lag->lag_max);
+               ",\"lag_max\":%" PRIu64 ",\"cpu_us\":%.3f,\"srv_us\":%.3f}\n",
+               variant, cfg->workers, nproc, cfg->entries, cfg->spin, cfg->batch, cfg->pipeline,
+               cfg->every, median, minv, runs, eps, vs, lag->lag_med, lag->lag_max,
+               (double)lag->cpu_ns / 1e3 / (double)cfg->entries,
+               (double)lag->srv_ns / 1e3 / (double)cfg->entries);
     } else {
         printf("redis  %-12s %9u %10" PRIu64 " %11.2f %11.2f %13.0f %9.3f %8" PRIu64 " %8" PRIu64
-               "\n",
+               " %7.2f %7.2f\n",
                variant, nproc, cfg->entries, (double)median / 1e6, (double)minv / 1e6, eps, vs,
-               lag->lag_med, lag->lag_max);
+               lag->lag_med, lag->lag_max, (double)lag->cpu_ns / 1e3 / (double)cfg->entries,
+               (double)lag->srv_ns / 1e3 / (double)cfg->entries);
     }
     fflush(stdout);
 }
@@ -588,45 +646,55 @@ int bench_redis(const bench_opts *o, int argc, char **argv)
     unsigned runs = o->has_runs ? o->runs : 3;
     bench_note(o,
                "redis: %" PRIu64 " entries of %u bytes written in %.2f s; batch %u, pipeline %u, "
-               "checkpoint every %" PRIu64 ", %u worker(s) per weir process, runs=%u warmup=%u "
-               "cpus=%u; processes are forked, time = start to the last result stored",
+               "checkpoint every %" PRIu64 ", %u worker(s) per weir process (spin %s), runs=%u "
+               "warmup=%u cpus=%u; processes are forked, time = start to the last result stored",
                cfg.entries, cfg.value, (double)(bench_now_ns() - t0) / 1e9, cfg.batch, cfg.pipeline,
-               cfg.every, cfg.workers, runs, o->warmup, bench_online_cpus());
+               cfg.every, cfg.workers, cfg.spin < 0 ? "default" : "--spin", runs, o->warmup,
+               bench_online_cpus());
     if (!o->json)
         printf("bench  variant      consumers    entries   median_ms      min_ms "
-               "entries_per_s  vs_plain  lag_med  lag_max\n");
+               "entries_per_s  vs_plain  lag_med  lag_max  cpu_us  srv_us\n");
+    /* The variants' runs are interleaved (run k of every variant, then run
+     * k + 1): a load that drifts on this shared machine falls on all of them. */
     int status = 0;
-    unsigned run_id = 0;
+    unsigned run_id = 0, n = runs < 64 ? runs : 64;
     for (size_t ci = 0; ci < cfg.nconsumers && status == 0; ci++) {
         unsigned nproc = cfg.consumers[ci];
-        double plain_ns = 0;
-        for (int v = 0; v < RV_N && status == 0; v++) {
-            if (!bench_variant_selected(o, rv_names[v]))
-                continue;
-            uint64_t ns[64];
-            rb_result lag = {0, 0, 0}, res;
-            uint64_t lmed[64];
-            unsigned n = runs < 64 ? runs : 64;
-            for (unsigned w = 0; w < o->warmup && status == 0; w++)
-                if (rb_once(&cfg, v, nproc, run_id++, want, &res) != 0)
-                    status = BENCH_EXIT_FAIL;
-            for (unsigned k = 0; k < n && status == 0; k++) {
+        static uint64_t ns[RV_N][64], lmed[RV_N][64], cpu[RV_N][64], srv[RV_N][64];
+        uint64_t lmax[RV_N] = {0};
+        rb_result res;
+        for (unsigned k = 0; k < o->warmup + n && status == 0; k++)
+            for (int v = 0; v < RV_N && status == 0; v++) {
+                if (!bench_variant_selected(o, rv_names[v]))
+                    continue;
                 if (rb_once(&cfg, v, nproc, run_id++, want, &res) != 0) {
                     status = BENCH_EXIT_FAIL;
                     break;
                 }
-                ns[k] = res.ns;
-                lmed[k] = res.lag_med;
-                if (res.lag_max > lag.lag_max)
-                    lag.lag_max = res.lag_max;
+                if (k < o->warmup)
+                    continue;
+                unsigned j = k - o->warmup;
+                ns[v][j] = res.ns;
+                lmed[v][j] = res.lag_med;
+                cpu[v][j] = res.cpu_ns;
+                srv[v][j] = res.srv_ns;
+                if (res.lag_max > lmax[v])
+                    lmax[v] = res.lag_max;
             }
-            if (status)
-                break;
-            lag.lag_med = bench_median(lmed, n);
-            uint64_t minv = bench_min(ns, n), median = bench_median(ns, n);
+        double plain_ns = 0;
+        for (int v = 0; v < RV_N && status == 0; v++) {
+            if (!bench_variant_selected(o, rv_names[v]))
+                continue;
+            rb_result agg;
+            agg.ns = 0;
+            agg.lag_max = lmax[v];
+            agg.lag_med = bench_median(lmed[v], n);
+            agg.cpu_ns = bench_median(cpu[v], n);
+            agg.srv_ns = bench_median(srv[v], n);
+            uint64_t minv = bench_min(ns[v], n), median = bench_median(ns[v], n);
             if (v == RV_PLAIN)
                 plain_ns = (double)median;
-            rb_print(o, rv_names[v], nproc, &cfg, median, minv, n, plain_ns, &lag);
+            rb_print(o, rv_names[v], nproc, &cfg, median, minv, n, plain_ns, &agg);
         }
     }
     if (status)

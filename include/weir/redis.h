@@ -124,6 +124,12 @@ typedef struct weir_redis_source_config {
     /** Checkpoints: a barrier at least this often (ms) while entries were
      *  emitted since the last one (0 = not by time). */
     uint64_t checkpoint_ms;
+    /** Without checkpoints only: read without NOACK and acknowledge each
+     *  batch (XACK) once it was emitted into the pipeline. Still at most
+     *  once for what the pipeline holds, but entries read and not yet
+     *  emitted when the process dies stay pending (and are claimed), and the
+     *  group's XPENDING shows the reads in progress. Default false (NOACK). */
+    bool ack_after_emit;
     /** End the source (its stream ends: the pipeline drains and finishes)
      *  when it read or claimed nothing for this long and no other consumer
      *  of the group holds pending entries (XPENDING). With checkpoints, a

@@ -26,7 +26,8 @@
  *
  * Without checkpoints the source reads with NOACK (at most once) and
  * acknowledges right after emitting the entries it re-read or claimed (they
- * were pending already and NOACK does not apply to them).
+ * were pending already and NOACK does not apply to them); with
+ * ack_after_emit it reads without NOACK and acknowledges every batch so.
  *
  * The sink. Every record becomes an XADD, formatted here (RESP) into a buffer
  * of commands whose replies have not been read; the commands of a call are
@@ -616,8 +617,9 @@ typedef struct rd_source {
     uint64_t claim_idle_ms, claim_every_ms, checkpoint_every, checkpoint_ms, end_idle_ms;
     uint64_t max_entries, connect_timeout_ms, timeout_ms, retry_ms, drain_ms;
     bool checkpoints;
-    bool draining; /* after a stop: failures end quietly */
-    int wake[2];   /* self-pipe: [1] written by the interrupt, [0] polled */
+    bool ack_after_emit; /* without checkpoints: XACK once emitted, not NOACK */
+    bool draining;       /* after a stop: failures end quietly */
+    int wake[2];         /* self-pipe: [1] written by the interrupt, [0] polled */
     /* The last completed barrier: stored by the checkpoint function on the
      * thread that completed it, read by the source's thread. */
     _Atomic uint64_t done;
@@ -756,20 +758,27 @@ static int rd_src_reply_error(rd_source *S, weir_emit *e, const char *what, cons
                           rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
 }
 
+/* "ms-seq", two decimal integers. */
 static bool rd_parse_id(const char *s, size_t n, rd_id *id)
 {
-    char buf[48];
-    if (n == 0 || n >= sizeof buf)
-        return false;
-    memcpy(buf, s, n);
-    buf[n] = 0;
-    char *dash = strchr(buf, '-'), *e1, *e2;
-    if (!dash)
-        return false;
-    *dash = 0;
-    id->ms = strtoull(buf, &e1, 10);
-    id->seq = strtoull(dash + 1, &e2, 10);
-    return *e1 == 0 && *e2 == 0 && e1 != buf && e2 != dash + 1;
+    uint64_t v[2] = {0, 0};
+    int part = 0;
+    size_t digits = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '-' && part == 0 && digits) {
+            part = 1;
+            digits = 0;
+        } else if (c >= '0' && c <= '9' && digits < 20) {
+            v[part] = v[part] * 10 + (uint64_t)(c - '0');
+            digits++;
+        } else {
+            return false;
+        }
+    }
+    id->ms = v[0];
+    id->seq = v[1];
+    return part == 1 && digits;
 }
 
 static bool rd_is_str(const redisReply *r)
@@ -1069,7 +1078,7 @@ static int rd_src_read(rd_source *S, weir_emit *e, const char *start, unsigned b
         argv[argc++] = blk;
     }
     bool history = strcmp(start, ">") != 0;
-    if (!S->checkpoints && !history)
+    if (!S->checkpoints && !S->ack_after_emit && !history)
         argv[argc++] = "NOACK";
     argv[argc++] = "STREAMS";
     argv[argc++] = S->stream;
@@ -1089,7 +1098,7 @@ static int rd_src_read(rd_source *S, weir_emit *e, const char *start, unsigned b
     }
     const redisReply *entries = rd_src_xread_entries(rep);
     if (entries) {
-        r = rd_src_deliver(S, e, entries, "XREADGROUP", history, count);
+        r = rd_src_deliver(S, e, entries, "XREADGROUP", history || S->ack_after_emit, count);
         if (r == 0 && *count && last_id) {
             const redisReply *lastent = entries->element[*count - 1]->element[0];
             snprintf(last_id, last_len, "%.*s", (int)lastent->len, lastent->str);
@@ -1324,7 +1333,12 @@ static int rd_src_run(void *state, weir_emit *e)
     }
     r = rd_connect(&S->conn, &S->addr, S->password_env, S->connect_timeout_ms, S->timeout_ms);
     if (r < 0) {
-        r = weir_emit_fail(e, r, "cannot connect to redis at %s (%s)", S->addr.text, S->conn.why);
+        /* weir_emit_fail appends the errno's text: the cause once */
+        if (strcmp(S->conn.why, strerror(-r)) == 0)
+            r = weir_emit_fail(e, r, "cannot connect to redis at %s", S->addr.text);
+        else
+            r = weir_emit_fail(e, r, "cannot connect to redis at %s (%s)", S->addr.text,
+                               S->conn.why);
         goto out;
     }
     r = rd_src_group(S);
@@ -1462,6 +1476,7 @@ WEIR_API weir_term *weir_redis_source(const char *name, const weir_redis_source_
     S->checkpoint_every = cfg->checkpoint_every;
     S->checkpoint_ms = cfg->checkpoint_ms;
     S->checkpoints = cfg->checkpoint_every || cfg->checkpoint_ms;
+    S->ack_after_emit = cfg->ack_after_emit;
     S->end_idle_ms = cfg->end_idle_ms;
     S->max_entries = cfg->max_entries;
     S->connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 1;
@@ -1493,6 +1508,9 @@ typedef struct rd_sink {
     char *password_env, *stream, *field;
     weir_redis_sink_format format;
     char maxlen[24]; /* "" = no trimming */
+    size_t field_len;
+    char *head; /* RESP of "XADD key [MAXLEN ~ n] *": the same in every command */
+    size_t head_len, head_args;
     unsigned pipeline;
     uint64_t connect_timeout_ms, timeout_ms, retry_ms;
 
@@ -1523,52 +1541,55 @@ static int rd_sink_room(rd_sink *K, size_t more)
     return 0;
 }
 
-static size_t rd_num_len(size_t v)
+/* Decimal digits of v at p (room for 20). @return their count. */
+static size_t rd_utoa(char *p, uint64_t v)
 {
-    size_t n = 1;
-    while (v >= 10) {
-        v /= 10;
-        n++;
-    }
+    char tmp[20];
+    size_t n = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
     return n;
+}
+
+/* A RESP header "<c><n>\r\n" (c = '*' or '$'; room already made). */
+static void rd_sink_hdr(rd_sink *K, char c, size_t n)
+{
+    K->cmds[K->len++] = c;
+    K->len += rd_utoa(K->cmds + K->len, n);
+    K->cmds[K->len++] = '\r';
+    K->cmds[K->len++] = '\n';
 }
 
 /* A RESP bulk string: $len\r\nbytes\r\n (room already made). */
 static void rd_sink_arg(rd_sink *K, const void *data, size_t len)
 {
-    K->len += (size_t)sprintf(K->cmds + K->len, "$%zu\r\n", len);
+    rd_sink_hdr(K, '$', len);
     memcpy(K->cmds + K->len, data, len);
     K->len += len;
     K->cmds[K->len++] = '\r';
     K->cmds[K->len++] = '\n';
 }
 
-/* Format one XADD of record `b`. @return 0, -ENOMEM, -EINVAL (an ENTRY
- * record that is not in the layout, or has no pair). */
+/* Format one XADD of record `b`, in one pass: the fixed part of the command
+ * (XADD key [MAXLEN ~ n] *) was formatted once, in `head`. @return 0,
+ * -ENOMEM, -EINVAL (an ENTRY record that is not in the layout, or has no
+ * pair: nothing is kept of it). */
 static int rd_sink_format(rd_sink *K, const weir_bytes *b)
 {
-    size_t nargs = 3 + (K->maxlen[0] ? 3 : 0), payload = 0, pairs = 1;
     weir_redis_iter it;
-    weir_bytes f, v;
+    size_t pairs = 1;
     if (K->format == WEIR_REDIS_SINK_ENTRY) {
         if (weir_redis_iter_init(&it, b) < 0 || it.npairs == 0)
             return -EINVAL;
-        int r;
-        pairs = 0;
-        while ((r = weir_redis_iter_next(&it, &f, &v)) == 1) {
-            payload += f.len + v.len + 2 * (rd_num_len(f.len) + 5);
-            pairs++;
-        }
-        if (r < 0)
-            return -EINVAL;
-        weir_redis_iter_init(&it, b);
-    } else {
-        payload =
-            strlen(K->field) + b->len + rd_num_len(strlen(K->field)) + rd_num_len(b->len) + 10;
+        pairs = it.npairs;
     }
-    nargs += 2 * pairs;
-    size_t head = strlen(K->stream) + 64 + 16 * 6;
-    if (rd_sink_room(K, payload + head + 16) < 0)
+    /* Each argument costs at most 15 bytes of RESP besides its data, and a
+     * pair's two fields are the record's bytes less 8: b->len bounds them. */
+    size_t room = 24 + K->head_len + b->len + 30 * pairs + K->field_len;
+    if (rd_sink_room(K, room) < 0)
         return -ENOMEM;
     if (K->n == K->ends_cap) {
         size_t c = K->ends_cap ? 2 * K->ends_cap : 512;
@@ -1578,22 +1599,23 @@ static int rd_sink_format(rd_sink *K, const weir_bytes *b)
         K->ends = e;
         K->ends_cap = c;
     }
-    K->len += (size_t)sprintf(K->cmds + K->len, "*%zu\r\n", nargs);
-    rd_sink_arg(K, "XADD", 4);
-    rd_sink_arg(K, K->stream, strlen(K->stream));
-    if (K->maxlen[0]) {
-        rd_sink_arg(K, "MAXLEN", 6);
-        rd_sink_arg(K, "~", 1);
-        rd_sink_arg(K, K->maxlen, strlen(K->maxlen));
-    }
-    rd_sink_arg(K, "*", 1);
+    size_t at = K->len;
+    rd_sink_hdr(K, '*', K->head_args + 2 * pairs);
+    memcpy(K->cmds + K->len, K->head, K->head_len);
+    K->len += K->head_len;
     if (K->format == WEIR_REDIS_SINK_ENTRY) {
-        while (weir_redis_iter_next(&it, &f, &v) == 1) {
+        weir_bytes f, v;
+        int r;
+        while ((r = weir_redis_iter_next(&it, &f, &v)) == 1) {
             rd_sink_arg(K, f.data, f.len);
             rd_sink_arg(K, v.data, v.len);
         }
+        if (r < 0) {
+            K->len = at;
+            return -EINVAL;
+        }
     } else {
-        rd_sink_arg(K, K->field, strlen(K->field));
+        rd_sink_arg(K, K->field, K->field_len);
         rd_sink_arg(K, b->data, b->len);
     }
     K->ends[K->n++] = K->len;
@@ -1760,6 +1782,7 @@ static void rd_sink_free(void *state)
     weir_free(K->password_env);
     weir_free(K->stream);
     weir_free(K->field);
+    weir_free(K->head);
     weir_free(K);
 }
 
@@ -1815,8 +1838,30 @@ WEIR_API weir_term *weir_redis_sink(const char *name, const weir_redis_sink_conf
         return NULL;
     }
     K->format = cfg->format;
+    K->field_len = strlen(K->field);
     if (cfg->maxlen)
         snprintf(K->maxlen, sizeof K->maxlen, "%llu", (unsigned long long)cfg->maxlen);
+    /* the fixed part of every XADD, formatted once (through the command
+     * buffer, then moved) */
+    size_t sl = strlen(K->stream);
+    if (rd_sink_room(K, sl + 128) < 0 || !(K->head = weir_malloc(sl + 128))) {
+        rd_sink_free(K);
+        weir_set_error(-ENOMEM, "%s: out of memory", who);
+        return NULL;
+    }
+    rd_sink_arg(K, "XADD", 4);
+    rd_sink_arg(K, K->stream, sl);
+    K->head_args = 3;
+    if (K->maxlen[0]) {
+        rd_sink_arg(K, "MAXLEN", 6);
+        rd_sink_arg(K, "~", 1);
+        rd_sink_arg(K, K->maxlen, strlen(K->maxlen));
+        K->head_args += 3;
+    }
+    rd_sink_arg(K, "*", 1);
+    memcpy(K->head, K->cmds, K->len);
+    K->head_len = K->len;
+    K->len = 0;
     K->pipeline = cfg->pipeline ? cfg->pipeline : 1;
     K->connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 1;
     K->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 1;

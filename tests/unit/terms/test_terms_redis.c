@@ -819,6 +819,33 @@ Test(redis, without_checkpoints_nothing_is_ever_pending)
     redisFree(c);
 }
 
+Test(redis, ack_after_emit_acknowledges_each_batch_once_emitted)
+{
+    NEED_SERVER();
+    redisContext *c = conn();
+    enum { N = 300 };
+    static test_entry in[N];
+    fill(c, "in", 0, N, in);
+    ids_seen seen = {PTHREAD_MUTEX_INITIALIZER, 0, 0, NULL};
+    weir_redis_source_config sc = src_cfg("in", "g", "c1");
+    sc.ack_after_emit = true;
+    sc.batch = 32;
+    weir_pipeline *p;
+    cr_assert_eq(
+        run_mode(weir_seq2(source("src", &sc), weir_sink("ids", WEIR_VARSIZE, ids_fn, &seen)),
+                 WEIR_EXEC_POOL, &p),
+        0);
+    weir_pipeline_destroy(p);
+    expect_exactly_once(&seen, 1, in, N);
+    cr_expect_eq(xpending(c, "in", "g"), 0);
+    /* read without NOACK: the group counted them as delivered and acknowledged */
+    redisReply *r = redisCommand(c, "XINFO GROUPS in");
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+    freeReplyObject(r);
+    free(seen.ids);
+    redisFree(c);
+}
+
 Test(redis, a_server_down_at_start_is_a_clear_error_naming_term_and_address)
 {
     int port = redis_server_free_port(); /* nothing listens there */
