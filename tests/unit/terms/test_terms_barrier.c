@@ -65,7 +65,7 @@ static inline uint64_t idx_of(int64_t seq)
 }
 
 /* What a path from a source to a probe keeps. */
-enum keep { KEEP_ALL, KEEP_NOT3, KEEP_EVEN };
+enum keep { KEEP_ALL, KEEP_NOT3, KEEP_EVEN, KEEP_FIRST100 };
 
 static bool keeps(int kind, uint64_t i)
 {
@@ -74,6 +74,8 @@ static bool keeps(int kind, uint64_t i)
         return i % 3 != 0;
     case KEEP_EVEN:
         return i % 2 == 0;
+    case KEEP_FIRST100:
+        return i < 100;
     default:
         return true;
     }
@@ -131,6 +133,7 @@ typedef struct source {
 typedef struct probe {
     char name[32];
     bool var, zip; /* zip: records are a pair (a, b) with b = 2a */
+    bool zip2;     /* records are a pair (a, b) of sources 0 and 1, same index */
     bool ordered;  /* per source, indices increase */
     bool bexact;   /* the barrier callback's count is exact */
     bool marker_exact;
@@ -555,6 +558,19 @@ static int probe_take(probe *p, const void *in)
     }
     unsigned src = src_of(r.seq);
     uint64_t i = idx_of(r.seq);
+    if (p->zip2) {
+        /* (a, b): record i of each source */
+        rec b;
+        memcpy(&b, (const char *)in + sizeof r, sizeof b);
+        if (src != 0 || src_of(b.seq) != 1 || idx_of(b.seq) != i || !p->seen[1] || i >= p->cap[0] ||
+            i >= p->cap[1]) {
+            note("zip probe '%s': (%" PRIx64 ", %" PRIx64 ")", p->name, (uint64_t)r.seq,
+                 (uint64_t)b.seq);
+            return 0;
+        }
+        p->seen[1][i]++;
+        atomic_fetch_add_explicit(&p->count[1], 1, memory_order_relaxed);
+    }
     if (p->zip) {
         /* (a, b): b is record 2a of the filtered branch */
         rec b;
@@ -639,7 +655,7 @@ static int probe_barrier_fn(void *state, weir_emit *e)
 
 static size_t probe_size(const probe *p)
 {
-    return p->var ? WEIR_VARSIZE : p->zip ? 2 * sizeof(rec) : sizeof(rec);
+    return p->var ? WEIR_VARSIZE : p->zip || p->zip2 ? 2 * sizeof(rec) : sizeof(rec);
 }
 
 static weir_term *t_sink(probe *p)
@@ -759,6 +775,14 @@ static int zip_fn(void *state, const void *const *in, size_t n, weir_emit *e)
     memcpy(&o[0], in[0], sizeof o[0]);
     memcpy(&o[1], in[n - 1], sizeof o[1]);
     return weir_emit_record(e, o);
+}
+
+/* A zip's first input record (the second is the short range). */
+static int first_of_zip(void *state, const void *const *in, size_t n, weir_emit *e)
+{
+    (void)state;
+    (void)n;
+    return weir_emit_record(e, in[0]);
 }
 
 static uint64_t key_fn(void *arg, const void *in)
@@ -889,7 +913,9 @@ static void check_all_(const char *what, bool all)
             if (!p->seen[k])
                 continue;
             const source *s = &W.src[k];
-            uint64_t lim = p->zip ? (s->n + 1) / 2 : s->n;
+            uint64_t lim = p->zip    ? (s->n + 1) / 2
+                           : p->zip2 ? (W.src[0].n < W.src[1].n ? W.src[0].n : W.src[1].n)
+                                     : s->n;
             for (uint64_t i = 0; i < p->cap[k]; i++) {
                 unsigned m = i < lim ? mult(p, k, i) : 0;
                 cr_assert_eq(p->seen[k][i], m,
@@ -1298,7 +1324,7 @@ Test(barrier, a_batch_sink_is_flushed_before_the_barrier_passes)
 Test(barrier, a_stage_whose_output_nobody_reads_acknowledges)
 {
     for (int m = 0; m < 3; m++)
-        for (int shape = 0; shape < 3; shape++) {
+        for (int shape = 0; shape < 4; shape++) {
             world_reset();
             source *s = src_new(0, 2000, 29, 1);
             s->first = s->last = true;
@@ -1318,10 +1344,14 @@ Test(barrier, a_stage_whose_output_nobody_reads_acknowledges)
                 /* the whole pipeline ends in one: the only acknowledger */
                 s->exact = true;
                 t = WEIR_SEQ(t_src(s), t_map("m", false), t_tap(tap));
-            } else {
+            } else if (shape == 2) {
                 t = WEIR_SEQ(t_src(s),
                              weir_par2(t_filter("f", KEEP_EVEN, false), t_map("u", false)),
                              weir_merge("merge"), t_filter("g", KEEP_EVEN, false), t_tap(tap));
+            } else {
+                /* a branch swallowed by a stop term */
+                t = weir_seq2(t_src(s),
+                              weir_par2(t_sink_b(tap), weir_seq2(t_map("m", false), weir_stop())));
             }
             run_opts o = {all_modes[m], 2, 16, 64, 0, 0};
             run_opts_(t, &o, "unread output", NULL, NULL);
@@ -1906,6 +1936,61 @@ Test(barrier, two_checkpointing_sources_in_separate_branches_and_merged)
                 run_opts_(t, &o, what, NULL, NULL);
                 check_all(desc_of(&o, what));
             }
+}
+
+Test(barrier, a_zip_of_two_checkpointing_sources)
+{
+    /* each input carries one source's barriers: the zip passes each at once */
+    for (int m = 0; m < 3; m++)
+        for (int w = 0; w < 4; w += 2) {
+            world_reset();
+            source *a = src_new(0, 3000, 17, 1);
+            source *b = src_new(1, 3000, 43, 2);
+            a->first = b->first = true;
+            a->maxbar = 3000 * 2 / 5 / 17; /* all within the tuples */
+            b->maxbar = 3000 * 2 / 5 / 43 * 2;
+            probe *p = probe_new("pairs");
+            p->zip2 = p->ordered = true;
+            probe_path(p, a, KEEP_ALL);
+            probe_path(p, b, KEEP_ALL);
+            weir_term *t = WEIR_SEQ(weir_par2(t_src(a), weir_seq2(t_src(b), t_map("m", false))),
+                                    weir_zip("zip", 0, NULL, NULL), t_sink(p));
+            run_opts o = {all_modes[m], worker_counts[w], 16, 64, 0, 0};
+            run_opts_(t, &o, "zip of two sources", NULL, NULL);
+            check_all(desc_of(&o, "zip of two sources"));
+        }
+}
+
+/* A merge input that ends early stops holding the barriers back: they pass
+ * through the other input. src0 (barriers) and src1 (100 records, none)
+ * feed zip(src0, src1), which ends after 100 tuples, and merge(src0, src1);
+ * a last merge takes both: its zip input ends early. */
+static void merge_short_input_case(const run_opts *o)
+{
+    world_reset();
+    source *s = src_new(0, 3000, 37, 1);
+    s->first = s->last = true;
+    source *s1 = src_new(1, 100, 0, 1);
+    probe *p = probe_new("sink");
+    probe_path(p, s, KEEP_ALL);
+    probe_path(p, s, KEEP_FIRST100); /* through the zip */
+    probe_path(p, s1, KEEP_ALL);
+    weir_term *t = WEIR_SEQ(
+        weir_par2(t_src(s), t_src(s1)),
+        weir_par2(weir_seq2(weir_zip("zip", sizeof(rec), first_of_zip, NULL), t_map("a", false)),
+                  weir_merge("inner")),
+        weir_merge("outer"), t_sink(p));
+    run_opts_(t, o, "merge, one input ends early", NULL, NULL);
+    check_all(desc_of(o, "merge, one input ends early"));
+}
+
+Test(barrier, a_merge_input_that_ends_early_stops_holding_barriers_back)
+{
+    for (int m = 0; m < 3; m++)
+        for (int w = 0; w < 4; w += 2) {
+            run_opts o = {all_modes[m], worker_counts[w], 8, 4096, 0, 0};
+            merge_short_input_case(&o);
+        }
 }
 
 /* ------------------------------------------------------------------ misuse */
