@@ -166,6 +166,13 @@ static void weir__bar_done(weir__stage *s, unsigned i, weir_worker *w)
  * the output's queue is full, so a retry repeats no callback. */
 static int weir__bar_pass(weir__stage *s, const weir__barrier *b, unsigned from)
 {
+    /* A cancelled pipeline has dropped records (a batch or a replica cut
+     * short): no barrier passes any more, so no checkpoint completes for
+     * records that never arrived. relaxed: a replica or shard that saw the
+     * cancel stored DONE after its load, and the dispatcher's acquire of
+     * DONE precedes this load, which by read-read coherence sees it too. */
+    if (atomic_load_explicit(&s->p->cancelled, memory_order_relaxed))
+        return WEIR__STEP_PROGRESS;
     if (s->out && !weir__barq_room(s->out))
         return WEIR__STEP_WAIT;
     weir__stage_flush_sinks(s);

@@ -688,12 +688,18 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
     /* 2. Commit, then release in sequence order. */
     bool blocked = false;
     const uint64_t released = pa->release;
+commit:
     if (pa->ordered || pa->nshards) {
         /* keyed stages always commit batch by batch: per-key order */
         while (pa->release < pa->next && !s->err) {
             weir__slot *sl = &pa->slots[pa->release % pa->nslots];
             if (!sl->seen_done)
                 break;
+            /* a barrier before this batch passes first, at its position */
+            if (WEIR_UNLIKELY(s->bpend_n) && weir__bar_par_release(s) != WEIR__STEP_PROGRESS) {
+                blocked = true;
+                break;
+            }
             if (!weir__par_commit(s, sl)) {
                 blocked = true;
                 break;
@@ -701,7 +707,11 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
             weir__par_release(s, sl);
         }
     } else {
-        for (uint64_t q = pa->release; q < pa->next && !s->err; q++) {
+        /* a pending barrier: no batch after it is committed before it passed
+         * (it passes once every batch before it is released, below) */
+        const uint64_t bar_seq =
+            WEIR_UNLIKELY(s->bpend_n) ? s->bpend_seq[s->bpend_head] : UINT64_MAX;
+        for (uint64_t q = pa->release; q < pa->next && q < bar_seq && !s->err; q++) {
             weir__slot *sl = &pa->slots[q % pa->nslots];
             if (!sl->seen_done || sl->out_done)
                 continue;
@@ -716,11 +726,15 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
     }
     if (pa->release != released)
         weir__stream_advance(st, in->cursor, in->tail, w);
-    if (WEIR_UNLIKELY(s->bpend_n) && !s->err) {
-        /* checkpoint barriers whose batches are all committed (barrier.c) */
+    if (WEIR_UNLIKELY(s->bpend_n) && !s->err && !blocked) {
+        /* checkpoint barriers whose batches are all committed (barrier.c);
+         * one that passed may let done batches after it commit */
+        unsigned before = s->bpend_n;
         int r = weir__bar_par_release(s);
         if (r == WEIR__STEP_WAIT)
             blocked = true;
+        else if (s->bpend_n < before && r == WEIR__STEP_PROGRESS)
+            goto commit;
     }
     if (s->err) {
         weir__par_publish(pa);
@@ -787,6 +801,8 @@ int weir__par_step(weir__stage *s, weir_worker *w, bool cancelled)
         atomic_fetch_add_explicit(&s->p->busy, 1, memory_order_relaxed);
         weir__par_submit(s, &sl->job, w);
     }
+    if (WEIR_UNLIKELY(s->bpend_n) && !blocked && weir__bar_par_release(s) == WEIR__STEP_WAIT)
+        blocked = true; /* a barrier just claimed with nothing in flight before it */
     if (WEIR_UNLIKELY(pa->sweep_ns))
         weir__par_sweep(s, at_end, w);
     weir__par_publish(pa);
