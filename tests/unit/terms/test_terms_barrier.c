@@ -178,6 +178,8 @@ static struct world {
     char msg[512];
 } W;
 
+/* A failure seen in a callback: the first message is kept for the test's
+ * assertion; BARRIER_DEBUG=1 in the environment prints every one. */
 static void note(const char *fmt, ...) WEIR_TERMS_PRINTF(1, 2);
 static void note(const char *fmt, ...)
 {
