@@ -669,6 +669,7 @@ static int weir__build_stage(weir_pipeline *p, weir_term *head, weir__stage **ou
         nd->stage = s;
         nd->idx = i;
         nd->kind = t->kind;
+        nd->out_var = t->out_var;
         nd->state = t->state;
         nd->fn = t->fn;
         nd->term = t;

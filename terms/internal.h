@@ -431,6 +431,7 @@ typedef struct weir__node {
     struct weir__stage *stage;
     unsigned idx;
     weir__kind kind;
+    bool out_var; /* term->out_var, here for the emit path (one load) */
     void *state;
     weir__fn fn;
     weir_term *term;

@@ -849,6 +849,7 @@ weir__stage *weir__shadow_new(weir__stage *s, weir__node *from, unsigned end)
         c->stage = sh;
         c->idx = i;
         c->kind = r->kind;
+        c->out_var = r->term->out_var;
         c->state = r->state;
         c->fn = r->fn;
         c->term = r->term;

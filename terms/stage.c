@@ -297,7 +297,7 @@ int weir__push(weir__stage *s, unsigned i, const void *rec)
             else
                 n->fn.map(n->state, rec, n->tmp);
             rec = n->tmp;
-            if (WEIR_UNLIKELY(n->term->out_var) && weir__var_too_big(s, i, rec) < 0)
+            if (WEIR_UNLIKELY(n->out_var) && weir__var_too_big(s, i, rec) < 0)
                 return -EMSGSIZE;
             break;
         case WEIR__K_FILTER:
@@ -408,9 +408,11 @@ static int weir__node_emit(weir_emit *e, const void *rec)
     weir__stage *s = n->stage;
     if (WEIR_UNLIKELY(s->err))
         return s->err;
-    n->resv = NULL; /* an emit ends a reservation (weir_emit_reserve) */
-    if (WEIR_UNLIKELY(n->term->out_var) && weir__var_too_big(s, n->idx, rec) < 0)
-        return -EMSGSIZE;
+    if (WEIR_UNLIKELY(n->out_var)) {
+        n->resv = NULL; /* an emit ends a reservation (weir_emit_reserve) */
+        if (weir__var_too_big(s, n->idx, rec) < 0)
+            return -EMSGSIZE;
+    }
     if (n->kind == WEIR__K_MAP)
         n->extra++; /* a map emitting from its finish callback */
     else
