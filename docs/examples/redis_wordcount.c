@@ -247,7 +247,8 @@ static int count(void *state, const void *in, weir_emit *e)
             k->words[n++] = (word){line + s, i - s};
         }
     }
-    qsort(k->words, n, sizeof *k->words, by_bytes);
+    if (n > 1) /* qsort(NULL, 0, ...) is undefined */
+        qsort(k->words, n, sizeof *k->words, by_bytes);
     /* room enough: each pair costs 8 bytes, the word and at most 20 digits */
     size_t max = 16 + 4 + 3 + 4 + idlen + len + n * 28;
     void *buf;

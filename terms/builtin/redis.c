@@ -1567,7 +1567,8 @@ static void rd_sink_hdr(rd_sink *K, char c, size_t n)
 static void rd_sink_arg(rd_sink *K, const void *data, size_t len)
 {
     rd_sink_hdr(K, '$', len);
-    memcpy(K->cmds + K->len, data, len);
+    if (len) /* an empty record may have no data pointer */
+        memcpy(K->cmds + K->len, data, len);
     K->len += len;
     K->cmds[K->len++] = '\r';
     K->cmds[K->len++] = '\n';
