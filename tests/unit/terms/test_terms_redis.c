@@ -776,6 +776,32 @@ Test(redis, with_checkpoints_entries_are_acknowledged_only_after_they_reached_th
     redisFree(c);
 }
 
+Test(redis, a_stop_acknowledges_what_the_barriers_in_flight_cover)
+{
+    NEED_SERVER();
+    redisContext *c = conn();
+    enum { N = 100 };
+    fill(c, "in", 0, N, NULL);
+    gate g = {0, 0};
+    weir_redis_source_config sc = src_cfg("in", "g", "c1");
+    sc.checkpoint_every = 10; /* N is a multiple: the last barrier covers everything */
+    sc.end_idle_ms = 0;
+    sc.drain_ms = 3000;
+    weir_pipeline *p =
+        start(weir_seq2(source("src", &sc), weir_sink("slow", WEIR_VARSIZE, gate_fn, &g)),
+              WEIR_EXEC_POOL);
+    WAIT_FOR(xpending(c, "in", "g") == N, 5000);
+    sleep_ms(100);
+    cr_assert_eq(xpending(c, "in", "g"), N, "all read, none acknowledged (the sink holds them)");
+    cr_assert_eq(weir_pipeline_stop(p), 0);
+    atomic_store(&g.allow, UINT64_MAX); /* the stop drains: every record reaches the sink */
+    cr_assert_eq(weir_pipeline_join(p), 0, "%s", weir_pipeline_error(p));
+    weir_pipeline_destroy(p);
+    cr_expect_eq(atomic_load(&g.seen), N);
+    cr_expect_eq(xpending(c, "in", "g"), 0, "the barriers completed during the drain");
+    redisFree(c);
+}
+
 Test(redis, time_based_checkpoints_acknowledge_a_quiet_stream)
 {
     NEED_SERVER();
