@@ -876,24 +876,16 @@ static int rd_src_track(rd_source *S, const rd_id *ids, size_t n)
 {
     size_t live = (size_t)(S->tracked - S->acked);
     if (live + n > S->ids_cap) {
+        /* a larger ring: id at absolute position p lives at p % cap, so
+         * each live one moves to its place in the new ring */
         size_t cap = S->ids_cap ? S->ids_cap : 4096;
         while (cap < live + n)
             cap *= 2;
-        rd_id *d = weir_malloc(cap * sizeof *d);
-        if (!d)
-            return -ENOMEM;
-        for (size_t i = 0; i < live; i++)
-            d[i] = S->ids[(S->acked + i) % S->ids_cap];
-        /* re-based: position p now lives at (p - acked) ... keep p % cap
-         * working by rotating to the new capacity */
         rd_id *r = weir_malloc(cap * sizeof *r);
-        if (!r) {
-            weir_free(d);
+        if (!r)
             return -ENOMEM;
-        }
-        for (size_t i = 0; i < live; i++)
-            r[(S->acked + i) % cap] = d[i];
-        weir_free(d);
+        for (uint64_t p = S->acked; p < S->tracked; p++)
+            r[p % cap] = S->ids[p % S->ids_cap];
         weir_free(S->ids);
         S->ids = r;
         S->ids_cap = cap;

@@ -802,6 +802,30 @@ Test(redis, a_stop_acknowledges_what_the_barriers_in_flight_cover)
     redisFree(c);
 }
 
+Test(redis, many_entries_between_barriers_are_acknowledged_in_chunks)
+{
+    NEED_SERVER();
+    redisContext *c = conn();
+    enum { N = 10000 };
+    static test_entry in[N];
+    fill(c, "in", 0, N, in);
+    ids_seen seen = {PTHREAD_MUTEX_INITIALIZER, 0, 0, NULL};
+    weir_redis_source_config sc = src_cfg("in", "g", "c1");
+    sc.checkpoint_every = 9000; /* more ids than the first ring, more than one XACK */
+    sc.batch = 500;
+    sc.claim_idle_ms = 0;
+    weir_pipeline *p;
+    cr_assert_eq(
+        run_mode(weir_seq2(source("src", &sc), weir_sink("ids", WEIR_VARSIZE, ids_fn, &seen)),
+                 WEIR_EXEC_POOL, &p),
+        0, "%s", weir_pipeline_error(p));
+    weir_pipeline_destroy(p);
+    expect_exactly_once(&seen, 1, in, N);
+    cr_expect_eq(xpending(c, "in", "g"), 0);
+    free(seen.ids);
+    redisFree(c);
+}
+
 Test(redis, time_based_checkpoints_acknowledge_a_quiet_stream)
 {
     NEED_SERVER();
