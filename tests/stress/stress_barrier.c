@@ -28,16 +28,11 @@
  * A watchdog aborts with the pipeline's description when an iteration
  * takes longer than 60 s.
  *
- * Known bugs kept out of the verdict (tests/unit/terms/test_terms_barrier.c,
- * the disabled tests; --known-bugs puts them back):
- *   - a parallel, keyed or spawn stage holds a barrier that no record
- *     follows until more input comes, so a source that retries -EBUSY
- *     without emitting may wait for ever: the source here gives up a burst
- *     after ~100 retries and emits on (with --known-bugs it retries without
- *     a bound, and hangs);
- *   - once a cancel, a destroy or a failing sink began, a parallel, keyed or
- *     spawn stage may complete a checkpoint whose records it dropped: such
- *     misses are counted ("known-bug misses"), not failed.
+ * A source that meets -EBUSY retries until the barrier goes in (every
+ * barrier completes without records after it: test_terms_barrier's
+ * waiting source), except behind a zip, whose barriers need the records
+ * after them (the zip pairs record i with record 2i): there it drops the
+ * rest of the burst after ~100 retries and emits on.
  *
  * One summary line; exit 1 on a broken invariant. Run it under
  * ThreadSanitizer.
@@ -176,7 +171,6 @@ static struct world {
     unsigned nprobe;
     bool zip;
     bool two_merged;
-    bool has_par; /* a parallel, keyed or spawn stage */
     unsigned nterms;
 } W;
 
@@ -244,21 +238,6 @@ static unsigned mult(const probe *p, unsigned src, uint64_t i)
 /* Set just before a stop (1), a cancel or destroy (2), and by a sink that
  * fails (2). */
 static _Atomic int acting;
-static bool known_bugs;
-static _Atomic uint64_t n_known;
-
-/* Known bug (test_terms_barrier, the disabled
- * cancel_through_parallel_stages_never_completes_a_checkpoint_early): once
- * a cancel (a destroy, a failing sink) began, a parallel, keyed or spawn
- * stage may complete a checkpoint whose records it dropped. Such a miss is
- * counted, not failed, unless --known-bugs. */
-static bool known_miss(void)
-{
-    if (known_bugs || atomic_load(&acting) != 2 || !W.has_par)
-        return false;
-    atomic_fetch_add(&n_known, 1);
-    return true;
-}
 
 static void ckpt_fn(void *state, uint64_t id)
 {
@@ -284,8 +263,6 @@ static void ckpt_fn(void *state, uint64_t id)
             }
             unsigned m = mult(p, s->idx, i);
             if (p->seen[s->idx][i] < m) {
-                if (known_miss())
-                    break;
                 note("checkpoint %" PRIu64 " of %s: probe '%s' lacks record %" PRIu64
                      " (E = %" PRIu64 "): %u of %u copies (%s; it holds %" PRIu64 ")",
                      id, s->name, p->name, i, e, p->seen[s->idx][i], m,
@@ -299,7 +276,7 @@ static void ckpt_fn(void *state, uint64_t id)
         p->checked[s->idx] = i;
         p->sum[s->idx] = sum;
         uint64_t c = atomic_load_explicit(&p->count[s->idx], memory_order_relaxed);
-        if (c < sum && !known_miss())
+        if (c < sum)
             note("checkpoint %" PRIu64 " of %s: probe '%s' counts %" PRIu64 " < %" PRIu64, id,
                  s->name, p->name, c, sum);
         if (p->has_bar && W.nsrc == 1 &&
@@ -344,12 +321,8 @@ static int inject(source *s, weir_emit *e, unsigned k)
                 return 0;
             if (weir_emit_stopping(e))
                 return -ECANCELED;
-            /* Known bug (test_terms_barrier, disabled): a parallel, keyed
-             * or spawn stage holds a barrier no record follows until more
-             * input comes, so a source that only retries may wait for
-             * ever: after ~2 ms it drops the rest of the burst and emits
-             * on (--known-bugs: it retries without a bound). */
-            if (++tries > 100 && !known_bugs)
+            /* behind a zip the barriers in flight need more records */
+            if (++tries > 100 && W.zip)
                 return 0;
             usleep(20);
         }
@@ -621,7 +594,6 @@ static weir_term *gen_op(pset *P)
         say("parallel(w%u %s f%u) ", width, o == WEIR_ORDERED ? "ord" : "unord", k);
         if (o != WEIR_ORDERED)
             P->ordered = false;
-        W.has_par = true;
         return weir_parallel_order(t, width, o);
     }
     case 6:
@@ -631,7 +603,6 @@ static weir_term *gen_op(pset *P)
         say("keyed(%u %s) ", shards, o == WEIR_ORDERED ? "ord" : "unord");
         if (o != WEIR_ORDERED)
             P->ordered = false;
-        W.has_par = true;
         return weir_keyed(uname("k"), shards, key_fn, NULL, shard_map, NULL, o);
     }
     default: {
@@ -644,7 +615,6 @@ static weir_term *gen_op(pset *P)
         say("spawn(%u %s f%u) ", sc.shards, sc.order == WEIR_ORDERED ? "ord" : "unord", k);
         if (sc.order != WEIR_ORDERED)
             P->ordered = false;
-        W.has_par = true;
         return weir_spawn(uname("sp"), sizeof(rec), sizeof(rec), key_fn, NULL, spawn_filter,
                           (void *)(uintptr_t)k, &sc);
     }
@@ -705,7 +675,6 @@ static weir_term *gen_end(pset *P, unsigned depth)
         probe *p = probe_new(&Q, "ksink");
         unsigned shards = 1 + (unsigned)below(4);
         say("keyed_sinks(%u %s) ", shards, p->name);
-        W.has_par = true;
         return weir_keyed(uname("ks"), shards, key_fn, NULL, shard_sink, p, rnd_order());
     }
     case 5: {
@@ -717,7 +686,6 @@ static weir_term *gen_end(pset *P, unsigned depth)
         sc.shards = 1 + (unsigned)below(3);
         sc.order = rnd_order();
         say("spawn_sinks(%u %s) ", sc.shards, p->name);
-        W.has_par = true;
         return weir_spawn(uname("ss"), sizeof(rec), 0, key_fn, NULL, spawn_sink, p, &sc);
     }
     case 6:
@@ -1059,17 +1027,8 @@ static int one_iteration(unsigned workers)
 
 int main(int argc, char **argv)
 {
-    /* --known-bugs: our own option, taken out before the common ones */
-    int ac = 0;
-    for (int i = 0; i < argc; i++) {
-        if (i && !strcmp(argv[i], "--known-bugs"))
-            known_bugs = true;
-        else
-            argv[ac++] = argv[i];
-    }
-    argc = ac;
     stress_opts o;
-    int r = stress_parse(argc, argv, &o, "[--seconds S] [--workers W] [--seed N] [--known-bugs]");
+    int r = stress_parse(argc, argv, &o, "[--seconds S] [--workers W] [--seed N]");
     if (r)
         return r;
     seed = o.seed;
@@ -1098,9 +1057,8 @@ int main(int argc, char **argv)
     printf("stress_barrier: seed %lu, %" PRIu64 " runs (end %" PRIu64 ", stop %" PRIu64
            ", cancel %" PRIu64 ", destroy %" PRIu64 ", fail %" PRIu64 "), %" PRIu64
            " checkpoints checked, %" PRIu64 " -EBUSY, %" PRIu64 " records, %" PRIu64
-           " probes, %" PRIu64 " known-bug misses, %" PRIu64 " failures\n",
+           " probes, %" PRIu64 " failures\n",
            seed, iteration, n_acts[ACT_END], n_acts[ACT_STOP], n_acts[ACT_CANCEL],
-           n_acts[ACT_DESTROY], n_acts[ACT_FAIL], n_barriers, n_busy, n_records, n_probes,
-           atomic_load(&n_known), fails);
+           n_acts[ACT_DESTROY], n_acts[ACT_FAIL], n_barriers, n_busy, n_records, n_probes, fails);
     return fails ? 1 : 0;
 }

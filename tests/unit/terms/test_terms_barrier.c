@@ -1176,27 +1176,14 @@ Test(barrier, parallel_ordered_and_unordered_width_1_to_4)
 }
 
 /*
- * BUG (disabled): a term behind an ordered weir_parallel or weir_keyed stage
- * takes a barrier late. Repro: src (every 40, a barrier before the first
- * record) -> weir_parallel(map * filter, 2, WEIR_ORDERED) -> fwd (a barrier
- * callback emitting a marker) -> sink: marker 1 reaches the sink after ~20
- * records, all of them emitted after barrier 1 (in a chain it comes first).
- * The records are right and every checkpoint holds (at least once), but the
- * serial tail (and every stage after it) runs its barrier callbacks after
- * records that follow the barrier, so a term that closes an epoch at the
- * barrier (flushes a per-checkpoint total, as a sink flushes a buffer)
- * counts later records into it, and the acknowledgement comes later than
- * needed. Cause: weir__par_step() (terms/parallel.c, step 2) commits every
- * batch that is done, in sequence, through the serial tail into the output,
- * and only then calls weir__bar_par_release(), which pushes the barrier at
- * the output's head, behind the batches committed after its sequence
- * number; weir__keyed_commit() likewise. Fix: in the ordered commit loop,
- * pass the pending barrier when pa->release reaches bpend_seq[bpend_head],
- * before committing batch `release` (unordered: commit no batch at or past a
- * pending barrier's sequence until it passed).
+ * A term behind an ordered weir_parallel or weir_keyed stage takes the
+ * barrier at its position: its barrier callback's marker comes right after
+ * the records before the barrier. Was a bug (fixed in cee358b, found here):
+ * the dispatcher committed every done batch through the serial tail before
+ * it passed the barrier, so marker 1 reached the sink after ~20 records
+ * emitted after barrier 1.
  */
-Test(barrier, a_term_behind_an_ordered_parallel_stage_takes_the_barrier_at_its_position,
-     .disabled = true)
+Test(barrier, a_term_behind_an_ordered_parallel_stage_takes_the_barrier_at_its_position)
 {
     for (int m = 0; m < 3; m++)
         for (int keyed = 0; keyed < 2; keyed++) {
@@ -1625,24 +1612,14 @@ Test(barrier, a_barrier_completes_while_the_source_waits_for_it)
 }
 
 /*
- * BUG (disabled): a weir_parallel, weir_keyed or weir_spawn stage holds a
- * barrier that no record follows until its next activation, which only more
- * input (or a replica's completion) brings. Repro: a source that emits 50
- * records, injects a barrier and waits for its checkpoint before emitting
- * more -> weir_parallel(map, 2) -> sink: the checkpoint never comes (the
- * test's source gives up after 3 s per barrier; a source that waits
- * without a bound, or one that retries -EBUSY without emitting records,
- * hangs the pipeline: stress_barrier found it as a hang). With records
- * after it the barrier only completes late. Cause: weir__par_step()
- * (terms/parallel.c) calls weir__bar_par_release() in step 2, before step 3
- * reads the input; a barrier that step 3 reads when every batch before it
- * is already released (bpend_seq == next == release) is queued and the
- * activation returns WAIT without passing it, and nothing notifies the
- * stage again (the at_end branch passes it only at the end of the input).
- * Fix: call weir__bar_par_release() again after the dispatch (step 3) when
- * bpend_n and bpend_seq[bpend_head] <= release.
+ * Through a weir_parallel, weir_keyed or weir_spawn stage. Was a bug (fixed
+ * in cee358b; stress_barrier found it as a hang): a barrier the dispatcher
+ * read when every batch before it was already released was queued and the
+ * activation returned without passing it, so it waited for more input; a
+ * source that waits for the checkpoint (or retries -EBUSY without emitting)
+ * waited for ever.
  */
-Test(barrier, a_barrier_passes_a_parallel_stage_while_the_source_waits_for_it, .disabled = true)
+Test(barrier, a_barrier_passes_a_parallel_stage_while_the_source_waits_for_it)
 {
     for (int m = 0; m < 3; m++)
         for (int shape = 4; shape < 9; shape++)
@@ -1819,32 +1796,18 @@ Test(barrier, cancel_with_barriers_in_flight_makes_every_call_before_join_return
 }
 
 /*
- * BUG (disabled): a cancel can complete a checkpoint whose records were
- * dropped. Repro (fails within a few rounds): src (a barrier after every
- * record) -> weir_keyed(map, 2 shards, ordered) -> sink (fused behind the
- * shards), cancelled 0..1 ms after the start: "checkpoint 512 of src0:
- * probe 'sink' lacks record 511 (E = 512)"; the same through
- * weir_parallel -> weir_keyed -> sink and weir_spawn -> sink (stress_barrier
- * found it after cancels, destroys and failing sinks). At-least-once is
- * lost: a source that acknowledges on the checkpoint (XACK) acknowledges
- * records that never reached the sinks. Cause, in terms/parallel.c: a
- * replica (or shard) that sees the cancel stops between records
- * (weir__run_records, weir__slot_job: a batch skipped or cut short) and
- * still stores DONE; a dispatcher whose activation began before it saw the
- * cancel (weir__par_step's `cancelled` is read once, in weir__step) commits
- * that partial output and then passes the barriers queued behind it
- * (weir__bar_par_release); downstream stages that have not seen the cancel
- * yet pass the barrier on and the terminal ones acknowledge it. (In a
- * one-input stage the same drop is safe: the stage that dropped records
- * saw the cancel and ends at its next step, before it reaches the
- * barrier.) Fix: a replica that did not run its whole batch marks the slot
- * (cut short), and the dispatcher never commits such a slot nor passes a
- * barrier behind it; or re-read the cancel flag after the acquire of DONE
- * (the replica's read of it happens before) and stop there.
+ * A cancel never completes a checkpoint whose records were dropped: src (a
+ * barrier after every record) -> weir_keyed(map, 2 shards) -> sink, and
+ * through weir_parallel / weir_spawn, cancelled 0..1 ms after the start.
+ * Was a bug (fixed in cee358b; stress_barrier found it after cancels,
+ * destroys and failing sinks; at-least-once lost): a replica or shard cut
+ * short by the cancel still stored DONE, and a dispatcher that had not seen
+ * the cancel yet committed its part and passed the barrier behind it
+ * ("checkpoint 512 of src0: probe 'sink' lacks record 511 (E = 512)").
  */
-Test(barrier, cancel_through_parallel_stages_never_completes_a_checkpoint_early, .disabled = true)
+Test(barrier, cancel_through_parallel_stages_never_completes_a_checkpoint_early)
 {
-    for (int round = 0; round < 200; round++)
+    for (int round = 0; round < 60; round++)
         for (int m = 0; m < 3; m++) {
             watch wt = start_endless(all_modes[m], 1 + (unsigned)(round % 4), 0, 1 + round % 2);
             usleep((useconds_t)(round * 97 % 1000));
