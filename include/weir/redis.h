@@ -99,9 +99,11 @@ typedef struct weir_redis_source_config {
     const char *consumer;
     /** Entries per read (XREADGROUP COUNT, XAUTOCLAIM COUNT). Default 128. */
     unsigned batch;
-    /** How long one read waits for new entries (XREADGROUP BLOCK), issued
-     *  in slices of at most 100 ms between which the source sees a stop,
-     *  injects time-based barriers, claims and acknowledges. Default 1000. */
+    /** How long the stream may stay silent before the source treats it as
+     *  quiet (with checkpoints: a barrier for what it emitted since the last
+     *  one). Reads wait in XREADGROUP BLOCK slices of min(block_ms, 100) ms,
+     *  between which the source sees a stop, injects time-based barriers,
+     *  claims and acknowledges. 1..3600000; default 1000. */
     unsigned block_ms;
     /** Claim entries pending for longer than this in the group, whichever
      *  consumer holds them (XAUTOCLAIM): at start, then every
