@@ -1147,16 +1147,14 @@ static void parallel_case(const run_opts *o, unsigned width, weir_order order, u
     fwd *f = fwd_new(s, 1);
     probe *p = probe_new("sink");
     p->ordered = order == WEIR_ORDERED;
-    p->want_markers = order == WEIR_ORDERED;
+    /* no batch after a barrier is committed before it passed, in either
+     * order: a callback behind the stage sees exactly the records before */
+    p->want_markers = p->marker_exact = p->bexact = true;
+    s->exact = true; /* one terminal stage */
     probe_path(p, s, KEEP_NOT3);
     weir_term *par = weir_parallel_order(
         weir_seq2(t_map("pm", false), t_filter("pf", KEEP_NOT3, false)), width, order);
-    /* markers follow the records before their barrier in the serial tail;
-     * unordered, the sink checks only the records and the callback */
-    weir_term *t =
-        WEIR_SEQ(t_src(s), par, order == WEIR_ORDERED ? t_fwd(f) : t_map("m", false), t_sink_b(p));
-    if (order != WEIR_ORDERED)
-        s->nfwds = 0;
+    weir_term *t = WEIR_SEQ(t_src(s), par, t_fwd(f), t_sink_b(p));
     char what[48];
     snprintf(what, sizeof what, "parallel %s width %u",
              order == WEIR_ORDERED ? "ordered" : "unordered", width);
@@ -1220,6 +1218,7 @@ static void keyed_case(const run_opts *o, unsigned shards, weir_order order, boo
         t = weir_seq2(t_src(s), weir_keyed("k", shards, key_fn, NULL, shard_sink, p, order));
     } else {
         p->ordered = order == WEIR_ORDERED;
+        p->bexact = s->exact = true; /* the shards' batches before it, none after */
         t = WEIR_SEQ(t_src(s), weir_keyed("k", shards, key_fn, NULL, shard_map, NULL, order),
                      t_sink_b(p));
     }
@@ -1262,6 +1261,7 @@ static void spawn_case(const run_opts *o, weir_order order, bool sinks)
     } else {
         probe_path(p, s, KEEP_NOT3);
         p->ordered = order == WEIR_ORDERED;
+        s->exact = true;
         t = WEIR_SEQ(t_src(s),
                      weir_spawn("sp", sizeof(rec), sizeof(rec), key_fn, NULL, spawn_map, NULL, &sc),
                      t_sink(p));
