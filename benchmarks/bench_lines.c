@@ -60,9 +60,10 @@ typedef struct lc_cfg {
     uint64_t generate_mb; /* 0: --file */
     uint64_t mean, max;   /* --line-len */
     uint64_t seed;
-    unsigned shards; /* 0: one per worker */
-    int shape;       /* of weir-parallel: LC_SHAPE_* */
-    unsigned batch;  /* 0: the pipeline default */
+    unsigned shards;        /* 0: one per worker */
+    int shape;              /* of weir-parallel: LC_SHAPE_* */
+    unsigned batch;         /* 0: the pipeline default */
+    uint64_t byte_capacity; /* 0: see bench_lines() */
     uint64_t timeout_ns;
 } lc_cfg;
 
@@ -822,6 +823,8 @@ static void lc_help(void)
            "                    its workers)\n"
            "  --batch B         weir_pipeline_config.batch of the weir variants (default:\n"
            "                    the pipeline default, 256)\n"
+           "  --byte-capacity N weir_pipeline_config.byte_capacity (default: 1 MiB, or\n"
+           "                    twice the longest line rounded up to a power of two)\n"
            "  --timeout S       seconds before an unfinished weir run is cancelled and\n"
            "                    reported as a failure (default 300)\n"
            "\n"
@@ -912,6 +915,11 @@ static int lc_parse(const bench_opts *o, int argc, char **argv, lc_cfg *cfg)
                 return m < 0 ? BENCH_EXIT_USAGE
                              : bench_usage_error("--batch '%s': 1..%u", val, 1u << 20);
             cfg->batch = (unsigned)u;
+        } else if ((m = bench_opt_value(argc, argv, &i, "--byte-capacity", &val)) != 0) {
+            if (m < 0 || !bench_parse_u64(val, &cfg->byte_capacity) || cfg->byte_capacity < 64 ||
+                cfg->byte_capacity > WEIR_MAX_BYTE_CAPACITY)
+                return m < 0 ? BENCH_EXIT_USAGE
+                             : bench_usage_error("--byte-capacity '%s': 64..2^30 bytes", val);
         } else if ((m = bench_opt_value(argc, argv, &i, "--timeout", &val)) != 0) {
             double sec;
             if (m < 0)
@@ -1046,10 +1054,13 @@ int bench_lines(const bench_opts *o, int argc, char **argv)
         return BENCH_EXIT_FAIL;
     }
     /* The longest line must fit its stream (and the words' streams): the
-     * default 1 MiB, or twice the longest line rounded up to a power of two. */
+     * default 1 MiB, or twice the longest line rounded up to a power of two;
+     * --byte-capacity as given (a line longer fails the run, -EMSGSIZE). */
     uint64_t cap = UINT64_C(1) << 20;
     while (cap < 2 * (file.longest + 8) && cap < WEIR_MAX_BYTE_CAPACITY)
         cap *= 2;
+    if (cfg.byte_capacity)
+        cap = cfg.byte_capacity;
 
     lc_ctx c;
     memset(&c, 0, sizeof c);
