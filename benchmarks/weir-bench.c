@@ -110,8 +110,7 @@ static const bench_cmd commands[] = {
      "term layer: per-key sub-pipelines made at run time (weir_spawn): items/s, creation, memory",
      NULL},
     {"lines", bench_lines,
-     "term layer: lines read, split into words, counted: weir_file_lines vs a read(2) loop",
-     NULL},
+     "term layer: lines read, split into words, counted: weir_file_lines vs a read(2) loop", NULL},
     {"delay", bench_delay,
      "term layer: a pipeline timed alone and beside a weir_delay (no worker held); lateness", NULL},
     {"build", bench_build,
@@ -119,8 +118,7 @@ static const bench_cmd commands[] = {
 #endif
 #ifdef WEIR_BENCH_REDIS
     {"redis", bench_redis,
-     "Redis Streams: source -> map -> sink in 1..N processes of one group vs a hiredis loop",
-     NULL},
+     "Redis Streams: source -> map -> sink in 1..N processes of one group vs a hiredis loop", NULL},
 #endif
 };
 

@@ -47,11 +47,11 @@ typedef void (*weir_job_fn)(weir_worker *w, weir_job *job);
 
 struct weir_job {
     weir_job_fn fn;
-    void *arg;              /**< user data, untouched by weir */
-    weir_job *then;         /**< released after fn returns (NULL = none) */
+    void *arg;                 /**< user data, untouched by weir */
+    weir_job *then;            /**< released after fn returns (NULL = none) */
     WEIR_ATOMIC(int32_t) deps; /**< outstanding dependencies */
-    int32_t weir__flags;    /**< private */
-    void *weir__next;       /**< private: injection queue link */
+    int32_t weir__flags;       /**< private */
+    void *weir__next;          /**< private: injection queue link */
 };
 
 /** Prepare a job that becomes runnable after `deps` calls of weir_job_release()

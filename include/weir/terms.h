@@ -425,8 +425,8 @@ typedef struct weir_window_info {
 
 /** Called with the `n` records (contiguous, in arrival order) of a window
  *  as it closes; emits the aggregate(s). */
-typedef int (*weir_window_fn)(void *state, const void *recs, size_t n,
-                              const weir_window_info *info, weir_emit *e);
+typedef int (*weir_window_fn)(void *state, const void *recs, size_t n, const weir_window_info *info,
+                              weir_emit *e);
 
 /**
  * Tumbling or sliding windows by count or by processing time over

@@ -99,12 +99,12 @@ int main()
     if (weir_collector_init(&squares, sizeof(long)) != 0 ||
         weir_collector_init(&all, sizeof(long)) != 0)
         return fail("weir_collector_init");
-    weir_term *t = WEIR_SEQ(
-        weir_array_source("items", items.data(), items.size(), sizeof(long)),
-        WEIR_PAR(WEIR_SEQ(weir_filter("even", sizeof(long), is_even, nullptr),
-                          weir_map("square", sizeof(long), sizeof(long), square, nullptr),
-                          weir_collect("squares", &squares)),
-                 weir_collect("all", &all)));
+    weir_term *t =
+        WEIR_SEQ(weir_array_source("items", items.data(), items.size(), sizeof(long)),
+                 WEIR_PAR(WEIR_SEQ(weir_filter("even", sizeof(long), is_even, nullptr),
+                                   weir_map("square", sizeof(long), sizeof(long), square, nullptr),
+                                   weir_collect("squares", &squares)),
+                          weir_collect("all", &all)));
     if (t == nullptr)
         return fail("building the pipeline");
     weir_pipeline *p = nullptr;

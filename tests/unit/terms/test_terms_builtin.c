@@ -116,7 +116,8 @@ Test(terms_builtin, file_lines_reads_lines_with_numbers_and_truncation)
 
 Test(terms_builtin, file_lines_reports_a_missing_file_with_the_term_name)
 {
-    weir_term *t = weir_seq2(weir_file_lines_fixed("config", "/nonexistent/weir/file"), weir_stop());
+    weir_term *t =
+        weir_seq2(weir_file_lines_fixed("config", "/nonexistent/weir/file"), weir_stop());
     weir_pipeline *p;
     cr_assert_eq(run_mode(t, WEIR_EXEC_POOL, &p), -ENOENT);
     const char *m = weir_pipeline_error(p);
@@ -161,8 +162,8 @@ Test(terms_builtin, file_lines_blocked_on_a_silent_fifo_ends_on_stop_cancel_and_
             weir_pipeline *p;
             cr_assert_eq(weir_pipeline_create(rt, t, &c, &p), 0, "%s", weir_last_error());
             cr_assert_eq(weir_pipeline_start(p), 0);
-            for (int i = 0; i < 10000 && weir_pipeline_join_for(p, 1000 * 1000) == -ETIMEDOUT &&
-                            out.count < 2;
+            for (int i = 0;
+                 i < 10000 && weir_pipeline_join_for(p, 1000 * 1000) == -ETIMEDOUT && out.count < 2;
                  i++)
                 ;
             cr_assert_eq(out.count, 2, "mode %s: the lines written arrive",
