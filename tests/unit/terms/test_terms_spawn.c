@@ -1669,7 +1669,7 @@ static weir_term *listing_make(void *arg, uint64_t key)
     return weir_map("list", sizeof(kv), sizeof(kv), listing_map, NULL);
 }
 
-Test(spawn, spawn_list_from_a_sub_pipeline_callback, .disabled = true, .timeout = 30)
+Test(spawn, spawn_list_from_a_sub_pipeline_callback, .timeout = 30)
 {
     enum { N = 20000 };
     kv *in = malloc(N * sizeof *in);
