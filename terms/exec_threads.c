@@ -10,8 +10,6 @@
  * the flag and the loop runs again.
  */
 #include <errno.h>
-#include <pthread.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -83,32 +81,6 @@ void weir__exec_thread_wait(weir__stage *s)
     pthread_mutex_unlock(&th->mu);
 }
 
-/* A blocking source's thread (and a hybrid-mode source's) runs on the CPUs
- * the runtime's pinned workers leave free, when there are any: otherwise
- * the kernel tends to wake it on the core of the worker that notified it,
- * and the two take turns on one core while another sits idle (a 1-worker
- * pipeline behind a file reader ran at half a core). With no free CPU (the
- * default, a worker per CPU) nothing is changed. */
-static void weir__thread_place(const weir__stage *s, pthread_attr_t *attr)
-{
-    weir_runtime *rt = s->p->rt;
-    cpu_set_t set;
-    /* threads mode: the workers idle, every thread is a stage: no change */
-    if (!rt || s->p->cfg.mode == WEIR_EXEC_THREADS ||
-        pthread_getaffinity_np(pthread_self(), sizeof set, &set) != 0)
-        return;
-    unsigned n = weir_runtime_workers(rt);
-    for (unsigned i = 0; i < n; i++) {
-        weir_worker_info wi;
-        if (weir_runtime_worker_info(rt, i, &wi) != 0 || wi.pu < 0 || !wi.pinned)
-            return; /* an unpinned worker may be anywhere */
-        if (wi.pu < CPU_SETSIZE)
-            CPU_CLR(wi.pu, &set);
-    }
-    if (CPU_COUNT(&set) > 0)
-        pthread_attr_setaffinity_np(attr, sizeof set, &set);
-}
-
 int weir__exec_thread_start(weir__stage *s)
 {
     weir__thread *th = s->thread;
@@ -118,7 +90,6 @@ int weir__exec_thread_start(weir__stage *s)
     /* The stack is the C library's (mmap), outside the weir_allocator hook. */
     size_t stack = s->p->cfg.thread_stack ? s->p->cfg.thread_stack : 256 * 1024;
     pthread_attr_setstacksize(&attr, stack);
-    weir__thread_place(s, &attr);
     int r = pthread_create(&th->tid, &attr, weir__stage_thread, s);
     pthread_attr_destroy(&attr);
     if (r != 0)
