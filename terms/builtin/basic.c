@@ -110,20 +110,19 @@ WEIR_API weir_term *weir_add_index(const char *name, size_t in_size)
 /* ------------------------------------------------------------- tokenize */
 
 typedef struct weir__tokens {
-    uint64_t delim[4]; /* a bit per byte value */
+    unsigned char delim[256]; /* 1 for a delimiter byte: one load a byte */
 } weir__tokens;
 
 static int weir__tokenize_fn(void *state, const void *in, weir_emit *e)
 {
-    const weir__tokens *x = state;
+    const unsigned char *delim = ((const weir__tokens *)state)->delim;
     const weir_bytes *b = in;
     const unsigned char *p = b->data, *end = p + b->len;
-#define WEIR__DELIM(c) ((x->delim[(c) >> 6] >> ((c)&63)) & 1)
     while (p < end) {
-        while (p < end && WEIR__DELIM(*p))
+        while (p < end && delim[*p])
             p++;
         const unsigned char *w = p;
-        while (p < end && !WEIR__DELIM(*p))
+        while (p < end && !delim[*p])
             p++;
         if (p > w) {
             int r = weir_emit_bytes(e, w, (size_t)(p - w));
@@ -131,7 +130,6 @@ static int weir__tokenize_fn(void *state, const void *in, weir_emit *e)
                 return r;
         }
     }
-#undef WEIR__DELIM
     return 0;
 }
 
@@ -144,7 +142,7 @@ WEIR_API weir_term *weir_tokenize(const char *name, const char *delims)
     }
     const unsigned char *d = (const unsigned char *)(delims ? delims : " \t\r\n\v\f");
     for (; *d; d++)
-        x->delim[*d >> 6] |= UINT64_C(1) << (*d & 63);
+        x->delim[*d] = 1;
     weir_term *t = weir_function(name, WEIR_VARSIZE, WEIR_VARSIZE, weir__tokenize_fn, x);
     if (!t) {
         weir_free(x);
