@@ -677,9 +677,8 @@ void weir__par_free(weir__stage *s);
 weir__stage *weir__shadow_new(weir__stage *s, weir__node *from, unsigned end);
 void weir__shadow_free(weir__stage *sh);
 
-/* spawn.c, called by a spawn shard (parallel.c) around a batch part:
- * begin, then push each record of the part, then done. */
-void weir__spawn_begin(weir__stage *cx);
+/* spawn.c, called by a spawn shard (parallel.c): push each record of a
+ * batch part, then done (publishes the shard's counters). */
 int weir__spawn_push(weir__stage *cx, uint64_t key, const void *rec, uint64_t now);
 void weir__spawn_done(weir__stage *cx);
 /* End of input: end every live sub-pipeline of the shard (finish

@@ -272,7 +272,6 @@ static void weir__shard_batch(weir__shard *sd, weir__slot *sl, weir_worker *w)
     const uint32_t *sh_of = sl->sh_of;
     if (n0->kind == WEIR__K_SPAWN) {
         /* sub-pipelines per key (spawn.c) */
-        weir__spawn_begin(cx);
         uint64_t now = weir__terms_now_ns();
         if (sl->sweep)
             weir__spawn_sweep(cx, now);

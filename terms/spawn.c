@@ -454,11 +454,6 @@ int weir__spawn_push(weir__stage *cx, uint64_t key, const void *rec, uint64_t no
     return 0;
 }
 
-void weir__spawn_begin(weir__stage *cx)
-{
-    (void)cx; /* nothing to lock: see the top */
-}
-
 void weir__spawn_sweep(weir__stage *cx, uint64_t now)
 {
     weir__spawn_shard *sh = cx->nodes[0].term->state;

@@ -79,19 +79,27 @@ static inline uint32_t weir__want(const weir__stage *s)
  */
 
 /* The term whose output overflowed names the error. */
-static int weir__out_msgsize(weir__stage *s, size_t len)
+/* Node `node` made a variable-size record longer than any stream of the
+ * pipeline can hold (every byte ring is p->byte_cap): fail naming it. */
+static int weir__msgsize(weir__stage *s, unsigned node, size_t len)
 {
     if (s->err == 0) {
         char msg[200];
         snprintf(msg, sizeof msg,
                  "record of %zu bytes is larger than its stream can hold (byte_capacity %llu "
                  "bytes: raise weir_pipeline_config.byte_capacity)",
-                 len, (unsigned long long)s->out->bcap);
+                 len, (unsigned long long)s->p->byte_cap);
         weir_free(s->err_msg);
         s->err_msg = weir_strdup(msg);
     }
-    weir__note_err(s, s->nnodes - 1, -EMSGSIZE);
+    weir__note_err(s, node, -EMSGSIZE);
     return -EMSGSIZE;
+}
+
+/* The term that writes the output stream names the error. */
+static int weir__out_msgsize(weir__stage *s, size_t len)
+{
+    return weir__msgsize(s, s->nnodes - 1, len);
 }
 
 static inline size_t weir__spill_entry(const weir__stream *o, const void *rec)
@@ -387,19 +395,7 @@ static int weir__flush_batch(weir__stage *s, weir__node *n)
 static int weir__var_too_big(weir__stage *s, unsigned node, const void *rec)
 {
     size_t len = ((const weir_bytes *)rec)->len;
-    if (WEIR_LIKELY(len <= s->p->byte_cap))
-        return 0;
-    if (s->err == 0) {
-        char msg[200];
-        snprintf(msg, sizeof msg,
-                 "record of %zu bytes is larger than its stream can hold (byte_capacity %llu "
-                 "bytes: raise weir_pipeline_config.byte_capacity)",
-                 len, (unsigned long long)s->p->byte_cap);
-        weir_free(s->err_msg);
-        s->err_msg = weir_strdup(msg);
-    }
-    weir__note_err(s, node, -EMSGSIZE);
-    return -EMSGSIZE;
+    return WEIR_LIKELY(len <= s->p->byte_cap) ? 0 : weir__msgsize(s, node, len);
 }
 
 static int weir__node_emit(weir_emit *e, const void *rec)
@@ -1501,10 +1497,8 @@ WEIR_API int weir_emit_reserve(weir_emit *e, size_t max, void **buf)
         return s->err;
     const bool last = n->idx + 1 == s->nnodes;
     weir__stream *o = last ? s->out : NULL;
-    if (o && max > o->bcap) {
-        s->err_node = n->idx;
-        return weir__out_msgsize(s, max);
-    }
+    if (o && max > o->bcap)
+        return weir__msgsize(s, n->idx, max);
     if (o && s->head == WEIR__H_BLOCKING) {
         /* the source's own thread: wait for room in the byte ring */
         for (;;) {
