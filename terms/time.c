@@ -338,7 +338,11 @@ static int weir__delay_fn(void *state, const void *in, weir_emit *e)
     if (weir__fifo_push(&d->q, dl, p, len) < 0)
         return weir_emit_fail(e, -ENOMEM, "out of memory for the delayed records");
     /* the oldest first: release what is due (also under a stop) */
-    return weir__delay_release(d, weir_emit_stopping(e) ? UINT64_MAX : now, e);
+    /* a stop (not a cancel: cancelled records are dropped) releases all */
+    const weir_pipeline *pl = ((const weir__node *)(const void *)e)->stage->p;
+    bool stop = weir__time_stopping(pl) &&
+                !atomic_load_explicit(&((weir_pipeline *)pl)->cancelled, memory_order_relaxed);
+    return weir__delay_release(d, stop ? UINT64_MAX : now, e);
 }
 
 static int weir__delay_tick(void *state, uint64_t now, weir_emit *e)
